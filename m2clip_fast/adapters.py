@@ -1,0 +1,107 @@
+"""Adapter modules. Each holds its parameters and runs either the eager reference
+(:mod:`kernels.reference`, the specification) or the fused Triton ops (:mod:`kernels`), chosen by
+``use_fused``; both paths take the same parameters, so state dicts move freely between them.
+"""
+from __future__ import annotations
+
+import types
+from typing import Callable
+
+import torch
+from torch import nn
+
+from kernels import reference
+from kernels.reference import BranchWeights
+
+
+def _ops(use_fused: bool) -> types.ModuleType:
+    """The namespace with ``ted_adapter`` / ``text_adapter``: fused kernels or the eager reference.
+
+    ``kernels`` is imported on first fused use, so ``TRITON_INTERPRET`` may be set until then.
+    """
+    if not use_fused:
+        return reference
+    import kernels
+
+    return kernels
+
+
+class ConvBottleneck(nn.Module):
+    """``fc2(dwconv(fc1(x)))``: one TED-Adapter branch, or the global temporal adapter.
+
+    ``kind="temporal"``: depthwise conv over frames, weight ``[Ca, 1, 3]``;
+    ``kind="spatial"``: depthwise 3×3 conv over the patch grid, weight ``[Ca, 1, 3, 3]``.
+    The conv (weight and bias) and both linear biases start at zero, so the branch outputs zero.
+    """
+
+    def __init__(self, dim: int, width: int, kind: str) -> None:
+        super().__init__()
+        conv_cls = {"temporal": nn.Conv1d, "spatial": nn.Conv2d}[kind]
+        self.fc1 = nn.Linear(dim, width)
+        self.conv = conv_cls(width, width, kernel_size=3, padding=1, groups=width)
+        self.fc2 = nn.Linear(width, dim)
+        for p in (self.conv.weight, self.conv.bias, self.fc1.bias, self.fc2.bias):
+            nn.init.zeros_(p)
+
+    def weights(self) -> BranchWeights:
+        return BranchWeights(
+            self.fc1.weight, self.fc1.bias, self.conv.weight, self.conv.bias, self.fc2.weight, self.fc2.bias
+        )
+
+
+class TEDAdapter(nn.Module):
+    """Temporal Enhancement + temporal Difference adapter (DESIGN.md §1.1). Identity at init.
+
+    forward: x ``[B*T, 1 + h*w, C]`` (CLS first, frame-major) -> ``[B*T, 1 + h*w, C]``.
+    """
+
+    def __init__(self, dim: int, width: int, use_fused: bool = False) -> None:
+        super().__init__()
+        self.te = ConvBottleneck(dim, width, "temporal")
+        self.td = ConvBottleneck(dim, width, "spatial")
+        self.use_fused = use_fused
+
+    def forward(self, x: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
+        return _ops(self.use_fused).ted_adapter(x, num_frames, grid, self.te.weights(), self.td.weights())
+
+
+class TemporalAdapter(ConvBottleneck):
+    """Global temporal adapter on frame embeddings: ``f + fc2(conv_T(fc1(f)))``. Identity at init.
+
+    forward: f ``[B*T, D]`` -> ``[B*T, D]``.
+    """
+
+    def __init__(self, dim: int, width: int, use_fused: bool = False) -> None:
+        super().__init__(dim, width, "temporal")
+        self.use_fused = use_fused
+
+    def forward(self, f: torch.Tensor, num_frames: int) -> torch.Tensor:
+        out = _ops(self.use_fused).ted_adapter(f.unsqueeze(1), num_frames, (0, 0), self.weights(), None)
+        return out.squeeze(1)
+
+
+class TextAdapter(nn.Module):
+    """``x + fc2(GELU(fc1(x)))`` (exact GELU); biases zero, weights PyTorch's default init (not an
+    identity at init, as released). forward: x ``[N, S, D]`` -> ``[N, S, D]``."""
+
+    def __init__(self, dim: int, width: int, use_fused: bool = False) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, width)
+        self.fc2 = nn.Linear(width, dim)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc2.bias)
+        self.use_fused = use_fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ops = _ops(self.use_fused)
+        return ops.text_adapter(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+
+
+class BlockAdapters(nn.Module):
+    """The adapters of one transformer block: ``attn`` (before attention) and ``mlp`` (before the MLP),
+    each present or ``None``."""
+
+    def __init__(self, make: Callable[[], nn.Module], positions: tuple[str, ...]) -> None:
+        super().__init__()
+        self.attn = make() if "attn" in positions else None
+        self.mlp = make() if "mlp" in positions else None
