@@ -91,3 +91,8 @@ def ted_adapter(
 def text_adapter(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor, fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
     """``x + fc2(GELU(fc1(x)))`` with exact (erf) GELU. x ``[..., D]`` -> ``[..., D]``."""
     return x + F.linear(F.gelu(F.linear(x, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
+
+
+def temporal_adapter(f: Tensor, num_frames: int, weights: BranchWeights) -> Tensor:
+    """Global temporal adapter ``f + fc2(conv_T(fc1(f)))`` on frame embeddings ``[B*T, D]`` -> ``[B*T, D]``."""
+    return ted_adapter(f.unsqueeze(1), num_frames, (0, 0), weights, None).squeeze(1)

@@ -1,0 +1,93 @@
+"""Shared host-side helpers: where kernels can run, launch accounting, input checks, dtypes."""
+from __future__ import annotations
+
+import collections
+import os
+import warnings
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+# Read once, like Triton does when it decorates the kernels of this package.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Launch counts per kernel name: lets tests prove that a fused op really ran Triton code.
+launch_counts: collections.Counter = collections.Counter()
+_warned: set[str] = set()
+
+TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+def can_run_triton(x: torch.Tensor, op: str) -> bool:
+    """True where the Triton kernels can run on ``x``'s device: CUDA, or CPU under ``TRITON_INTERPRET=1``.
+
+    Otherwise warns once per op that the eager reference is used instead, and why.
+    """
+    if x.is_cuda or (x.device.type == "cpu" and INTERPRET):
+        return True
+    if op not in _warned:
+        _warned.add(op)
+        why = (
+            "TRITON_INTERPRET=1 was not set when `kernels` was imported"
+            if x.device.type == "cpu"
+            else f"Triton kernels do not run on {x.device.type}"
+        )
+        warnings.warn(f"kernels.{op}: running the eager reference on {x.device} ({why})", stacklevel=3)
+    return False
+
+
+def record_launch(name: str) -> None:
+    launch_counts[name] += 1
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the eager op would compute in: the autocast dtype when autocast is on, else ``x``'s."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def dot_dtype(dtype: torch.dtype) -> tl.dtype:
+    """Operand dtype of ``tl.dot``: the compute dtype, but fp32 under the interpreter (no bf16 there)."""
+    return tl.float32 if INTERPRET else TL_DTYPES[dtype]
+
+
+def check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+def check_tensors(op: str, *tensors: Optional[torch.Tensor]) -> None:
+    """All given tensors float (fp32/bf16/fp16) and on one device."""
+    present = [t for t in tensors if t is not None]
+    devices = {t.device for t in present}
+    check(len(devices) == 1, f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
+    for t in present:
+        check(t.dtype in TL_DTYPES, f"{op}: expected float32/bfloat16/float16 tensors, got {t.dtype}")
+
+
+def check_same_dtype(op: str, *tensors: Optional[torch.Tensor]) -> None:
+    dtypes = {t.dtype for t in tensors if t is not None}
+    check(
+        len(dtypes) == 1,
+        f"{op}: input and weights must share a dtype outside autocast, got {sorted(map(str, dtypes))} "
+        "(cast them, or run under torch.autocast)",
+    )
+
+
+def cdiv(a: int, b: int) -> int:
+    return triton.cdiv(a, b)
+
+
+def as_rows(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x [..., width]`` as a 2-D ``[rows, width]`` view with unit column stride (copies only if needed)."""
+    x2 = x.reshape(-1, width)
+    return x2 if x2.stride(1) == 1 or width == 1 else x2.contiguous()
+
+
+def empty_like_none(t: Optional[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
+    """Custom ops cannot return None: an empty tensor stands for an absent gradient."""
+    return ref.new_empty(0) if t is None else t
