@@ -221,8 +221,8 @@ def linear(
         y = torch.nn.functional.linear(x, weight, bias)
         y = torch.nn.functional.gelu(y) if gelu else y
         return y if residual is None else y + residual
+    if not torch.is_autocast_enabled(x.device.type):
+        check_same_dtype("linear", x, weight, bias, residual)
     dtype = compute_dtype(x)
-    weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
-    x = x.to(dtype)
-    check_same_dtype("linear", x, weight, residual)
+    x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
     return _linear_op(x, weight, bias, residual, gelu)[0]

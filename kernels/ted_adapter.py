@@ -139,11 +139,11 @@ def ted_adapter(
     if not can_run_triton(x, "ted_adapter"):
         return reference.ted_adapter(x, num_frames, grid, te, td)
 
+    if not torch.is_autocast_enabled(x.device.type):
+        check_same_dtype("ted_adapter", x, *te, *(td or ()))
     dtype = compute_dtype(x)
     te = BranchWeights(*(t.to(dtype) for t in te))
     td = None if td is None else BranchWeights(*(t.to(dtype) for t in td))
-    if not torch.is_autocast_enabled(x.device.type):
-        check_same_dtype("ted_adapter", x, te.fc1_weight)
     w_in = te.fc1_weight if td is None else torch.cat([te.fc1_weight, td.fc1_weight])
     w_out = te.fc2_weight if td is None else torch.cat([te.fc2_weight, td.fc2_weight], dim=1)
     out, _, _ = _ted_op(

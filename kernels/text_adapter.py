@@ -78,9 +78,9 @@ def text_adapter(
         check(tuple(t.shape) == shape, f"text_adapter: {name} must be {list(shape)} for x [..., {width}], got {list(t.shape)}")
     if not can_run_triton(x, "text_adapter"):
         return reference.text_adapter(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    if not torch.is_autocast_enabled(x.device.type):
+        check_same_dtype("text_adapter", x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     dtype = compute_dtype(x)
     w1, b1, w2, b2 = (t.to(dtype) for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
-    if not torch.is_autocast_enabled(x.device.type):
-        check_same_dtype("text_adapter", x, w1)
     out, _, _ = _text_adapter_op(as_rows(x, width), w1, b1, w2, b2)
     return out.view(x.shape)

@@ -15,7 +15,7 @@ from kernels.reference import BranchWeights
 
 
 def _ops(use_fused: bool) -> types.ModuleType:
-    """The namespace with ``ted_adapter`` / ``text_adapter``: fused kernels or the eager reference.
+    """The namespace with ``ted_adapter``, ``temporal_adapter``, ``text_adapter``: fused or eager.
 
     ``kernels`` is imported on first fused use, so ``TRITON_INTERPRET`` may be set until then.
     """
@@ -76,8 +76,7 @@ class TemporalAdapter(ConvBottleneck):
         self.use_fused = use_fused
 
     def forward(self, f: torch.Tensor, num_frames: int) -> torch.Tensor:
-        out = _ops(self.use_fused).ted_adapter(f.unsqueeze(1), num_frames, (0, 0), self.weights(), None)
-        return out.squeeze(1)
+        return _ops(self.use_fused).temporal_adapter(f, num_frames, self.weights())
 
 
 class TextAdapter(nn.Module):

@@ -1,0 +1,252 @@
+"""Fused ops vs the eager reference (fp64), under Triton's interpreter on CPU; CUDA tests skip without a GPU."""
+import warnings
+
+import pytest
+import torch
+
+import kernels
+from kernels import BranchWeights, reference
+from kernels import utils as kutils
+
+FP32_TOL = 1e-5  # DESIGN.md §3, fp32 under the interpreter
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    b = b.double()
+    return ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def branch(width: int, ca: int, kernel: tuple, gen: torch.Generator, device="cpu", dtype=torch.float32):
+    rand = lambda *s, scale=1.0: (torch.randn(*s, generator=gen) * scale).to(device, dtype)  # noqa: E731
+    return BranchWeights(rand(ca, width, scale=0.2), rand(ca), rand(ca, 1, *kernel), rand(ca),
+                         rand(width, ca, scale=0.2), rand(width))
+
+
+def assert_matches_reference(fused_fn, ref_fn, inputs, tol=FP32_TOL):
+    """Forward value and the gradient of every tensor input, fused (as given) vs reference (fp64)."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fused_fn(*leaves)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+    out.backward(grad)
+    ref_leaves = [t.detach().double().cpu().requires_grad_() for t in inputs]
+    ref = ref_fn(*ref_leaves)
+    ref.backward(grad.double().cpu())
+    assert out.dtype == inputs[0].dtype and out.shape == ref.shape
+    assert rel_err(out.cpu(), ref) < tol, f"value: {rel_err(out.cpu(), ref):.2e}"
+    for i, (a, b) in enumerate(zip(leaves, ref_leaves)):
+        if b.grad.abs().max() == 0:  # e.g. W3 at T = 1: the reference gradient is exactly zero
+            assert a.grad.abs().max() == 0, f"input {i}: expected an exact zero gradient"
+        else:
+            assert rel_err(a.grad.cpu(), b.grad) < tol, f"grad of input {i}: {rel_err(a.grad.cpu(), b.grad):.2e}"
+
+
+SHAPES = [  # (T, grid, C, Ca): T = 1, odd and non-square grids, widths off the block size
+    (1, (2, 3), 24, 20),
+    (2, (3, 2), 40, 12),
+    (3, (1, 1), 17, 33),
+    (8, (2, 2), 33, 17),
+]
+
+
+@pytest.mark.parametrize("T, grid, C, Ca", SHAPES)
+def test_ted_adapter_matches_reference(T, grid, C, Ca):
+    g = torch.Generator().manual_seed(T)
+    x = torch.randn(2 * T, 1 + grid[0] * grid[1], C, generator=g)
+    te, td = branch(C, Ca, (3,), g), branch(C, Ca, (3, 3), g)
+
+    def run(impl):
+        return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
+
+    assert_matches_reference(run(kernels), run(reference), [x, *te, *td])
+
+
+@pytest.mark.parametrize("T", [1, 3, 8])
+def test_temporal_adapter_matches_reference(T):
+    g = torch.Generator().manual_seed(T)
+    f = torch.randn(3 * T, 24, generator=g)
+    w = branch(24, 12, (3,), g)
+
+    def run(impl):
+        return lambda f, *p: impl.temporal_adapter(f, T, BranchWeights(*p))
+
+    assert_matches_reference(run(kernels), run(reference), [f, *w])
+
+
+@pytest.mark.parametrize("shape, C, Ca", [((2, 5), 24, 20), ((3, 7), 40, 17)])
+def test_text_adapter_matches_reference(shape, C, Ca):
+    g = torch.Generator().manual_seed(C)
+    x = torch.randn(*shape, C, generator=g)
+    w = [torch.randn(Ca, C, generator=g) * 0.2, torch.randn(Ca, generator=g),
+         torch.randn(C, Ca, generator=g) * 0.2, torch.randn(C, generator=g)]
+    assert_matches_reference(kernels.text_adapter, reference.text_adapter, [x, *w])
+
+
+@pytest.mark.parametrize("T, grid, C", [(1, (2, 3), 20), (3, (3, 2), 33), (8, (1, 2), 16)])
+def test_stencil_building_blocks_match_reference(T, grid, C):
+    g = torch.Generator().manual_seed(C)
+    x = torch.randn(2 * T, grid[0] * grid[1], C, generator=g)
+    wt, bt = torch.randn(C, 1, 3, generator=g), torch.randn(C, generator=g)
+    ws, bs = torch.randn(C, 1, 3, 3, generator=g), torch.randn(C, generator=g)
+    assert_matches_reference(lambda *a: kernels.temporal_conv(a[0], T, *a[1:]),
+                             lambda *a: reference.temporal_conv(a[0], T, *a[1:]), [x, wt, bt])
+    assert_matches_reference(lambda a: kernels.temporal_difference(a, T),
+                             lambda a: reference.temporal_difference(a, T), [x])
+    assert_matches_reference(lambda *a: kernels.spatial_conv(a[0], grid, *a[1:]),
+                             lambda *a: reference.spatial_conv(a[0], grid, *a[1:]), [x, ws, bs])
+
+
+@pytest.mark.parametrize("activation, residual", [("none", False), ("gelu", True)])
+def test_linear_with_epilogues_matches_reference(activation, residual):
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(3, 11, 40, generator=g), torch.randn(36, 40, generator=g), torch.randn(36, generator=g)
+    r = torch.randn(3, 11, 36, generator=g)
+
+    def ref(x, w, b, *r):
+        y = torch.nn.functional.linear(x, w, b)
+        y = torch.nn.functional.gelu(y) if activation == "gelu" else y
+        return y + r[0] if r else y
+
+    inputs = [x, w, b, r] if residual else [x, w, b]
+    assert_matches_reference(lambda x, w, b, *r: kernels.linear(x, w, b, activation, r[0] if r else None), ref, inputs)
+
+
+@pytest.mark.filterwarnings("ignore:Input #")  # gradcheck prefers fp64 inputs; see the docstring
+def test_gradcheck_of_the_stencil_ops():
+    """The stencil ops are linear in every input, so fp32 finite differences are exact up to rounding
+    (the kernels accumulate in fp32, so an fp64 gradcheck would test nothing more)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 6, 3, generator=g, requires_grad=True)
+    ws = torch.randn(3, 1, 3, 3, generator=g, requires_grad=True)
+    wt = torch.randn(3, 1, 3, generator=g, requires_grad=True)
+    opts = dict(eps=1e-2, atol=1e-3, rtol=1e-3, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda x, w: kernels.spatial_conv(x, (2, 3), w), (x, ws), **opts)
+    assert torch.autograd.gradcheck(lambda x, w: kernels.temporal_conv(x, 2, w), (x, wt), **opts)
+    assert torch.autograd.gradcheck(lambda x: kernels.temporal_difference(x, 4), (x,), **opts)
+
+
+def test_non_contiguous_input():
+    g = torch.Generator().manual_seed(0)
+    T, grid, C = 2, (2, 2), 24
+    base = torch.randn(2 * T, C, 1 + 4, generator=g)
+    x = base.transpose(1, 2)  # [B*T, L, C], not contiguous
+    assert not x.is_contiguous()
+    te, td = branch(C, 8, (3,), g), branch(C, 8, (3, 3), g)
+    torch.testing.assert_close(kernels.ted_adapter(x, T, grid, te, td), reference.ted_adapter(x, T, grid, te, td),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_kernels_actually_ran():
+    assert kutils.INTERPRET, "tests/conftest.py sets TRITON_INTERPRET=1 before kernels is imported"
+    before = dict(kernels.launch_counts)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 16, generator=g, requires_grad=True)
+    out = kernels.ted_adapter(x, 2, (2, 2), branch(16, 8, (3,), g), branch(16, 8, (3, 3), g))
+    out.sum().backward()
+    ran = {k: kernels.launch_counts[k] - before.get(k, 0) for k in ("gemm", "stencil_fwd", "stencil_bwd")}
+    assert ran == {"gemm": 6, "stencil_fwd": 2, "stencil_bwd": 2}
+
+
+def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(kutils, "INTERPRET", False)
+    monkeypatch.setattr(kutils, "_warned", set())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 16, generator=g)
+    te, td = branch(16, 8, (3,), g), branch(16, 8, (3, 3), g)
+    before = kernels.launch_counts["gemm"]
+    with pytest.warns(UserWarning, match="TRITON_INTERPRET=1 was not set"):
+        out = kernels.ted_adapter(x, 2, (2, 2), te, td)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        kernels.ted_adapter(x, 2, (2, 2), te, td)
+    assert kernels.launch_counts["gemm"] == before
+    torch.testing.assert_close(out, reference.ted_adapter(x, 2, (2, 2), te, td))
+
+
+def _bad_calls():
+    g = torch.Generator().manual_seed(0)
+    te, td = branch(16, 8, (3,), g), branch(16, 8, (3, 3), g)
+    x = torch.randn(4, 5, 16)
+    return [
+        (lambda: kernels.ted_adapter(x[0], 2, (2, 2), te, td), r"x must be \[B\*T, L, C\]"),
+        (lambda: kernels.ted_adapter(x, 3, (2, 2), te, td), "multiple of num_frames"),
+        (lambda: kernels.ted_adapter(x, 2, (2, 3), te, td), "L = 5 tokens"),
+        (lambda: kernels.ted_adapter(torch.randn(4, 5, 12), 2, (2, 2), te, td), r"te.fc1_weight must be \[8, 12\]"),
+        (lambda: kernels.ted_adapter(x.double(), 2, (2, 2), te, td), "float32/bfloat16/float16"),
+        (lambda: kernels.ted_adapter(x.bfloat16(), 2, (2, 2), te, td), "share a dtype"),
+        (lambda: kernels.ted_adapter(x.to("meta"), 2, (2, 2), te, td), "one device"),
+        (lambda: kernels.text_adapter(x, te.fc1_weight, te.fc1_bias, te.fc2_weight[:, :4], te.fc2_bias),
+         r"fc2_weight must be \[16, 8\]"),
+        (lambda: kernels.spatial_conv(x[:, 1:], (3, 2), td.conv_weight), "does not tile"),
+        (lambda: kernels.temporal_conv(x, 2, td.conv_weight), r"weight must be \[16, 1, 3\]"),
+        (lambda: kernels.linear(x, te.fc1_weight.t()), "agree on K"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_invalid_inputs_raise_value_error(index):
+    call, match = _bad_calls()[index]
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_torch_compile_fullgraph_of_a_fused_adapter():
+    from m2clip_fast.adapters import TEDAdapter
+
+    torch.manual_seed(0)
+    adapter = TEDAdapter(16, 8, use_fused=True)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    x = torch.randn(4, 5, 16, requires_grad=True)
+    compiled = torch.compile(adapter, fullgraph=True)
+    out = compiled(x, 2, (2, 2))
+    out.sum().backward()
+    grad_compiled = x.grad.clone()
+    x.grad = None
+    adapter.use_fused = False
+    expected = adapter(x, 2, (2, 2))
+    expected.sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_compiled, x.grad, rtol=1e-5, atol=1e-5)
+
+
+# --- CUDA only -------------------------------------------------------------------------------------
+
+@cuda
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
+def test_cuda_ted_adapter_parity(dtype, tol):
+    g = torch.Generator().manual_seed(0)
+    T, grid, C, Ca = 8, (14, 14), 768, 384
+    x = torch.randn(2 * T, 1 + 196, C, generator=g).cuda().to(dtype)
+    te, td = branch(C, Ca, (3,), g, "cuda", dtype), branch(C, Ca, (3, 3), g, "cuda", dtype)
+
+    def run(impl):
+        return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
+
+    assert_matches_reference(run(kernels), run(reference), [x, *te, *td], tol=tol)
+
+
+@cuda
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
+def test_cuda_text_adapter_parity(dtype, tol):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 24, 512, generator=g).cuda().to(dtype)
+    w = [t.cuda().to(dtype) for t in (torch.randn(384, 512, generator=g) * 0.05, torch.randn(384, generator=g),
+                                      torch.randn(512, 384, generator=g) * 0.05, torch.randn(512, generator=g))]
+    assert_matches_reference(kernels.text_adapter, reference.text_adapter, [x, *w], tol=tol)
+
+
+@cuda
+def test_cuda_backward_is_deterministic():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 197, 768, generator=g).cuda().bfloat16()
+    te, td = branch(768, 384, (3,), g, "cuda", torch.bfloat16), branch(768, 384, (3, 3), g, "cuda", torch.bfloat16)
+
+    def grads():
+        leaves = [t.detach().clone().requires_grad_() for t in (x, *te, *td)]
+        kernels.ted_adapter(leaves[0], 8, (14, 14), BranchWeights(*leaves[1:7]), BranchWeights(*leaves[7:])).square().sum().backward()
+        return [t.grad for t in leaves]
+
+    for a, b in zip(grads(), grads()):
+        assert torch.equal(a, b)
