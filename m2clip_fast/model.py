@@ -219,6 +219,10 @@ class M2CLIP(nn.Module):
         return self.mlm_head(self.clip.ln_final(x))
 
     # -- losses ------------------------------------------------------------------------------------
+    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Same as :meth:`compute_losses` (so that DistributedDataParallel sees the training step)."""
+        return self.compute_losses(*args, **kwargs)
+
     def compute_losses(
         self,
         video: torch.Tensor,

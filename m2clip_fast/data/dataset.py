@@ -1,0 +1,148 @@
+"""Video classification data: class-name CSVs, ``<path> <label>`` list files, and a decord dataset
+that decodes only the sampled frames and replaces unreadable videos."""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import sampling
+from .transforms import test_views, train_clip
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    path: str
+    label: int
+
+
+def read_class_names(csv_path: str) -> list[str]:
+    """Class names from an ``id,name`` CSV whose ids are ``0..K-1`` (any order)."""
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"class list not found: {csv_path}")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"id", "name"} <= set(reader.fieldnames):
+            raise ValueError(f"{csv_path}: expected a header 'id,name', got {reader.fieldnames}")
+        rows = {int(row["id"]): row["name"].strip() for row in reader}
+    if sorted(rows) != list(range(len(rows))) or not rows:
+        raise ValueError(f"{csv_path}: class ids must be 0..K-1 without gaps")
+    return [rows[i] for i in range(len(rows))]
+
+
+def read_video_list(list_file: str, root: str, num_classes: int) -> list[VideoRecord]:
+    """``<video path> <label>`` lines (the released format; paths relative to ``root`` may hold spaces)."""
+    if not os.path.isfile(list_file):
+        raise FileNotFoundError(f"video list not found: {list_file}")
+    records = []
+    with open(list_file) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").rsplit(maxsplit=1)
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise ValueError(f"{list_file}:{lineno}: expected '<video path> <label>', got {line.strip()!r}")
+            label = int(parts[1])
+            if not 0 <= label < num_classes:
+                raise ValueError(f"{list_file}:{lineno}: label {label} is out of range for {num_classes} classes")
+            records.append(VideoRecord(os.path.join(root, parts[0]), label))
+    if not records:
+        raise ValueError(f"{list_file} lists no videos")
+    return records
+
+
+def decode_frames(path: str, pick: Callable[[int], np.ndarray]) -> torch.Tensor:
+    """Decode only the frames ``pick(num_frames)`` selects. -> uint8 ``[*pick shape, H, W, 3]``."""
+    import decord
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video not found: {path}")
+    reader = decord.VideoReader(path, num_threads=1)
+    indices = pick(len(reader))
+    unique, inverse = np.unique(indices, return_inverse=True)
+    frames = torch.from_numpy(reader.get_batch(unique.tolist()).asnumpy())
+    return frames[torch.from_numpy(inverse.reshape(-1))].view(*indices.shape, *frames.shape[1:])
+
+
+class VideoDataset(Dataset):
+    """Clips for training (``train=True``: one augmented clip ``[3, T, S, S]``) or test (all views
+    ``[spatial*temporal, 3, T, S, S]``).
+
+    Each item is ``{"video", "label", "skipped"}``; ``skipped`` counts unreadable, missing or empty videos
+    that were logged and replaced by another sample before this one decoded. Randomness depends only
+    on ``(seed, epoch, index)``, so results do not depend on workers or on resuming.
+    """
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        num_frames: int,
+        crop_size: int,
+        train: bool,
+        sampling_mode: str = "dense",
+        sampling_rate: int = 16,
+        scale_range: Optional[tuple[int, int]] = None,
+        flip: bool = True,
+        randaugment: Optional[torch.nn.Module] = None,
+        spatial_views: int = 1,
+        temporal_views: int = 1,
+        seed: int = 0,
+        max_tries: int = 10,
+    ) -> None:
+        if sampling_mode not in ("dense", "segment"):
+            raise ValueError(f"sampling_mode must be 'dense' or 'segment', got {sampling_mode!r}")
+        self.records = records
+        self.num_frames, self.crop_size, self.train = num_frames, crop_size, train
+        self.sampling_mode, self.sampling_rate = sampling_mode, sampling_rate
+        self.scale_range = scale_range or (crop_size, round(crop_size * 258 / 224))
+        self.flip, self.randaugment = flip, randaugment
+        self.spatial_views, self.temporal_views = spatial_views, temporal_views
+        self.seed, self.epoch, self.max_tries = seed, 0, max_tries
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _pick(self, rng: np.random.Generator):
+        t, stride = self.num_frames, self.sampling_rate
+        if self.train:
+            if self.sampling_mode == "dense":
+                return lambda n: sampling.dense_indices(n, t, stride, rng)
+            return lambda n: sampling.segment_indices(n, t, rng)
+        if self.sampling_mode == "dense":
+            return lambda n: sampling.dense_clips(n, t, stride, self.temporal_views)
+        return lambda n: sampling.segment_clips(n, t, self.temporal_views)
+
+    def _load(self, record: VideoRecord, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+        frames = decode_frames(record.path, self._pick(rng))
+        if self.train:
+            return train_clip(frames, self.crop_size, self.scale_range, self.flip, gen, self.randaugment)
+        views = [test_views(clip, self.crop_size, self.spatial_views) for clip in frames]  # per temporal clip
+        return torch.cat(views)
+
+    def __getitem__(self, index: int) -> dict:
+        seed = [self.seed, self.epoch, index]
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        candidate = index
+        for attempt in range(self.max_tries):
+            record = self.records[candidate]
+            try:
+                return {"video": self._load(record, rng, gen), "label": record.label, "skipped": attempt}
+            except Exception as err:  # decord raises its own error types; every failure is reported
+                log.warning("skipping unreadable video %s (%s: %s)", record.path, type(err).__name__, err)
+                candidate = int(rng.integers(len(self.records)))
+        raise RuntimeError(
+            f"{self.max_tries} videos in a row were unreadable (last: {record.path}); most of the data set "
+            "seems unreadable — check --data-root and the list file"
+        )

@@ -1,0 +1,183 @@
+"""The training epoch and multi-view evaluation."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Sampler
+from tqdm import tqdm
+
+from .distributed import Runtime, all_reduce_sum
+from .model import M2CLIP
+from .text import MLMVocabulary, PromptMasker
+
+LOSS_NAMES = ("total", "contrastive", "crossmodal", "visual", "mlm")
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's share of a (shuffled) epoch, deterministic in ``(seed, epoch)``, that can start
+    part-way through (to resume mid-epoch). Training pads the epoch so every rank gets as many samples."""
+
+    def __init__(self, size: int, runtime: Runtime, shuffle: bool, seed: int = 0, pad: bool = True) -> None:
+        self.size, self.rank, self.world = size, runtime.rank, runtime.world_size
+        self.shuffle, self.seed, self.pad = shuffle, seed, pad
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        else:
+            order = list(range(self.size))
+        if self.pad:
+            order += order[: (-len(order)) % self.world]
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start :])
+
+    def __len__(self) -> int:
+        return len(self._indices()) - self.start
+
+
+@dataclass
+class Prompts:
+    """Class prompts on the device, their cached frozen text prefix, and the MLM masker."""
+
+    tokens: torch.Tensor  # [K, S]
+    prefix: torch.Tensor  # [K, S, W]
+    masker: PromptMasker
+
+
+def make_prompts(model: M2CLIP, class_names: list[str], device: torch.device, autocast) -> Prompts:
+    vocab = MLMVocabulary.from_class_names(class_names)
+    if len(vocab) > model.cfg.mlm_vocab_size:
+        raise ValueError(f"the class names have {len(vocab)} MLM words; mlm_vocab_size is {model.cfg.mlm_vocab_size}")
+    masker = PromptMasker(class_names, vocab, model.cfg.mlm_mask_token_id, context_length=model.context_length)
+    tokens = masker.class_tokens().to(device)
+    with torch.no_grad(), autocast():
+        prefix = model.text_prefix(tokens)
+    return Prompts(tokens, prefix, masker)
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    prompts: Prompts,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    runtime: Runtime,
+    epoch: int,
+    step: int,
+    *,
+    grad_accum: int,
+    clip_grad: float,
+    mask_rate: float,
+    seed: int,
+    log_interval: int,
+    log: Callable[[dict], None],
+    on_step: Callable[[int, int], None],
+    max_steps: Optional[int] = None,
+    first_batch: int = 0,
+) -> tuple[int, int, int]:
+    """One epoch (from batch ``first_batch``). ``on_step(step, batches_done)`` runs after each optimizer
+    step (checkpointing). Returns (global step, videos skipped as unreadable, batches done in the epoch:
+    fewer than the epoch has when ``max_steps`` stopped it early)."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    window = {k: 0.0 for k in LOSS_NAMES}
+    window_n, skipped = 0, 0
+    bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
+    last = len(loader) - 1
+    done = first_batch
+    for i, batch in enumerate(bar):
+        b = first_batch + i
+        video = batch["video"].to(runtime.device, non_blocking=True)
+        labels = batch["label"].to(runtime.device, non_blocking=True)
+        skipped += int(batch["skipped"].sum())
+        masks = torch.Generator().manual_seed(hash((seed, epoch, b, runtime.rank)) % 2**62)
+        mlm_tokens, mlm_labels = prompts.masker(batch["label"], mask_rate, masks)
+        sync = (i + 1) % grad_accum == 0 or i == last
+        no_sync = getattr(model, "no_sync", None)
+        with (no_sync() if no_sync is not None and not sync else contextlib.nullcontext()):
+            with autocast():
+                losses = model(video, labels, prompts.tokens, mlm_tokens.to(runtime.device),
+                               mlm_labels.to(runtime.device), prompts.prefix)
+            scaler.scale(losses["total"] / grad_accum).backward()
+        for k in LOSS_NAMES:
+            window[k] += float(losses[k].detach())
+        window_n += 1
+        if not sync:
+            continue
+        scaler.unscale_(optimizer)
+        if clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        if step % log_interval == 0:
+            log({"split": "train", "epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0],
+                 **{k: v / window_n for k, v in window.items()}})
+            window, window_n = {k: 0.0 for k in LOSS_NAMES}, 0
+        done = b + 1
+        on_step(step, done)
+        if max_steps is not None and step >= max_steps:
+            break
+    return step, skipped, done if done < first_batch + len(loader) else -1
+
+
+@torch.no_grad()
+def evaluate(
+    model: M2CLIP,
+    loader: torch.utils.data.DataLoader,
+    class_tokens: torch.Tensor,
+    class_prefix: torch.Tensor,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    runtime: Runtime,
+    visual_head: bool = True,
+    desc: str = "eval",
+) -> dict:
+    """Top-1/top-5 of the cross-modal head, the visual head and their combination (mean of the two
+    probability maps), each averaged over a video's views, summed over ranks. ``visual_head=False``
+    (zero-shot on other classes): cross-modal only, and ``top1``/``top5`` are the cross-modal ones."""
+    model.eval()
+    with autocast():
+        class_emb = F.normalize(model.encode_text(class_tokens, class_prefix).embedding.float(), dim=-1)
+    heads = ("crossmodal", "visual", "combined") if visual_head else ("crossmodal",)
+    k5 = min(5, class_tokens.shape[0])
+    sums = torch.zeros(len(heads) * 2 + 2, dtype=torch.float64, device=runtime.device)
+    for batch in tqdm(loader, desc=desc, disable=not runtime.is_main, dynamic_ncols=True):
+        video = batch["video"].to(runtime.device, non_blocking=True)  # [B, V, 3, T, S, S]
+        labels = batch["label"].to(runtime.device)
+        b, v = video.shape[:2]
+        with autocast():
+            vf = model.encode_video(video.flatten(0, 1))
+        emb = F.normalize(vf.embedding.float(), dim=-1)
+        probs = {"crossmodal": (model.cfg.crossmodal_scale * emb @ class_emb.t()).softmax(-1).view(b, v, -1).mean(1)}
+        if visual_head:
+            probs["visual"] = vf.class_logits.float().softmax(-1).view(b, v, -1).mean(1)
+            probs["combined"] = (probs["crossmodal"] + probs["visual"]) / 2
+        for j, head in enumerate(heads):
+            top = probs[head].topk(k5, dim=-1).indices
+            sums[2 * j] += (top[:, 0] == labels).sum()
+            sums[2 * j + 1] += (top == labels[:, None]).any(-1).sum()
+        sums[-2] += b
+        sums[-1] += int(batch["skipped"].sum())
+    all_reduce_sum(sums, runtime)
+    n = max(sums[-2].item(), 1.0)
+    metrics = {f"top{k}_{head}": 100.0 * sums[2 * j + (k == 5)].item() / n for j, head in enumerate(heads) for k in (1, 5)}
+    best = "combined" if visual_head else "crossmodal"
+    metrics.update(top1=metrics[f"top1_{best}"], top5=metrics[f"top5_{best}"], videos=int(n), skipped=int(sums[-1]))
+    if not visual_head:
+        metrics.update(top1_visual=None, top5_visual=None)
+    return metrics

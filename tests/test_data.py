@@ -1,0 +1,108 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from m2clip_fast.data import VideoDataset, decode_frames, read_class_names, read_video_list, sampling
+from m2clip_fast.data.synthetic import CLASSES, make_synthetic_dataset, render_motion, write_mp4
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    return make_synthetic_dataset(str(tmp_path_factory.mktemp("data") / "synthetic"), train_per_class=3,
+                                  val_per_class=2, num_frames=12)
+
+
+def test_dense_indices():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx = sampling.dense_indices(100, 8, 4, rng)
+        assert len(idx) == 8 and idx.min() >= 0 and idx.max() < 100 and (np.diff(idx) == 4).all()
+    short = sampling.dense_indices(10, 8, 4, rng)  # span 29 > 10 frames: evenly over the video
+    assert short.tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
+    assert sampling.dense_indices(1, 4, 2, rng).tolist() == [0, 0, 0, 0]
+    clips = sampling.dense_clips(100, 8, 4, 3)
+    assert clips.shape == (3, 8) and clips[0, 0] == 0 and clips[-1, -1] == 99
+
+
+def test_segment_indices():
+    rng = np.random.default_rng(0)
+    idx = sampling.segment_indices(80, 8, rng)
+    assert ((idx // 10) == np.arange(8)).all()  # one frame in each segment
+    assert sampling.segment_indices(80, 8, None).tolist() == [5, 15, 25, 35, 45, 55, 65, 75]
+    assert sampling.segment_indices(3, 6, None).tolist() == [0, 0, 1, 1, 2, 2]
+    assert sampling.segment_clips(80, 8, 2).shape == (2, 8)
+    with pytest.raises(ValueError, match="no frames"):
+        sampling.segment_indices(0, 8, None)
+
+
+def test_decoding_returns_the_encoded_frames(tmp_path):
+    frames = render_motion(1, 12, 32, np.random.default_rng(3))  # moving right
+    path = str(tmp_path / "right.mp4")
+    write_mp4(path, frames)
+    decoded = decode_frames(path, lambda n: np.arange(n))
+    assert decoded.shape == (12, 32, 32, 3) and decoded.dtype == torch.uint8
+
+    def column(f):  # x of the bright square's centre
+        return float(np.nonzero(np.asarray(f).max(axis=(0, 2)) > 140)[0].mean())
+
+    assert [round(column(f)) for f in decoded] == [round(column(f)) for f in frames]
+    assert all(column(a) < column(b) for a, b in zip(decoded[:-1], decoded[1:]))
+    picked = decode_frames(path, lambda n: np.array([[5, 2], [2, 11]]))  # only these, any order, repeats
+    assert picked.shape == (2, 2, 32, 32, 3) and torch.equal(picked[0, 1], picked[1, 0])
+
+
+def test_lists_and_class_csvs(synthetic, tmp_path):
+    assert read_class_names(synthetic.classes_csv) == list(CLASSES)
+    records = read_video_list(synthetic.train_list, synthetic.root, len(CLASSES))
+    assert len(records) == 12 and all(os.path.isfile(r.path) for r in records)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.mp4 0\nb.mp4 7\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: label 7 is out of range for 4 classes"):
+        read_video_list(str(bad), "", 4)
+    bad.write_text("just-a-path.mp4\n")
+    with pytest.raises(ValueError, match="expected '<video path> <label>'"):
+        read_video_list(str(bad), "", 4)
+    csv = tmp_path / "c.csv"
+    csv.write_text("id,name\n0,a\n2,b\n")
+    with pytest.raises(ValueError, match="without gaps"):
+        read_class_names(str(csv))
+
+
+def test_train_and_test_items(synthetic):
+    records = read_video_list(synthetic.train_list, synthetic.root, len(CLASSES))
+    train = VideoDataset(records, 4, 32, train=True, sampling_rate=2, seed=1)
+    item = train[0]
+    assert item["video"].shape == (3, 4, 32, 32) and item["skipped"] == 0
+    assert torch.equal(train[0]["video"], item["video"])  # deterministic in (seed, epoch, index)
+    train.set_epoch(1)
+    assert not torch.equal(train[0]["video"], item["video"])
+    test = VideoDataset(records, 4, 32, train=False, sampling_rate=2, spatial_views=2, temporal_views=3)
+    assert test[0]["video"].shape == (6, 3, 4, 32, 32)
+
+
+def test_corrupt_and_missing_videos_are_skipped_and_counted(synthetic, tmp_path, caplog):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(4096))
+    good = read_video_list(synthetic.train_list, synthetic.root, len(CLASSES))[:4]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{r.path} {r.label}\n" for r in good) + f"{corrupt} 0\nmissing.mp4 1\n")
+    records = read_video_list(str(listing), "", len(CLASSES))
+    ds = VideoDataset(records, 4, 32, train=True, sampling_rate=2)
+    with caplog.at_level("WARNING"):
+        assert ds[4]["skipped"] >= 1 and ds[4]["video"].shape == (3, 4, 32, 32)
+        assert ds[5]["skipped"] >= 1
+    assert "corrupt.mp4" in caplog.text and "missing.mp4" in caplog.text
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    batches = list(loader)
+    assert sum(int(b["skipped"].sum()) for b in batches) >= 2
+    assert sum(len(b["label"]) for b in batches) == 6
+
+
+def test_mostly_unreadable_data_is_a_clear_error(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"missing{i}.mp4 0\n" for i in range(5)))
+    ds = VideoDataset(read_video_list(str(listing), str(tmp_path), 1), 4, 32, train=True, max_tries=4)
+    with pytest.raises(RuntimeError, match="most of the data set seems unreadable"):
+        ds[0]

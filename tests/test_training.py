@@ -1,0 +1,133 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from m2clip_fast import checkpointing, predict
+from m2clip_fast.data.synthetic import CLASSES, make_synthetic_dataset
+from m2clip_fast.training import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic_dataset(str(tmp_path_factory.mktemp("train") / "synthetic"), train_per_class=4,
+                                  val_per_class=1, num_frames=12)
+
+
+def _args(data, out, *extra):
+    return ["--train-list", data.train_list, "--val-list", data.val_list, "--data-root", data.root,
+            "--classes", data.classes_csv, "--preset", "tiny", "--num-frames", "4", "--sampling-rate", "2",
+            "--batch-size", "4", "--views", "1x1", "--workers", "0", "--lr", "1e-3", "--output-dir", str(out),
+            "--device", "cpu", "--no-flip", *extra]
+
+
+def _records(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_short_training_run_logs_and_checkpoints(data, tmp_path, capsys):
+    main(_args(data, tmp_path, "--epochs", "2", "--warmup-epochs", "1", "--log-interval", "2"))
+    records = _records(tmp_path)
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] == "val"]
+    assert train and len(val) == 2
+    assert {"epoch", "step", "total", "contrastive", "crossmodal", "visual", "mlm", "lr"} <= set(train[0])
+    assert {"epoch", "step", "top1_crossmodal", "top5_crossmodal", "top1_visual", "top5_visual", "top1", "top5"} <= set(val[0])
+    assert all(torch.isfinite(torch.tensor(r["total"])) for r in train)
+    ckpt = checkpointing.load(str(tmp_path / "last.pt"))
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 8 and ckpt["class_names"] == list(CLASSES)
+    assert "done in" in capsys.readouterr().out
+
+
+def _trainable(path):
+    ckpt = checkpointing.load(path)
+    model = checkpointing.model_from_checkpoint(ckpt)
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_resume_mid_epoch_equals_uninterrupted(data, tmp_path):
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    main(_args(data, full, "--epochs", "2"))
+    main(_args(data, parts, "--epochs", "2", "--max-steps", "3", "--save-every", "1"))
+    assert checkpointing.load(str(parts / "last.pt"))["batches_done"] == 3  # stopped mid-epoch
+    main(_args(data, parts, "--epochs", "2", "--resume", "auto"))
+    a, b = _trainable(str(full / "last.pt")), _trainable(str(parts / "last.pt"))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_atomic_save_keeps_the_previous_checkpoint(tmp_path):
+    path = str(tmp_path / "last.pt")
+    checkpointing.atomic_save({"format": checkpointing.FORMAT, "v": 1}, path)
+
+    class Exploding:
+        def __reduce__(self):
+            raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError, match="crash mid-write"):
+        checkpointing.atomic_save({"format": checkpointing.FORMAT, "v": Exploding()}, path)
+    assert checkpointing.load(path)["v"] == 1
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
+
+
+def test_zero_shot_eval_and_predict(data, tmp_path, capsys):
+    main(_args(data, tmp_path, "--epochs", "1"))
+    other = tmp_path / "other.csv"
+    other.write_text("id,name\n0,moving down\n1,moving up\n")
+    val = tmp_path / "val.txt"
+    val.write_text("videos/val_0003.mp4 0\nvideos/val_0002.mp4 1\n")
+    main(["--eval-only", "--resume", str(tmp_path / "last.pt"), "--val-list", str(val), "--data-root", data.root,
+          "--classes", data.classes_csv, "--eval-classes", str(other), "--preset", "tiny", "--num-frames", "4",
+          "--sampling-rate", "2", "--views", "1x1", "--workers", "0", "--output-dir", str(tmp_path), "--device", "cpu"])
+    zero_shot = _records(tmp_path)[-1]
+    assert zero_shot["split"] == "val" and zero_shot["videos"] == 2 and zero_shot["top1_visual"] is None
+    assert zero_shot["top1"] == zero_shot["top1_crossmodal"]
+
+    model = checkpointing.model_from_checkpoint(checkpointing.load(str(tmp_path / "last.pt")))
+    result = predict.predict(model, os.path.join(data.root, "videos/val_0001.mp4"), ["moving right", "a dog"], top_k=2)
+    assert [label for label, _ in result] in (["moving right", "a dog"], ["a dog", "moving right"])
+    assert abs(sum(p for _, p in result) - 1.0) < 1e-5
+    predict.main([os.path.join(data.root, "videos/val_0001.mp4"), "--checkpoint", str(tmp_path / "last.pt"),
+                  "--classes", data.classes_csv, "--top-k", "2", "--device", "cpu"])
+    printed = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert len(printed) == 2 and all(line.rstrip().endswith("%") for line in printed)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("--train-list", "nope.txt"), "--train-list: file not found: nope.txt"),
+        (("--preset", "vit-h99"), "invalid choice: 'vit-h99'"),
+        (("--views", "4by3"), "--views must look like 4x3"),
+        (("--classes", None), "label 2 is out of range for 2 classes"),
+    ],
+)
+def test_cli_errors_are_clear(data, tmp_path, capsys, change, message):
+    args = _args(data, tmp_path, "--epochs", "1")
+    if change[1] is None:  # a class list with fewer classes than the labels use
+        two = tmp_path / "two.csv"
+        two.write_text("id,name\n0,a\n1,b\n")
+        change = (change[0], str(two))
+    args[args.index(change[0]) + 1] = change[1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_two_process_ddp_with_torchrun(data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           os.path.join(ROOT, "train.py"), *_args(data, tmp_path, "--epochs", "1")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = _records(tmp_path)
+    val = [r for r in records if r["split"] == "val"]
+    assert len(val) == 1 and val[0]["videos"] == 4  # both ranks' halves of the 4 val videos, reduced
+    assert checkpointing.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
