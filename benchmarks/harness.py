@@ -1,0 +1,131 @@
+"""Timing, hardware ceilings and result rows shared by the benchmarks.
+
+GPU rows are timed in device time (``triton.testing.do_bench``: warm-up excluded, L2 flushed between
+runs, median) with the inputs rotated over several copies so that caches do not flatter; pytest-benchmark's
+wall time is recorded alongside. Roofline: ``floor = max(bytes / BW, flops / peak)`` with BW (a large
+device-to-device copy) and peak (a large matmul) measured on the same card in the same run.
+"""
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import os
+import platform
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+import triton
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+HAS_CUDA = torch.cuda.is_available()
+NO_CUDA_REASON = "GPU benchmark: no CUDA device on this machine (the fused ops are not timed under the interpreter)"
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Width:
+    """A CLIP ViT's widths: image tower C, TED bottleneck Ca, patch grid, joint/text width D."""
+
+    name: str
+    C: int
+    Ca: int
+    grid: tuple[int, int]
+    D: int
+
+    @property
+    def L(self) -> int:
+        return 1 + self.grid[0] * self.grid[1]
+
+
+VIT_B16 = Width("ViT-B/16", 768, 384, (14, 14), 512)
+VIT_L14 = Width("ViT-L/14", 1024, 384, (16, 16), 768)
+
+
+def card_name() -> str:
+    if HAS_CUDA:
+        return torch.cuda.get_device_name()
+    return f"cpu-{platform.machine()}-{os.cpu_count()}core"
+
+
+def results_path() -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in card_name())
+    return os.path.join(RESULTS_DIR, f"{safe}.json")
+
+
+def rotating(make: Callable[[], tuple], copies: int) -> Callable[[], tuple]:
+    """A callable returning the next of ``copies`` independently made input sets."""
+    cycle = itertools.cycle([make() for _ in range(copies)])
+    return lambda: next(cycle)
+
+
+def copies_for(bytes_per_set: int, l2_bytes: int = 64 << 20) -> int:
+    """Enough input copies to overflow L2 (64 MiB covers H100/H200's 50 MiB), at most 16."""
+    return max(2, min(16, -(-2 * l2_bytes // max(bytes_per_set, 1))))
+
+
+def device_time_ms(fn: Callable[[], object]) -> float:
+    """Median device time of ``fn`` in ms (CUDA), warm-up and compilation excluded."""
+    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def measure_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
+    dst = torch.empty_like(src)
+    ms = device_time_ms(lambda: dst.copy_(src))
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def measure_peak_tflops(dtype: torch.dtype, n: int = 8192) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
+    with _tf32(True):
+        ms = device_time_ms(lambda: a @ b)
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+class _tf32:
+    """Context: TF32 matmuls on/off (fp32 peaks are measured with TF32, as the kernels use it)."""
+
+    def __init__(self, on: bool) -> None:
+        self.on, self.old = on, None
+
+    def __enter__(self):
+        self.old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = self.on
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self.old
+
+
+def roofline(row: dict, hw: dict) -> dict:
+    """Add achieved GB/s, TFLOP/s, the roofline floor and the fraction of it reached to ``row``."""
+    seconds = row["median_ms"] * 1e-3
+    peak = hw["peak_tflops"][row["dtype"]]
+    floor_ms = max(row["bytes"] / (hw["bandwidth_gbs"] * 1e9), row["flops"] / (peak * 1e12)) * 1e3
+    return {
+        **row,
+        "gbs": row["bytes"] / seconds / 1e9,
+        "tflops": row["flops"] / seconds / 1e12,
+        "floor_ms": floor_ms,
+        "fraction_of_floor": floor_ms / row["median_ms"],
+    }
+
+
+def write_results(rows: Sequence[dict], hardware: Optional[dict]) -> str:
+    """Write this run's rows to ``benchmarks/results/<card>.json``; returns the path."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = results_path()
+    payload = {
+        "card": card_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda if HAS_CUDA else None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hardware": hardware,
+        "rows": list(rows),
+    }
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    return path

@@ -1,0 +1,163 @@
+"""Turn ``benchmarks/results/*.json`` into Markdown tables and a PNG chart, and refresh the README's
+performance section. ``python -m benchmarks.report [--readme README.md]``."""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from collections import defaultdict
+from typing import Optional
+
+from .harness import RESULTS_DIR
+
+START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+HEADLINE = dict(width="ViT-B/16", B=8, T=8, dtype="bf16", passes="fwdbwd")
+
+
+def _ms(row: Optional[dict]) -> str:
+    return "–" if row is None else f"{row['median_ms']:.3f}"
+
+
+def ops_table(rows: list[dict]) -> list[str]:
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["suite"] == "ops":
+            groups[(r["op"], r["width"], r["B"], r["T"], r["dtype"], r["passes"])][r["provider"]] = r
+    if not groups:
+        return []
+    out = ["| op | width | B | T | dtype | pass | fused ms | eager ms | compile ms | compile-max ms | "
+           "× eager | × compile-max | fused % of roofline |", "|" + "---|" * 13]
+    for key in sorted(groups):
+        p = groups[key]
+        fused = p.get("fused")
+
+        def speedup(name: str) -> str:
+            return f"{p[name]['median_ms'] / fused['median_ms']:.2f}" if fused and name in p else "–"
+
+        roof = f"{100 * fused['fraction_of_floor']:.0f}%" if fused else "–"
+        out.append(f"| {' | '.join(map(str, key))} | {_ms(fused)} | {_ms(p.get('eager'))} | {_ms(p.get('compile'))} | "
+                   f"{_ms(p.get('compile-max'))} | {speedup('eager')} | {speedup('compile-max')} | {roof} |")
+    return out
+
+
+def block_table(rows: list[dict]) -> list[str]:
+    block = [r for r in rows if r["suite"] == "block"]
+    if not block:
+        return []
+    out = ["| block | dtype | provider | fwd+bwd ms | peak GB |", "|---|---|---|---|---|"]
+    for r in sorted(block, key=lambda r: (r["width"], r["dtype"], r["median_ms"])):
+        out.append(f"| {r['width']} B={r['B']} T={r['T']} | {r['dtype']} | {r['provider']} | {r['median_ms']:.3f} | "
+                   f"{r['peak_mem_gb']:.2f} |")
+    return out
+
+
+def train_table(rows: list[dict]) -> list[str]:
+    steps = [r for r in rows if r["suite"] == "train_step"]
+    if not steps:
+        return []
+    out = ["| preset | B | provider | step ms | clips/s | peak memory | trainable params |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(steps, key=lambda r: (r["width"], r["B"], r["provider"])):
+        mem = "n/a (CPU)" if r["peak_mem_gb"] is None else f"{r['peak_mem_gb']:.2f} GB"
+        out.append(f"| {r['width']} | {r['B']} | {r['provider']} | {r['median_ms']:.1f} | {r['clips_per_s']:.1f} | "
+                   f"{mem} | {r['trainable_params']:,} |")
+    return out
+
+
+def chart(result: dict, path: str) -> Optional[str]:
+    """Speedup and % of roofline per op (headline shape), train-step clips/s and memory per provider."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    ops = defaultdict(dict)
+    for r in rows:
+        if r["suite"] == "ops" and all(r[k] == v for k, v in HEADLINE.items()):
+            ops[r["op"]][r["provider"]] = r
+    steps = [r for r in rows if r["suite"] == "train_step"]
+    panels = [name for name, present in (("ops", ops), ("steps", steps)) if present]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "ops":
+            names = sorted(op for op in ops if "fused" in ops[op])
+            for i, base in enumerate(("eager", "compile-max")):
+                vals = [ops[n][base]["median_ms"] / ops[n]["fused"]["median_ms"] if base in ops[n] else 0 for n in names]
+                ax.bar([j + 0.4 * i for j in range(len(names))], vals, width=0.4, label=f"fused × {base}")
+            roof = [100 * ops[n]["fused"]["fraction_of_floor"] for n in names]
+            for j, v in enumerate(roof):
+                ax.annotate(f"{v:.0f}% roof", (j + 0.2, 0), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+            ax.axhline(1.0, color="grey", lw=0.8)
+            ax.set_xticks([j + 0.2 for j in range(len(names))], names, rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel("speedup (×)")
+            ax.set_title("fused ops, " + ", ".join(f"{k}={v}" for k, v in HEADLINE.items()), fontsize=9)
+            ax.legend(fontsize=8)
+        else:
+            labels = [f"{r['provider']}\nB={r['B']}" for r in steps]
+            ax.bar(labels, [r["clips_per_s"] for r in steps], color="tab:green")
+            ax.set_ylabel("clips/s")
+            ax.set_title(f"train step ({steps[0]['width']})", fontsize=9)
+            mems = [r["peak_mem_gb"] for r in steps]
+            if all(m is not None for m in mems):
+                twin = ax.twinx()
+                twin.plot(labels, mems, "o-", color="tab:red")
+                twin.set_ylabel("peak memory (GB)")
+            ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"{result['card']} — torch {result['torch']}, triton {result['triton']}, {result['date'][:10]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def render(result: dict, image: Optional[str]) -> str:
+    lines = [f"### {result['card']}", "",
+             f"torch {result['torch']}, triton {result['triton']}, measured {result['date']}."]
+    hw = result.get("hardware")
+    if hw:
+        lines.append(f"Measured ceilings: copy bandwidth {hw['bandwidth_gbs']:.0f} GB/s, matmul peak "
+                     + ", ".join(f"{k} {v:.0f} TFLOP/s" for k, v in hw["peak_tflops"].items()) + ".")
+    lines.append("")
+    if image:
+        lines += [f"![benchmarks on {result['card']}]({image})", ""]
+    for table in (train_table(result["rows"]), ops_table(result["rows"]), block_table(result["rows"])):
+        if table:
+            lines += table + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--results", default=RESULTS_DIR, help="folder of <card>.json files")
+    p.add_argument("--readme", help="README to update between the benchmark markers")
+    args = p.parse_args(argv)
+    sections = []
+    for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
+        with open(path) as f:
+            result = json.load(f)
+        stem = os.path.splitext(path)[0]
+        image = chart(result, stem + ".png")
+        text = render(result, None if image is None else os.path.relpath(image, os.path.dirname(args.readme or path)))
+        with open(stem + ".md", "w") as f:
+            f.write(text + "\n")
+        sections.append(text)
+        print(f"wrote {stem}.md" + (f" and {image}" if image else ""))
+    if args.readme:
+        with open(args.readme) as f:
+            readme = f.read()
+        if START not in readme or END not in readme:
+            raise SystemExit(f"{args.readme} has no {START} ... {END} markers")
+        head, rest = readme.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        body = "\n\n".join(sections) or "No results yet."
+        with open(args.readme, "w") as f:
+            f.write(f"{head}{START}\n{body}\n{END}{tail}")
+        print(f"updated {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Per-op benchmarks: fused vs eager vs torch.compile (default, max-autotune); fwd, bwd, fwd+bwd.
+
+Bytes are the compulsory traffic (every input read once, every output written once); FLOPs are
+counted analytically (GEMMs 2·M·N·K; depthwise taps 2 per tap).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+
+from .harness import DTYPES, HAS_CUDA, NO_CUDA_REASON, VIT_B16, VIT_L14, Width, copies_for, device_time_ms, roofline
+from .harness import rotating
+
+pytestmark = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+
+PROVIDERS = os.environ.get("M2CLIP_BENCH_PROVIDERS", "fused,eager,compile,compile-max").split(",")
+QUICK = os.environ.get("M2CLIP_BENCH_QUICK", "0") == "1"  # trims the grid to fit a short GPU lease
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """make(width, B, T, dtype) -> inputs (all differentiable); fused/eager take them positionally.
+    cost(width, B, T, elem_bytes) -> (fwd bytes, fwd flops, bwd bytes, bwd flops)."""
+
+    make: Callable
+    fused: Callable
+    eager: Callable
+    cost: Callable
+
+
+def _param(*shape, dtype, scale=0.02):
+    return (torch.randn(*shape, device="cuda") * scale).to(dtype).requires_grad_()
+
+
+def _branch(width, ca, kernel, dtype):
+    return [_param(ca, width, dtype=dtype), _param(ca, dtype=dtype), _param(ca, 1, *kernel, dtype=dtype, scale=0.3),
+            _param(ca, dtype=dtype), _param(width, ca, dtype=dtype), _param(width, dtype=dtype)]
+
+
+def _ted(impl, w: Width, T):
+    from kernels import BranchWeights
+
+    return lambda x, *p: impl.ted_adapter(x, T, w.grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
+
+
+def _ops(w: Width, B: int, T: int) -> dict[str, OpCase]:
+    import kernels
+    from kernels import BranchWeights, reference
+
+    R, C, Ca, D = B * T * w.L, w.C, w.Ca, w.D
+    N = B * T * (w.L - 1)
+    S = 16  # text tokens per prompt
+
+    def x(rows_shape, dtype):
+        return torch.randn(*rows_shape, device="cuda").to(dtype).requires_grad_()
+
+    gemm_pair = lambda rows, c, ca, e: (2 * rows * c * e, 4 * rows * c * ca, 3 * rows * c * e, 8 * rows * c * ca)  # noqa: E731
+    return {
+        "ted_adapter": OpCase(
+            lambda dt: [x((B * T, w.L, C), dt), *_branch(C, Ca, (3,), dt), *_branch(C, Ca, (3, 3), dt)],
+            _ted(kernels, w, T), _ted(reference, w, T),
+            lambda e: (2 * R * C * e, 8 * R * C * Ca + 26 * R * Ca, 3 * R * C * e, 16 * R * C * Ca + 52 * R * Ca)),
+        "temporal_adapter": OpCase(
+            lambda dt: [x((B * T, D), dt), *_branch(D, D // 2, (3,), dt)],
+            lambda f, *p: kernels.temporal_adapter(f, T, BranchWeights(*p)),
+            lambda f, *p: reference.temporal_adapter(f, T, BranchWeights(*p)),
+            lambda e: gemm_pair(B * T, D, D // 2, e)),
+        "text_adapter": OpCase(
+            lambda dt: [x((B, S, D), dt), _param(Ca, D, dtype=dt), _param(Ca, dtype=dt), _param(D, Ca, dtype=dt),
+                        _param(D, dtype=dt)],
+            kernels.text_adapter, reference.text_adapter, lambda e: gemm_pair(B * S, D, Ca, e)),
+        "temporal_conv": OpCase(
+            lambda dt: [x((B * T, w.L, Ca), dt), _param(Ca, 1, 3, dtype=dt), _param(Ca, dtype=dt)],
+            lambda a, wt, b: kernels.temporal_conv(a, T, wt, b), lambda a, wt, b: reference.temporal_conv(a, T, wt, b),
+            lambda e: (2 * R * Ca * e, 6 * R * Ca, 3 * R * Ca * e, 12 * R * Ca)),
+        "temporal_difference": OpCase(
+            lambda dt: [x((B * T, w.L - 1, Ca), dt)],
+            lambda a: kernels.temporal_difference(a, T), lambda a: reference.temporal_difference(a, T),
+            lambda e: (2 * N * Ca * e, N * Ca, 2 * N * Ca * e, N * Ca)),
+        "spatial_conv": OpCase(
+            lambda dt: [x((B * T, w.L - 1, Ca), dt), _param(Ca, 1, 3, 3, dtype=dt), _param(Ca, dtype=dt)],
+            lambda a, wt, b: kernels.spatial_conv(a, w.grid, wt, b), lambda a, wt, b: reference.spatial_conv(a, w.grid, wt, b),
+            lambda e: (2 * N * Ca * e, 18 * N * Ca, 3 * N * Ca * e, 36 * N * Ca)),
+        "linear_gelu": OpCase(
+            lambda dt: [x((R, C), dt), _param(2 * Ca, C, dtype=dt), _param(2 * Ca, dtype=dt)],
+            lambda a, wt, b: kernels.linear(a, wt, b, "gelu"),
+            lambda a, wt, b: torch.nn.functional.gelu(torch.nn.functional.linear(a, wt, b)),
+            lambda e: ((R * C + R * 2 * Ca) * e, 2 * R * C * 2 * Ca, (2 * R * 2 * Ca + R * C) * e, 4 * R * C * 2 * Ca)),
+    }
+
+
+def _grid():
+    """(op, width, B, T): the TED-Adapter over the whole grid, the other ops at B=8, T=8."""
+    widths = [VIT_B16] if QUICK else [VIT_B16, VIT_L14]
+    for w in widths:
+        for T in ([8] if QUICK else [8, 16]):
+            for B in ([8] if QUICK else [1, 8, 32]):
+                yield "ted_adapter", w, B, T
+        for op in ("temporal_adapter", "text_adapter", "temporal_conv", "temporal_difference", "spatial_conv", "linear_gelu"):
+            yield op, w, 8, 8
+
+
+_COMPILED: dict = {}
+
+
+def _provider_fn(case: OpCase, op: str, provider: str) -> Callable:
+    if provider == "fused":
+        return case.fused
+    if provider == "eager":
+        return case.eager
+    key = (op, provider)
+    if key not in _COMPILED:
+        mode = "max-autotune" if provider == "compile-max" else None
+        _COMPILED[key] = torch.compile(case.eager, mode=mode, dynamic=False)
+    return _COMPILED[key]
+
+
+@pytest.mark.parametrize("passes", ["fwd", "bwd", "fwdbwd"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("op, width, B, T", list(_grid()), ids=lambda v: getattr(v, "name", str(v)))
+def test_op(benchmark, record, hardware, op, width, B, T, provider, dtype, passes):
+    torch.manual_seed(0)
+    case = _ops(width, B, T)[op]
+    fn = _provider_fn(case, op, provider)
+    dt = DTYPES[dtype]
+    probe = case.make(dt)
+    set_bytes = sum(t.numel() * t.element_size() for t in probe)
+    try:
+        next_inputs = rotating(lambda: case.make(dt), copies_for(set_bytes))
+        if passes == "fwd":
+            run = lambda: fn(*next_inputs())  # noqa: E731
+        else:
+            def graph():
+                inputs = next_inputs()
+                out = fn(*inputs) if passes == "bwd" else None
+                return inputs, out
+            if passes == "bwd":
+                outs = rotating(graph, copies_for(set_bytes))
+                grad = torch.randn_like(fn(*probe))
+
+                def run():
+                    inputs, out = outs()
+                    torch.autograd.grad(out, inputs, grad, retain_graph=True)
+            else:
+                grad = torch.randn_like(fn(*probe))
+
+                def run():
+                    inputs = next_inputs()
+                    torch.autograd.grad(fn(*inputs), inputs, grad)
+        run()  # compile / autotune outside the timing
+        median_ms = device_time_ms(run)
+    except torch.cuda.OutOfMemoryError:
+        pytest.skip(f"{op} {width.name} B={B} T={T} {dtype} {provider}: out of memory")
+    fwd_bytes, fwd_flops, bwd_bytes, bwd_flops = case.cost(torch.finfo(dt).bits // 8)
+    nbytes = {"fwd": fwd_bytes, "bwd": bwd_bytes, "fwdbwd": fwd_bytes + bwd_bytes}[passes]
+    flops = {"fwd": fwd_flops, "bwd": bwd_flops, "fwdbwd": fwd_flops + bwd_flops}[passes]
+    row = roofline(dict(suite="ops", op=op, width=width.name, B=B, T=T, dtype=dtype, provider=provider,
+                        passes=passes, median_ms=median_ms, bytes=nbytes, flops=flops), hardware)
+    benchmark.group = f"{op} {width.name} B={B} T={T} {dtype} {passes}"
+    benchmark.extra_info.update(row)
+
+    def synced():
+        run()
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(synced, rounds=10, warmup_rounds=2)
+    record(row)
