@@ -2,17 +2,23 @@
 ``torch.library`` custom ops (``torch.compile(fullgraph=True)`` sees no graph break).
 
 CUDA tensors run compiled kernels. CPU tensors run the same kernels through Triton's interpreter when
-``TRITON_INTERPRET=1`` was set before this package was imported, and otherwise the eager reference
-(:mod:`kernels.reference`) with a one-time warning.
+``TRITON_INTERPRET=1`` was set before the first fused op was imported, and otherwise the eager
+reference (:mod:`kernels.reference`) with a one-time warning. Attributes load lazily: importing
+``kernels`` (or ``kernels.reference``) decorates no Triton kernel.
 """
-from .gemm import gemm, linear
-from .reference import BranchWeights
-from .stencil import spatial_conv, temporal_conv, temporal_difference
-from .ted_adapter import ted_adapter, temporal_adapter
-from .text_adapter import text_adapter
-from .utils import INTERPRET, launch_counts
+import importlib
 
-__all__ = [
-    "BranchWeights", "INTERPRET", "gemm", "launch_counts", "linear", "spatial_conv", "temporal_adapter",
-    "temporal_conv", "temporal_difference", "ted_adapter", "text_adapter",
-]
+from .reference import BranchWeights
+
+_LAZY = {name: "ops" for name in ("gemm", "linear", "spatial_conv", "temporal_adapter", "temporal_conv",
+                                  "temporal_difference", "ted_adapter", "text_adapter")}
+_LAZY.update(INTERPRET="utils", launch_counts="utils")
+__all__ = ["BranchWeights", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value

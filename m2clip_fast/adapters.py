@@ -17,13 +17,13 @@ from kernels.reference import BranchWeights
 def _ops(use_fused: bool) -> types.ModuleType:
     """The namespace with ``ted_adapter``, ``temporal_adapter``, ``text_adapter``: fused or eager.
 
-    ``kernels`` is imported on first fused use, so ``TRITON_INTERPRET`` may be set until then.
+    The fused ops are imported on first use, so ``TRITON_INTERPRET`` may be set until then.
     """
     if not use_fused:
         return reference
-    import kernels
+    import kernels.ops
 
-    return kernels
+    return kernels.ops
 
 
 class ConvBottleneck(nn.Module):

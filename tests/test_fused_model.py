@@ -68,3 +68,20 @@ def test_set_fused_switches_every_adapter(tiny_model):
     tiny_model.set_fused(True)
     flags = [m.use_fused for m in tiny_model.modules() if hasattr(m, "use_fused")]
     assert flags and all(flags) and tiny_model.cfg.use_fused
+
+
+def test_fused_path_sees_the_eager_dtypes_under_autocast(tiny_cfg, masker):
+    """CPU bf16 autocast: the fused ops compute in bf16 where eager does (values compared at bf16
+    tolerance; the interpreter computes bf16 inputs in fp32) and return the same dtypes."""
+    torch.manual_seed(0)
+    eager = m2.build_model(tiny_cfg).eval()
+    randomize_adapters(eager, scale=0.2)
+    fused = m2.build_model(tiny_cfg, use_fused=True).eval()
+    fused.load_state_dict(eager.state_dict())
+    video = _batch(masker)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = eager.encode_video(video), fused.encode_video(video)
+        ta, tb = eager.encode_text(masker.class_tokens()), fused.encode_text(masker.class_tokens())
+    for x, y in ((a.frame_embeddings, b.frame_embeddings), (a.class_logits, b.class_logits), (ta.hidden, tb.hidden)):
+        assert x.dtype == y.dtype
+        assert rel_err(y, x) < 2e-2
