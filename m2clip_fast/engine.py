@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -93,7 +94,7 @@ def train_one_epoch(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     window = {k: 0.0 for k in LOSS_NAMES}
-    window_n, skipped = 0, 0
+    window_n, skipped, window_start = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
     last = len(loader) - 1
     done = first_batch
@@ -126,9 +127,13 @@ def train_one_epoch(
         step += 1
         bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         if step % log_interval == 0:
+            elapsed = time.perf_counter() - window_start
+            speed = {"clips_per_s": window_n * video.shape[0] * runtime.world_size / elapsed}
+            if runtime.device.type == "cuda":
+                speed["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
             log({"split": "train", "epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0],
-                 **{k: v / window_n for k, v in window.items()}})
-            window, window_n = {k: 0.0 for k in LOSS_NAMES}, 0
+                 **{k: v / window_n for k, v in window.items()}, **speed})
+            window, window_n, window_start = {k: 0.0 for k in LOSS_NAMES}, 0, time.perf_counter()
         done = b + 1
         on_step(step, done)
         if max_steps is not None and step >= max_steps:
