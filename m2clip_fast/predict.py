@@ -53,7 +53,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             labels = [s.strip() for s in args.labels.split(",") if s.strip()]
         else:
             labels = read_class_names(args.classes) if args.classes else list(ckpt["class_names"])
-        model = checkpointing.model_from_checkpoint(ckpt).to(args.device)
+        on_gpu = args.device.startswith("cuda")  # the fused kernels need CUDA (or the interpreter)
+        model = checkpointing.model_from_checkpoint(ckpt, use_fused=None if on_gpu else False).to(args.device)
         results = predict(model, args.video, labels, args.top_k)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         p.error(str(err))

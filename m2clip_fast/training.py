@@ -55,7 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sampling-rate", type=int, help="frame stride of dense sampling [16; demo 2]")
     d.add_argument("--sampling", choices=("dense", "segment"), default="dense", help="dense clips or TSN segments")
     d.add_argument("--views", help="test views SxT: spatial crops x temporal clips, scores averaged [4x3; demo 1x1]")
-    d.add_argument("--crop-size", type=int, help="input size (default: the backbone's image size)")
     d.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="no horizontal flips (direction-sensitive data such as SSv2; the demo never flips)")
     d.add_argument("--randaugment", action="store_true", help="RandAugment, one draw per clip")
@@ -165,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
         mlm_mask_rate=args.mlm_mask_rate, crossmodal_loss=args.crossmodal_loss, use_fused=args.use_fused,
     )
     model = build_model(cfg, pretrained=args.pretrained).to(runtime.device)
-    crop = args.crop_size or model.image_size[0]
+    crop = model.image_size[0]  # the backbone's positional embedding fixes the input size
     autocast, amp = _autocast(args, runtime.device)
     out_dir = args.output_dir
     log_path = os.path.join(out_dir, "metrics.jsonl")
