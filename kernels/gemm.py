@@ -18,8 +18,8 @@ from .utils import INTERPRET, can_run_triton, cdiv, check, check_same_dtype, che
 from .utils import dot_dtype, record_launch
 
 EPILOGUES = {"none": 0, "gelu": 1, "gelu_grad": 2}
-_SQRT1_2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
+_SQRT1_2 = tl.constexpr(0.7071067811865476)
+_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
 def _configs() -> list[triton.Config]:

@@ -1,0 +1,54 @@
+"""Compile every Triton kernel variant the launchers use for an sm_90 GPU (H100/H200) — PTX and cubin
+through Triton's bundled ptxas — without a GPU. Run with TRITON_INTERPRET unset (the interpreter
+never compiles, so it misses what only the GPU compiler rejects). Prints one line per variant."""
+import inspect
+import itertools
+import os
+import sys
+
+assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTERPRET"
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+import kernels.ops  # noqa: E402,F401  (loads the kernel modules)
+
+gemm, stencil = sys.modules["kernels.gemm"], sys.modules["kernels.stencil"]
+TARGET = GPUTarget("cuda", 90, 32)
+
+
+def compile_kernel(fn, pointers: dict, constexprs: dict) -> None:
+    names = list(inspect.signature(fn.fn).parameters)
+    signature = {n: "constexpr" if n in constexprs else pointers.get(n, "i32") for n in names}
+    triton.compile(ASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()}), target=TARGET)
+
+
+def main() -> None:
+    dtypes = {"fp32": tl.float32, "bf16": tl.bfloat16, "fp16": tl.float16}
+    # (IS_TE, HAS_IN_BIAS, DIFF, TD_SPATIAL): TED TE part, temporal_conv, TED TD part, temporal_difference, spatial_conv
+    parts = [(True, True, False, True), (True, False, False, False), (False, True, True, True),
+             (False, False, True, False), (False, False, False, True)]
+    for (is_te, in_bias, diff, spatial), dt in itertools.product(parts, ("fp32", "bf16")):
+        common = dict(IS_TE=is_te, HAS_IN_BIAS=in_bias, DIFF=diff, TD_SPATIAL=spatial, HAS_CLS=not is_te,
+                      TAPS=stencil.TE_TAPS if is_te else stencil.TD_TAPS, BLOCK_C=128)
+        ptr = "*" + dt
+        compile_kernel(stencil._stencil_fwd_kernel, dict.fromkeys(["z_ptr", "h_ptr", "in_bias_ptr", "w_ptr", "bias_ptr"], ptr),
+                       {**common, "HAS_BIAS": True})
+        compile_kernel(stencil._stencil_bwd_kernel,
+                       {**dict.fromkeys(["dh_ptr", "z_ptr", "dz_ptr", "in_bias_ptr", "w_ptr"], ptr), "part_ptr": "*fp32"},
+                       {**common, "ROWS": 32})
+        print(f"stencil IS_TE={is_te} IN_BIAS={in_bias} DIFF={diff} SPATIAL={spatial} {dt}: ok", flush=True)
+    config = gemm._configs()[0].kwargs
+    # (EPILOGUE, STORE_PRE, HAS_RES, HAS_BIAS2): TED GEMM-out, text fc1 (GELU), text backward (GELU'), plain
+    for (epi, pre, res, bias2), dt in itertools.product([(0, False, True, True), (1, True, False, False),
+                                                         (2, False, True, False), (0, False, False, False)], dtypes):
+        ptrs = dict.fromkeys(["a_ptr", "b_ptr", "c_ptr", "bias_ptr", "bias2_ptr", "aux_ptr", "res_ptr", "pre_ptr"], "*" + dt)
+        compile_kernel(gemm._gemm_kernel.fn, ptrs, dict(HAS_BIAS=True, HAS_BIAS2=bias2, EPILOGUE=epi, STORE_PRE=pre,
+                                                        HAS_RES=res, DOT_DTYPE=dtypes[dt], **config))
+        print(f"gemm EPILOGUE={epi} PRE={pre} RES={res} BIAS2={bias2} {dt}: ok", flush=True)
+
+
+if __name__ == "__main__":
+    main()
