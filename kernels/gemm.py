@@ -176,7 +176,7 @@ def _linear_backward_op(
     x2 = x.reshape(-1, x.shape[-1])
     dx, _ = gemm(g, weight)
     dw, _ = gemm(g.t(), x2, out_dtype=weight.dtype, dot=x.dtype)
-    db = g.float().sum(0).to(weight.dtype) if has_bias else weight.new_empty(0)
+    db = g.sum(0, dtype=torch.float32).to(weight.dtype) if has_bias else weight.new_empty(0)
     return dx.view(x.shape), dw, db
 
 

@@ -56,13 +56,13 @@ def _ted_backward_op(
     c_te, width = te_weight.shape[0], x.shape[1]
     dh, _ = gemm(dout, w_out, out_dtype=z.dtype, dot=w_out.dtype)
     dw_out, _ = gemm(dout.t(), h, out_dtype=torch.float32, dot=w_out.dtype)
-    d_out_bias = dout.float().sum(0)
+    d_out_bias = dout.sum(0, dtype=torch.float32)  # fp32 accumulation, no fp32 copy of dout
     dz, te, td = stencil_backward(dh, z, num_frames, tokens, (grid_h, grid_w), c_te, (te_in_bias, te_weight),
                                   (td_in_bias, td_weight), td_diff=True, td_spatial=True, has_cls=True)
     dx, _ = gemm(dz, w_in, residual=dout, out_dtype=x.dtype, dot=w_in.dtype)
     dw_in, _ = gemm(dz.t(), x, out_dtype=torch.float32, dot=w_in.dtype)
     if td:
-        d_patch_bias = dout.view(-1, tokens, width)[:, 1:].float().sum((0, 1))
+        d_patch_bias = d_out_bias - dout.view(-1, tokens, width)[:, 0].sum(0, dtype=torch.float32)  # all rows − CLS rows
     else:
         d_patch_bias, td = dout.new_empty(0), [dout.new_empty(0) for _ in range(3)]
     return [dx, dw_in, dw_out, d_out_bias, d_patch_bias, *te, *td]

@@ -39,7 +39,7 @@ def _text_adapter_backward_op(
     dw2, _ = gemm(dout.t(), act, out_dtype=torch.float32, dot=w2.dtype)
     dx, _ = gemm(du, w1, residual=dout, out_dtype=x.dtype, dot=w1.dtype)
     dw1, _ = gemm(du.t(), x, out_dtype=torch.float32, dot=w1.dtype)
-    return [dx, dw1, du.float().sum(0), dw2, dout.float().sum(0)]
+    return [dx, dw1, du.sum(0, dtype=torch.float32), dw2, dout.sum(0, dtype=torch.float32)]
 
 
 @_text_adapter_backward_op.register_fake
