@@ -37,12 +37,21 @@ REAL_DEFAULTS = dict(preset="vit-b16-k400", num_frames=8, sampling_rate=16, batc
                      lr=None, output_dir="runs/m2clip", views="4x3", flip=True, workers=4)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it does not depend on the mode (real data or the demo)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train and evaluate M2-CLIP on video. Without --train-list: the built-in synthetic demo "
         "(tiny model, CPU, a few minutes). Multi-GPU: torchrun --nproc_per_node N train.py ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-list", help="training list file, '<video path> <label>' per line")
