@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from m2clip_fast.data import VideoDataset, decode_frames, read_class_names, read_video_list, sampling
+from m2clip_fast.data import VideoDataset, VideoRecord, decode_frames, read_class_names, read_video_list, sampling
 from m2clip_fast.data.synthetic import CLASSES, make_synthetic_dataset, render_motion, write_mp4
 
 
@@ -106,3 +106,18 @@ def test_mostly_unreadable_data_is_a_clear_error(tmp_path):
     ds = VideoDataset(read_video_list(str(listing), str(tmp_path), 1), 4, 32, train=True, max_tries=4)
     with pytest.raises(RuntimeError, match="most of the data set seems unreadable"):
         ds[0]
+
+
+def test_large_videos_are_scaled_by_the_decoder(tmp_path):
+    blocks = np.random.default_rng(0).integers(0, 255, (4, 12, 16, 3)).astype(np.uint8)
+    frames = np.repeat(np.repeat(blocks, 8, 1), 8, 2)  # 96×128, smooth at the scale we resize to
+    path = str(tmp_path / "big.mp4")
+    write_mp4(path, frames)
+    small = decode_frames(path, lambda n: np.arange(n), short_side=48)
+    assert small.shape == (4, 48, 64, 3)
+    reference = torch.nn.functional.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(48, 64),
+                                                mode="bilinear", antialias=True)
+    assert (small.permute(0, 3, 1, 2).float() - reference).abs().mean() < 10  # same picture, another filter
+    assert decode_frames(path, lambda n: np.arange(n), short_side=90).shape == (4, 96, 128, 3)  # within 10%: native
+    test = VideoDataset([VideoRecord(path, 0)], 2, 48, train=False, spatial_views=3)
+    assert test[0]["video"].shape == (3, 3, 2, 48, 48)

@@ -59,13 +59,31 @@ def read_video_list(list_file: str, root: str, num_classes: int) -> list[VideoRe
     return records
 
 
-def decode_frames(path: str, pick: Callable[[int], np.ndarray]) -> torch.Tensor:
-    """Decode only the frames ``pick(num_frames)`` selects. -> uint8 ``[*pick shape, H, W, 3]``."""
+def _probe_size(path: str) -> tuple[int, int]:
+    """(height, width) of the first video stream, from the container header (no decoding)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        return stream.height, stream.width
+
+
+def decode_frames(path: str, pick: Callable[[int], np.ndarray], short_side: Optional[int] = None) -> torch.Tensor:
+    """Decode only the frames ``pick(num_frames)`` selects. -> uint8 ``[*pick shape, H, W, 3]``.
+
+    ``short_side``: when the video is more than 10% larger, the decoder itself scales it to about this
+    short side (aspect kept), so large frames are never materialised at full size."""
     import decord
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video not found: {path}")
-    reader = decord.VideoReader(path, num_threads=1)
+    size = {}
+    if short_side is not None:
+        h, w = _probe_size(path)
+        if min(h, w) > 1.1 * short_side:
+            scale = short_side / min(h, w)
+            size = {"height": max(short_side, round(h * scale)), "width": max(short_side, round(w * scale))}
+    reader = decord.VideoReader(path, num_threads=1, **size)
     indices = pick(len(reader))
     unique, inverse = np.unique(indices, return_inverse=True)
     frames = torch.from_numpy(reader.get_batch(unique.tolist()).asnumpy())
@@ -124,9 +142,11 @@ class VideoDataset(Dataset):
         return lambda n: sampling.segment_clips(n, t, self.temporal_views)
 
     def _load(self, record: VideoRecord, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
-        frames = decode_frames(record.path, self._pick(rng))
         if self.train:
-            return train_clip(frames, self.crop_size, self.scale_range, self.flip, gen, self.randaugment)
+            short = int(torch.randint(self.scale_range[0], self.scale_range[1] + 1, (1,), generator=gen))
+            frames = decode_frames(record.path, self._pick(rng), short)
+            return train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment)
+        frames = decode_frames(record.path, self._pick(rng), self.crop_size)
         views = [test_views(clip, self.crop_size, self.spatial_views) for clip in frames]  # per temporal clip
         return torch.cat(views)
 

@@ -34,16 +34,16 @@ def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
 
 def train_clip(
     frames: torch.Tensor,
+    short_side: int,
     crop_size: int,
-    scale_range: tuple[int, int],
     flip: bool,
     generator: torch.Generator,
     randaugment: Optional[torch.nn.Module] = None,
 ) -> torch.Tensor:
-    """Short-side jitter in ``scale_range``, a random ``crop_size`` crop, optional horizontal flip and
-    RandAugment — the same for every frame. uint8 ``[T, H, W, 3]`` -> normalised ``[3, T, S, S]``."""
-    short = int(torch.randint(scale_range[0], scale_range[1] + 1, (1,), generator=generator))
-    clip = resize_short_side(to_float(frames), short)
+    """Short side to ``short_side`` (the caller draws it: scale jitter), a random ``crop_size`` crop,
+    optional horizontal flip and RandAugment — the same for every frame.
+    uint8 ``[T, H, W, 3]`` -> normalised ``[3, T, S, S]``."""
+    clip = resize_short_side(to_float(frames), short_side)
     h, w = clip.shape[-2:]
     top = int(torch.randint(0, h - crop_size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - crop_size + 1, (1,), generator=generator))
