@@ -219,6 +219,9 @@ def run(args: argparse.Namespace) -> dict:
     epoch, step, batches_done, best = 0, 0, 0, None
 
     resume = checkpointing.latest(out_dir) if args.resume == "auto" else args.resume
+    if not resume and not args.eval_only and checkpointing.latest(out_dir) and runtime.is_main:
+        print(f"note: {out_dir} holds a checkpoint; starting afresh and overwriting it (--resume auto continues it)",
+              flush=True)
     if resume:
         ckpt = checkpointing.load(resume)
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
