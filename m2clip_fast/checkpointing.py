@@ -79,10 +79,11 @@ def model_weights(model: M2CLIP, pretrained: Optional[str]) -> dict[str, torch.T
     return {k: v for k, v in model.state_dict().items() if pretrained is None or k in trainable}
 
 
-def model_from_checkpoint(ckpt: dict, use_fused: Optional[bool] = None) -> M2CLIP:
-    """Rebuild the model a checkpoint was trained with (its config, its backbone source, its weights)."""
+def model_from_checkpoint(ckpt: dict, use_fused: Optional[bool] = None, pretrained: Optional[str] = None) -> M2CLIP:
+    """Rebuild the model a checkpoint was trained with: its config, its weights, and its frozen backbone
+    (stored in the checkpoint, or read from the ``pretrained`` file it names, or from ``pretrained``)."""
     cfg = M2CLIPConfig.from_dict(ckpt["config"])
-    model = build_model(cfg, pretrained=ckpt.get("pretrained"), use_fused=use_fused)
+    model = build_model(cfg, pretrained=pretrained or ckpt.get("pretrained"), use_fused=use_fused)
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     if unexpected or trainable & set(missing):

@@ -167,12 +167,24 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    cfg = M2CLIPConfig.preset(
-        args.preset, num_classes=len(args.class_names), num_frames=args.num_frames,
-        mlm_vocab_size=max(len(MLMVocabulary.from_class_names(args.class_names)), 1),
-        mlm_mask_rate=args.mlm_mask_rate, crossmodal_loss=args.crossmodal_loss, use_fused=args.use_fused,
-    )
-    model = build_model(cfg, pretrained=args.pretrained).to(runtime.device)
+    resume = checkpointing.latest(args.output_dir) if args.resume == "auto" else args.resume
+    ckpt = checkpointing.load(resume) if resume else None
+    if ckpt is not None:  # the checkpoint's own model: config, weights, backbone source
+        model = checkpointing.model_from_checkpoint(ckpt, use_fused=args.use_fused, pretrained=args.pretrained)
+        pretrained = args.pretrained or ckpt.get("pretrained")
+        if model.cfg.num_classes != len(args.class_names):
+            raise SystemExit(f"error: {resume} was trained on {model.cfg.num_classes} classes; --classes lists "
+                             f"{len(args.class_names)}")
+    else:
+        cfg = M2CLIPConfig.preset(
+            args.preset, num_classes=len(args.class_names), num_frames=args.num_frames,
+            mlm_vocab_size=max(len(MLMVocabulary.from_class_names(args.class_names)), 1),
+            mlm_mask_rate=args.mlm_mask_rate, crossmodal_loss=args.crossmodal_loss, use_fused=args.use_fused,
+        )
+        pretrained = args.pretrained
+        model = build_model(cfg, pretrained=pretrained)
+    cfg = model.cfg
+    model.to(runtime.device)
     crop = model.image_size[0]  # the backbone's positional embedding fixes the input size
     autocast, amp = _autocast(args, runtime.device)
     out_dir = args.output_dir
@@ -218,15 +230,10 @@ def run(args: argparse.Namespace) -> dict:
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp == "fp16")
     epoch, step, batches_done, best = 0, 0, 0, None
 
-    resume = checkpointing.latest(out_dir) if args.resume == "auto" else args.resume
     if not resume and not args.eval_only and checkpointing.latest(out_dir) and runtime.is_main:
         print(f"note: {out_dir} holds a checkpoint; starting afresh and overwriting it (--resume auto continues it)",
               flush=True)
-    if resume:
-        ckpt = checkpointing.load(resume)
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        if unexpected:
-            raise ValueError(f"{resume} does not fit this model: unexpected {unexpected[:5]}")
+    if ckpt is not None:
         if not args.eval_only:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -245,8 +252,8 @@ def run(args: argparse.Namespace) -> dict:
             return
         state = {
             "format": checkpointing.FORMAT, "config": dataclasses.asdict(cfg), "class_names": args.class_names,
-            "pretrained": os.path.abspath(args.pretrained) if args.pretrained else None,
-            "model": checkpointing.model_weights(model, args.pretrained),
+            "pretrained": os.path.abspath(pretrained) if pretrained else None,
+            "model": checkpointing.model_weights(model, pretrained),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": epoch_, "step": step_, "batches_done": batches_, "best": best, "rng": checkpointing.rng_state(),
         }
