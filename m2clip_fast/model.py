@@ -93,6 +93,12 @@ class M2CLIP(nn.Module):
             raise ValueError(
                 f"the MLM cross-attention needs text width == embed dim; backbone has {text_width} != {embed_dim}"
             )
+        for block in (*visual.transformer.resblocks, *clip.transformer.resblocks):
+            if not (isinstance(block.attn, nn.MultiheadAttention) and block.attn.batch_first):
+                raise ValueError(
+                    f"the backbone's blocks must be open_clip ResidualAttentionBlocks with batch-first "
+                    f"nn.MultiheadAttention (open_clip >= 2.24 default configs); got {type(block).__name__}"
+                )
         fused = cfg.use_fused
         self.visual_adapters = nn.ModuleList(
             BlockAdapters(lambda: TEDAdapter(vision_width, cfg.adapter_width, fused), cfg.visual_adapter_positions)
