@@ -13,7 +13,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import reference
 from .utils import INTERPRET, can_run_triton, cdiv, check, check_same_dtype, check_tensors, compute_dtype
 from .utils import dot_dtype, record_launch
 

@@ -263,7 +263,9 @@ def _(dh, z, num_frames, tokens, grid_h, grid_w, c_te, te_in_bias, te_weight, td
     f32 = dict(device=z.device, dtype=torch.float32)
 
     def part(c, taps):
-        return [torch.empty(c, taps, **f32), torch.empty(c, **f32), torch.empty(c, **f32)] if c else [torch.empty(0, **f32) for _ in range(3)]
+        if not c:
+            return [torch.empty(0, **f32) for _ in range(3)]
+        return [torch.empty(c, taps, **f32), torch.empty(c, **f32), torch.empty(c, **f32)]
 
     return [torch.empty_like(z, memory_format=torch.contiguous_format), *part(c_te, 3), *part(c_td, 9)]
 

@@ -87,7 +87,3 @@ def as_rows(x: torch.Tensor, width: int) -> torch.Tensor:
     x2 = x.reshape(-1, width)
     return x2 if x2.stride(1) == 1 or width == 1 else x2.contiguous()
 
-
-def empty_like_none(t: Optional[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
-    """Custom ops cannot return None: an empty tensor stands for an absent gradient."""
-    return ref.new_empty(0) if t is None else t

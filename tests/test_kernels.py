@@ -245,7 +245,8 @@ def test_cuda_backward_is_deterministic():
 
     def grads():
         leaves = [t.detach().clone().requires_grad_() for t in (x, *te, *td)]
-        kernels.ted_adapter(leaves[0], 8, (14, 14), BranchWeights(*leaves[1:7]), BranchWeights(*leaves[7:])).square().sum().backward()
+        out = kernels.ted_adapter(leaves[0], 8, (14, 14), BranchWeights(*leaves[1:7]), BranchWeights(*leaves[7:]))
+        out.square().sum().backward()
         return [t.grad for t in leaves]
 
     for a, b in zip(grads(), grads()):
