@@ -240,7 +240,7 @@ class M2CLIP(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The four losses and their weighted ``total`` (DESIGN.md §1.3).
 
-        video ``[B, 3, T, H, W]``; labels ``[B]`` int64 in ``[0, K)``; class_tokens ``[K, S]`` (prompts of
+        video ``[B, 3, T, H, W]``; labels ``[B]`` int64 in ``[0, K)`` (range-checked when on the CPU); class_tokens ``[K, S]`` (prompts of
         all K classes; a sample's prompt is ``class_tokens[label]``); mlm_tokens/mlm_labels ``[B, S']``
         (masked prompts, word targets with -100 = ignore; without them the MLM loss is 0);
         class_prefix: a cached ``text_prefix(class_tokens)``.
@@ -250,7 +250,9 @@ class M2CLIP(nn.Module):
             raise ValueError(f"labels must be [B] with B = {video.shape[0]}; got {list(labels.shape)}")
         if class_tokens.shape[0] != cfg.num_classes:
             raise ValueError(f"class_tokens has {class_tokens.shape[0]} prompts; the model has {cfg.num_classes} classes")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= cfg.num_classes):
+        # Checked where it costs no host-device sync and no graph break (data loaders check list labels).
+        checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling()
+        if checkable and labels.numel() and (labels.min() < 0 or labels.max() >= cfg.num_classes):
             raise ValueError(f"labels must lie in [0, {cfg.num_classes}); got [{labels.min()}, {labels.max()}]")
         if (mlm_tokens is None) != (mlm_labels is None):
             raise ValueError("pass both mlm_tokens and mlm_labels, or neither")

@@ -85,3 +85,21 @@ def test_fused_path_sees_the_eager_dtypes_under_autocast(tiny_cfg, masker):
     for x, y in ((a.frame_embeddings, b.frame_embeddings), (a.class_logits, b.class_logits), (ta.hidden, tb.hidden)):
         assert x.dtype == y.dtype
         assert rel_err(y, x) < 2e-2
+
+
+def test_whole_fused_model_compiles_fullgraph(tiny_cfg, masker):
+    """No graph break anywhere in a fused training forward (aot_eager: dynamo + AOT autograd, no codegen)."""
+    torch.manual_seed(0)
+    model = m2.build_model(tiny_cfg, use_fused=True).eval()
+    randomize_adapters(model, scale=0.2)
+    batch = _batch(masker)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    got = compiled(*batch)
+    got["total"].backward()
+    grad = model.visual_adapters[0].mlp.td.conv.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    expected = model(*batch)
+    expected["total"].backward()
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, model.visual_adapters[0].mlp.td.conv.weight.grad, rtol=1e-4, atol=1e-6)
