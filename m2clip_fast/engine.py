@@ -93,7 +93,7 @@ def train_one_epoch(
     fewer than the epoch has when ``max_steps`` stopped it early)."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    window = {k: 0.0 for k in LOSS_NAMES}
+    window = torch.zeros(len(LOSS_NAMES), device=runtime.device)  # loss sums, kept on the device: no sync per step
     window_n, skipped, window_start = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
     last = len(loader) - 1
@@ -112,8 +112,7 @@ def train_one_epoch(
                 losses = model(video, labels, prompts.tokens, mlm_tokens.to(runtime.device),
                                mlm_labels.to(runtime.device), prompts.prefix)
             scaler.scale(losses["total"] / grad_accum).backward()
-        for k in LOSS_NAMES:
-            window[k] += float(losses[k].detach())
+        window += torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
         window_n += 1
         if not sync:
             continue
@@ -125,15 +124,17 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
-        bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        if step % log_interval == 0:
+        if step % log_interval == 0:  # the only host-device sync of the loop
+            means = dict(zip(LOSS_NAMES, (window / window_n).tolist()))
             elapsed = time.perf_counter() - window_start
             speed = {"clips_per_s": window_n * video.shape[0] * runtime.world_size / elapsed}
             if runtime.device.type == "cuda":
                 speed["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
-            log({"split": "train", "epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0],
-                 **{k: v / window_n for k, v in window.items()}, **speed})
-            window, window_n, window_start = {k: 0.0 for k in LOSS_NAMES}, 0, time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{means['total']:.3f}", lr=f"{lr:.2e}")
+            log({"split": "train", "epoch": epoch, "step": step, "lr": lr, **means, **speed})
+            window.zero_()
+            window_n, window_start = 0, time.perf_counter()
         done = b + 1
         on_step(step, done)
         if max_steps is not None and step >= max_steps:
