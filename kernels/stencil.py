@@ -24,7 +24,7 @@ from . import reference
 from .utils import INTERPRET, as_rows, can_run_triton, cdiv, check, check_same_dtype, check_tensors, compute_dtype
 from .utils import record_launch
 
-TE_TAPS, TD_TAPS = 4, 16  # padded tap counts (3 and 9 used)
+TE_TAPS, TD_TAPS = tl.constexpr(4), tl.constexpr(16)  # padded tap counts (3 and 9 used)
 _ROWS_PER_PROGRAM = 8 if INTERPRET else 32
 
 
@@ -83,15 +83,13 @@ def _vector(ptr, cols, cmask, PRESENT: tl.constexpr):
 
 
 @triton.jit
-def _stencil_fwd_kernel(
-    z_ptr, h_ptr, in_bias_ptr, w_ptr, bias_ptr,
-    T, L, GH, GW, C, COL, stride_z, stride_h,
+def _part_forward(
+    r, pid_c, z_ptr, h_ptr, in_bias_ptr, w_ptr, bias_ptr, T, L, GH, GW, C, COL, stride_z, stride_h,
     IS_TE: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_BIAS: tl.constexpr, DIFF: tl.constexpr,
     TD_SPATIAL: tl.constexpr, HAS_CLS: tl.constexpr, TAPS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """One token row × BLOCK_C channels of one part (TE or TD) per program."""
-    r = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    """Token row ``r`` × channel block ``pid_c`` of one part (TE or TD)."""
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     l = r % L
     t = (r // L) % T
@@ -109,17 +107,16 @@ def _stencil_fwd_kernel(
 
 
 @triton.jit
-def _stencil_bwd_kernel(
-    dh_ptr, z_ptr, dz_ptr, part_ptr, in_bias_ptr, w_ptr,
+def _part_backward(
+    pid_r, pid_c, dh_ptr, z_ptr, dz_ptr, part_ptr, in_bias_ptr, w_ptr,
     R, T, L, GH, GW, C, COL, stride_dh, stride_z, stride_dz,
     IS_TE: tl.constexpr, HAS_IN_BIAS: tl.constexpr, DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
     HAS_CLS: tl.constexpr, TAPS: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """ROWS token rows × BLOCK_C channels per program: ``dz`` for each row, and this program's partial
-    sums of the kernel gradient ``[TAPS]``, the conv-bias gradient and the input-bias gradient, written to
-    ``part[pid_r, 0:TAPS+2, cols]``."""
-    pid_r = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    """ROWS token rows × channel block ``pid_c`` of one part: ``dz`` for each row, and this program's
+    partial sums of the kernel gradient ``[TAPS]``, the conv-bias gradient and the input-bias gradient,
+    written to ``part[pid_r, 0:TAPS+2, cols]``."""
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     w = _weight_tile(w_ptr, cols, cmask, IS_TE, TD_SPATIAL, TAPS)
     in_bias = _vector(in_bias_ptr, cols, cmask, HAS_IN_BIAS)
@@ -162,13 +159,58 @@ def _stencil_bwd_kernel(
     tl.store(part + (TAPS + 1) * C + cols, acc_in, mask=cmask)
 
 
+@triton.jit
+def _stencil_fwd_kernel(
+    z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr,
+    T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TE_IN_BIAS: tl.constexpr, TE_BIAS: tl.constexpr,
+    TD_IN_BIAS: tl.constexpr, TD_BIAS: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
+    HAS_CLS: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Grid ``(R, TE channel blocks + TD channel blocks)``: both parts in one launch."""
+    r = tl.program_id(0).to(tl.int64)
+    pid_c = tl.program_id(1)
+    if HAS_TE:
+        if pid_c < N_TE_BLOCKS:
+            _part_forward(r, pid_c, z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, T, L, GH, GW, C_TE, 0,
+                          stride_z, stride_h, True, TE_IN_BIAS, TE_BIAS, False, TD_SPATIAL, HAS_CLS, TE_TAPS, BLOCK_C)
+    if HAS_TD:
+        if pid_c >= N_TE_BLOCKS:
+            _part_forward(r, pid_c - N_TE_BLOCKS, z_ptr, h_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr, T, L, GH, GW,
+                          C_TD, C_TE, stride_z, stride_h, False, TD_IN_BIAS, TD_BIAS, TD_DIFF, TD_SPATIAL, HAS_CLS,
+                          TD_TAPS, BLOCK_C)
+
+
+@triton.jit
+def _stencil_bwd_kernel(
+    dh_ptr, z_ptr, dz_ptr, te_part_ptr, td_part_ptr, te_in_bias_ptr, te_w_ptr, td_in_bias_ptr, td_w_ptr,
+    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_dh, stride_z, stride_dz,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TE_IN_BIAS: tl.constexpr, TD_IN_BIAS: tl.constexpr,
+    TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr, HAS_CLS: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Grid ``(row blocks of ROWS, TE channel blocks + TD channel blocks)``: both parts in one launch."""
+    pid_r = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    if HAS_TE:
+        if pid_c < N_TE_BLOCKS:
+            _part_backward(pid_r, pid_c, dh_ptr, z_ptr, dz_ptr, te_part_ptr, te_in_bias_ptr, te_w_ptr, R, T, L, GH,
+                           GW, C_TE, 0, stride_dh, stride_z, stride_dz, True, TE_IN_BIAS, False, TD_SPATIAL, HAS_CLS,
+                           TE_TAPS, ROWS, BLOCK_C)
+    if HAS_TD:
+        if pid_c >= N_TE_BLOCKS:
+            _part_backward(pid_r, pid_c - N_TE_BLOCKS, dh_ptr, z_ptr, dz_ptr, td_part_ptr, td_in_bias_ptr, td_w_ptr,
+                           R, T, L, GH, GW, C_TD, C_TE, stride_dh, stride_z, stride_dz, False, TD_IN_BIAS, TD_DIFF,
+                           TD_SPATIAL, HAS_CLS, TD_TAPS, ROWS, BLOCK_C)
+
+
 def _block_c(c: int) -> int:
     return min(128, max(16, triton.next_power_of_2(c)))
 
 
-def _parts(c_te: int, c_td: int, td_spatial: bool):
-    """(is_te, column offset, channels, taps) of each part present."""
-    return [p for p in ((True, 0, c_te, TE_TAPS), (False, c_te, c_td, TD_TAPS)) if p[2] > 0]
+def _or(t: Optional[torch.Tensor], fallback: torch.Tensor) -> torch.Tensor:
+    """Absent optional operands become a dummy pointer (their constexpr flag keeps them unread)."""
+    return fallback if t is None else t
 
 
 def stencil_forward(
@@ -177,22 +219,22 @@ def stencil_forward(
     td: tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]],
     td_diff: bool, td_spatial: bool, has_cls: bool,
 ) -> torch.Tensor:
-    """z ``[R, C_TE + C_TD]`` (unit column stride) -> h, same shape and dtype.
+    """z ``[R, C_TE + C_TD]`` (unit column stride) -> h, same shape and dtype; one launch for both parts.
 
     te / td: ``(in_bias [C], weight [C, 3] / [C, 9], bias [C])``, each entry optional."""
     R, width = z.shape
+    c_td = width - c_te
     h = torch.empty_like(z, memory_format=torch.contiguous_format)
-    for is_te, col, c, taps in _parts(c_te, width - c_te, td_spatial):
-        in_bias, weight, bias = te if is_te else td
-        block = _block_c(c)
-        _stencil_fwd_kernel[(R, cdiv(c, block))](
-            z, h, in_bias if in_bias is not None else z, weight if weight is not None else z,
-            bias if bias is not None else z,
-            num_frames, tokens, grid[0], grid[1], c, col, z.stride(0), h.stride(0),
-            IS_TE=is_te, HAS_IN_BIAS=in_bias is not None, HAS_BIAS=bias is not None, DIFF=td_diff and not is_te,
-            TD_SPATIAL=td_spatial, HAS_CLS=has_cls, TAPS=taps, BLOCK_C=block,
-        )
-        record_launch("stencil_fwd")
+    block = _block_c(max(c_te, c_td))
+    n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
+    _stencil_fwd_kernel[(R, n_te + n_td)](
+        z, h, *(_or(t, z) for t in te), *(_or(t, z) for t in td),
+        num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
+        HAS_TE=c_te > 0, HAS_TD=c_td > 0, TE_IN_BIAS=te[0] is not None, TE_BIAS=te[2] is not None,
+        TD_IN_BIAS=td[0] is not None, TD_BIAS=td[2] is not None, TD_DIFF=td_diff, TD_SPATIAL=td_spatial,
+        HAS_CLS=has_cls, BLOCK_C=block,
+    )
+    record_launch("stencil_fwd")
     return h
 
 
@@ -204,25 +246,26 @@ def stencil_backward(
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """dh, z ``[R, C_TE + C_TD]`` -> (dz, te grads, td grads); te / td: ``(in_bias, weight)`` as in the
     forward. Each grads list is ``[d_weight [C, 3|9] fp32, d_bias [C] fp32, d_in_bias [C] fp32]`` (empty
-    for a part that is absent)."""
+    for a part that is absent). One launch for both parts."""
     R, width = z.shape
+    c_td = width - c_te
     dz = torch.empty_like(z, memory_format=torch.contiguous_format)
-    grads: dict[bool, list[torch.Tensor]] = {True: [], False: []}
-    n_blocks = cdiv(R, _ROWS_PER_PROGRAM)
-    for is_te, col, c, taps in _parts(c_te, width - c_te, td_spatial):
-        in_bias, weight = te if is_te else td
-        block = _block_c(c)
-        part = torch.empty(n_blocks, taps + 2, c, device=z.device, dtype=torch.float32)
-        _stencil_bwd_kernel[(n_blocks, cdiv(c, block))](
-            dh, z, dz, part, in_bias if in_bias is not None else z, weight if weight is not None else z,
-            R, num_frames, tokens, grid[0], grid[1], c, col, dh.stride(0), z.stride(0), dz.stride(0),
-            IS_TE=is_te, HAS_IN_BIAS=in_bias is not None, DIFF=td_diff and not is_te, TD_SPATIAL=td_spatial,
-            HAS_CLS=has_cls, TAPS=taps, ROWS=_ROWS_PER_PROGRAM, BLOCK_C=block,
-        )
-        record_launch("stencil_bwd")
-        sums = part.sum(dim=0)  # fixed-order reduction over programs: deterministic
-        n_taps = 3 if is_te else 9
-        grads[is_te] = [sums[:n_taps].t().contiguous(), sums[taps].clone(), sums[taps + 1].clone()]
+    block = _block_c(max(c_te, c_td))
+    n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
+    n_rows = cdiv(R, _ROWS_PER_PROGRAM)
+    parts = {is_te: torch.empty(n_rows, taps + 2, c, device=z.device, dtype=torch.float32)
+             for is_te, c, taps in ((True, c_te, TE_TAPS.value), (False, c_td, TD_TAPS.value))}
+    _stencil_bwd_kernel[(n_rows, n_te + n_td)](
+        dh, z, dz, parts[True], parts[False], *(_or(t, z) for t in te), *(_or(t, z) for t in td),
+        R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, dh.stride(0), z.stride(0), dz.stride(0),
+        HAS_TE=c_te > 0, HAS_TD=c_td > 0, TE_IN_BIAS=te[0] is not None, TD_IN_BIAS=td[0] is not None,
+        TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls, ROWS=_ROWS_PER_PROGRAM, BLOCK_C=block,
+    )
+    record_launch("stencil_bwd")
+    grads: dict[bool, list[torch.Tensor]] = {}
+    for is_te, c, taps, n_taps in ((True, c_te, TE_TAPS.value, 3), (False, c_td, TD_TAPS.value, 9)):
+        sums = parts[is_te].sum(dim=0)  # fixed-order reduction over programs: deterministic
+        grads[is_te] = [sums[:n_taps].t().contiguous(), sums[taps].clone(), sums[taps + 1].clone()] if c else []
     return dz, grads[True], grads[False]
 
 

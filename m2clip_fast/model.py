@@ -240,10 +240,10 @@ class M2CLIP(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The four losses and their weighted ``total`` (DESIGN.md §1.3).
 
-        video ``[B, 3, T, H, W]``; labels ``[B]`` int64 in ``[0, K)`` (range-checked when on the CPU); class_tokens ``[K, S]`` (prompts of
-        all K classes; a sample's prompt is ``class_tokens[label]``); mlm_tokens/mlm_labels ``[B, S']``
-        (masked prompts, word targets with -100 = ignore; without them the MLM loss is 0);
-        class_prefix: a cached ``text_prefix(class_tokens)``.
+        video ``[B, 3, T, H, W]``; labels ``[B]`` int64 in ``[0, K)`` (range-checked when on the CPU);
+        class_tokens ``[K, S]``: the prompts of all K classes (a sample's prompt is ``class_tokens[label]``);
+        mlm_tokens / mlm_labels ``[B, S']``: masked prompts and word targets, -100 = ignore (without them
+        the MLM loss is 0); class_prefix: a cached ``text_prefix(class_tokens)``.
         """
         cfg = self.cfg
         if labels.dim() != 1 or labels.shape[0] != video.shape[0]:

@@ -27,19 +27,24 @@ def compile_kernel(fn, pointers: dict, constexprs: dict) -> None:
 
 def main() -> None:
     dtypes = {"fp32": tl.float32, "bf16": tl.bfloat16, "fp16": tl.float16}
-    # (IS_TE, HAS_IN_BIAS, DIFF, TD_SPATIAL): TED TE part, temporal_conv, TED TD part, temporal_difference, spatial_conv
-    parts = [(True, True, False, True), (True, False, False, False), (False, True, True, True),
-             (False, False, True, False), (False, False, False, True)]
-    for (is_te, in_bias, diff, spatial), dt in itertools.product(parts, ("fp32", "bf16")):
-        common = dict(IS_TE=is_te, HAS_IN_BIAS=in_bias, DIFF=diff, TD_SPATIAL=spatial, HAS_CLS=not is_te,
-                      TAPS=stencil.TE_TAPS if is_te else stencil.TD_TAPS, BLOCK_C=128)
+    # (HAS_TE, HAS_TD, TE in-bias, TD in-bias, conv biases, TD_DIFF, TD_SPATIAL, HAS_CLS) of each launcher:
+    # TED-Adapter, temporal adapter, temporal_conv, temporal_difference, spatial_conv.
+    launches = [(True, True, True, True, True, True, True, True), (True, False, True, False, True, True, True, True),
+                (True, False, False, False, True, False, False, False), (False, True, False, False, False, True, False, False),
+                (False, True, False, False, True, False, True, False)]
+    for (te, td, te_in, td_in, bias, diff, spatial, cls), dt in itertools.product(launches, ("fp32", "bf16")):
         ptr = "*" + dt
-        compile_kernel(stencil._stencil_fwd_kernel, dict.fromkeys(["z_ptr", "h_ptr", "in_bias_ptr", "w_ptr", "bias_ptr"], ptr),
-                       {**common, "HAS_BIAS": True})
+        flags = dict(HAS_TE=te, HAS_TD=td, TE_IN_BIAS=te_in, TD_IN_BIAS=td_in, TD_DIFF=diff, TD_SPATIAL=spatial,
+                     HAS_CLS=cls, BLOCK_C=128)
+        fwd_ptrs = ["z_ptr", "h_ptr", "te_in_bias_ptr", "te_w_ptr", "te_bias_ptr", "td_in_bias_ptr", "td_w_ptr",
+                    "td_bias_ptr"]
+        compile_kernel(stencil._stencil_fwd_kernel, dict.fromkeys(fwd_ptrs, ptr),
+                       {**flags, "TE_BIAS": bias and te, "TD_BIAS": bias and td})
+        bwd_ptrs = ["dh_ptr", "z_ptr", "dz_ptr", "te_in_bias_ptr", "te_w_ptr", "td_in_bias_ptr", "td_w_ptr"]
         compile_kernel(stencil._stencil_bwd_kernel,
-                       {**dict.fromkeys(["dh_ptr", "z_ptr", "dz_ptr", "in_bias_ptr", "w_ptr"], ptr), "part_ptr": "*fp32"},
-                       {**common, "ROWS": 32})
-        print(f"stencil IS_TE={is_te} IN_BIAS={in_bias} DIFF={diff} SPATIAL={spatial} {dt}: ok", flush=True)
+                       {**dict.fromkeys(bwd_ptrs, ptr), "te_part_ptr": "*fp32", "td_part_ptr": "*fp32"},
+                       {**flags, "ROWS": 32})
+        print(f"stencil TE={te} TD={td} DIFF={diff} SPATIAL={spatial} {dt}: ok", flush=True)
     config = gemm._configs()[0].kwargs
     # (EPILOGUE, STORE_PRE, HAS_RES, HAS_BIAS2): TED GEMM-out, text fc1 (GELU), text backward (GELU'), plain
     for (epi, pre, res, bias2), dt in itertools.product([(0, False, True, True), (1, True, False, False),
