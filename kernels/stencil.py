@@ -1,5 +1,5 @@
 """The TED-Adapter's stencil: temporal depthwise conv, temporal difference and 3×3 spatial depthwise
-conv over a token grid, in one parametrised kernel pair (forward, backward).
+conv over a token grid, in one parametrised kernel pair (forward, backward); one launch covers both parts.
 
 Rows are tokens in frame-major order, ``r = (b*T + t)*L + l``; a row holds ``C_TE + C_TD`` channels:
 - the **TE part** (columns ``[0, C_TE)``): ``h = conv_T(z + in_bias) + bias``, 3 taps over frames
