@@ -131,3 +131,12 @@ def test_two_process_ddp_with_torchrun(data, tmp_path):
     val = [r for r in records if r["split"] == "val"]
     assert len(val) == 1 and val[0]["videos"] == 4  # both ranks' halves of the 4 val videos, reduced
     assert checkpointing.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_and_gradient_accumulation(data, tmp_path, amp):
+    main(_args(data, tmp_path, "--epochs", "1", "--amp", amp, "--grad-accum", "2", "--log-interval", "1"))
+    train = [r for r in _records(tmp_path) if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]  # 4 batches, one optimizer step per 2
+    assert all(torch.isfinite(torch.tensor(r["total"])) for r in train)
+    assert bool(checkpointing.load(str(tmp_path / "last.pt"))["scaler"]) == (amp == "fp16")  # fp16: a grad scaler
