@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
 
 PROVIDERS = os.environ.get("M2CLIP_BENCH_PROVIDERS", "fused,eager,compile,compile-max").split(",")
 QUICK = os.environ.get("M2CLIP_BENCH_QUICK", "0") == "1"  # trims the grid to fit a short GPU lease
+DEVICE = "cuda"  # a module constant so the harness can be dry-run elsewhere
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class OpCase:
 
 
 def _param(*shape, dtype, scale=0.02):
-    return (torch.randn(*shape, device="cuda") * scale).to(dtype).requires_grad_()
+    return (torch.randn(*shape, device=DEVICE) * scale).to(dtype).requires_grad_()
 
 
 def _branch(width, ca, kernel, dtype):
@@ -56,7 +57,7 @@ def _ops(w: Width, B: int, T: int) -> dict[str, OpCase]:
     S = 16  # text tokens per prompt
 
     def x(rows_shape, dtype):
-        return torch.randn(*rows_shape, device="cuda").to(dtype).requires_grad_()
+        return torch.randn(*rows_shape, device=DEVICE).to(dtype).requires_grad_()
 
     gemm_pair = lambda rows, c, ca, e: (2 * rows * c * e, 4 * rows * c * ca, 3 * rows * c * e, 8 * rows * c * ca)  # noqa: E731
     return {
@@ -119,6 +120,34 @@ def _provider_fn(case: OpCase, op: str, provider: str) -> Callable:
     return _COMPILED[key]
 
 
+def _runner(fn: Callable, make: Callable, passes: str, copies: int) -> Callable[[], None]:
+    """The timed callable for one pass: forward; backward through stored graphs; or both. Inputs rotate
+    over ``copies`` independently made sets."""
+    if passes == "bwd":
+        def graph():
+            inputs = make()
+            out = fn(*inputs)
+            return inputs, out, torch.randn_like(out)
+
+        graphs = rotating(graph, copies)
+
+        def run_bwd():
+            inputs, out, grad = graphs()
+            torch.autograd.grad(out, inputs, grad, retain_graph=True)
+
+        return run_bwd
+    sets = rotating(make, copies)
+    if passes == "fwd":
+        return lambda: fn(*sets())
+    grad = torch.randn_like(fn(*sets()))
+
+    def run_fwdbwd():
+        inputs = sets()
+        torch.autograd.grad(fn(*inputs), inputs, grad)
+
+    return run_fwdbwd
+
+
 @pytest.mark.parametrize("passes", ["fwd", "bwd", "fwdbwd"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -131,27 +160,7 @@ def test_op(benchmark, record, hardware, op, width, B, T, provider, dtype, passe
     probe = case.make(dt)
     set_bytes = sum(t.numel() * t.element_size() for t in probe)
     try:
-        next_inputs = rotating(lambda: case.make(dt), copies_for(set_bytes))
-        if passes == "fwd":
-            run = lambda: fn(*next_inputs())  # noqa: E731
-        else:
-            def graph():
-                inputs = next_inputs()
-                out = fn(*inputs) if passes == "bwd" else None
-                return inputs, out
-            if passes == "bwd":
-                outs = rotating(graph, copies_for(set_bytes))
-                grad = torch.randn_like(fn(*probe))
-
-                def run():
-                    inputs, out = outs()
-                    torch.autograd.grad(out, inputs, grad, retain_graph=True)
-            else:
-                grad = torch.randn_like(fn(*probe))
-
-                def run():
-                    inputs = next_inputs()
-                    torch.autograd.grad(fn(*inputs), inputs, grad)
+        run = _runner(fn, lambda: case.make(dt), passes, copies_for(set_bytes))
         run()  # compile / autotune outside the timing
         median_ms = device_time_ms(run)
     except torch.cuda.OutOfMemoryError:
