@@ -112,8 +112,6 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         paths = make_synthetic_dataset(os.path.join(args.cache_dir, "synthetic-v1"))
         args.train_list, args.val_list, args.classes, args.data_root = (
             paths.train_list, paths.val_list, paths.classes_csv, paths.root)
-    if args.classes is None:
-        parser.error("--classes is required with --train-list/--val-list")
     if args.train_list is None and args.val_list is None:
         parser.error("give --train-list (training) or --val-list (with --eval-only)")
     for name in ("train_list", "val_list", "classes", "eval_classes", "pretrained"):
@@ -133,8 +131,15 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.resume not in (None, "auto") and not os.path.isfile(args.resume):
         parser.error(f"--resume: checkpoint not found: {args.resume}")
+    args.resume_path = checkpointing.latest(args.output_dir) if args.resume == "auto" else args.resume
     try:
-        args.class_names = read_class_names(args.classes)
+        args.checkpoint = checkpointing.load(args.resume_path) if args.resume_path else None
+    except ValueError as err:
+        parser.error(f"--resume: {err}")
+    if args.classes is None and args.checkpoint is None:
+        parser.error("--classes is required (or --resume a checkpoint, whose classes are used)")
+    try:
+        args.class_names = read_class_names(args.classes) if args.classes else list(args.checkpoint["class_names"])
         args.eval_class_names = read_class_names(args.eval_classes) if args.eval_classes else None
         eval_k = len(args.eval_class_names or args.class_names)
         args.train_records = read_video_list(args.train_list, args.data_root, len(args.class_names)) \
@@ -167,8 +172,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    resume = checkpointing.latest(args.output_dir) if args.resume == "auto" else args.resume
-    ckpt = checkpointing.load(resume) if resume else None
+    resume, ckpt = args.resume_path, args.checkpoint
     if ckpt is not None:  # the checkpoint's own model: config, weights, backbone source
         model = checkpointing.model_from_checkpoint(ckpt, use_fused=args.use_fused, pretrained=args.pretrained)
         pretrained = args.pretrained or ckpt.get("pretrained")

@@ -83,7 +83,7 @@ def test_zero_shot_eval_and_predict(data, tmp_path, capsys):
     val = tmp_path / "val.txt"
     val.write_text("videos/val_0003.mp4 0\nvideos/val_0002.mp4 1\n")
     main(["--eval-only", "--resume", str(tmp_path / "last.pt"), "--val-list", str(val), "--data-root", data.root,
-          "--classes", data.classes_csv, "--eval-classes", str(other), "--num-frames", "4",  # model: the checkpoint's
+          "--eval-classes", str(other), "--num-frames", "4",  # model and classes: the checkpoint's
           "--sampling-rate", "2", "--views", "1x1", "--workers", "0", "--output-dir", str(tmp_path), "--device", "cpu"])
     zero_shot = _records(tmp_path)[-1]
     assert zero_shot["split"] == "val" and zero_shot["videos"] == 2 and zero_shot["top1_visual"] is None
