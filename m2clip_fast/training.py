@@ -244,6 +244,7 @@ def run(args: argparse.Namespace) -> dict:
             scaler.load_state_dict(ckpt["scaler"])
             epoch, step, batches_done, best = ckpt["epoch"], ckpt["step"], ckpt["batches_done"], ckpt.get("best")
             checkpointing.set_rng_state(ckpt["rng"])
+        args.checkpoint = ckpt = None  # its tensors now live in the model and optimizer: free the copies
         if runtime.is_main:
             print(f"resumed from {resume} (epoch {epoch}, step {step})", flush=True)
 

@@ -3,6 +3,7 @@ that decodes only the sampled frames and replaces unreadable videos."""
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ def read_video_list(list_file: str, root: str, num_classes: int) -> list[VideoRe
     return records
 
 
+@functools.lru_cache(maxsize=None)  # one header read per video and worker process, not one per sample
 def _probe_size(path: str) -> tuple[int, int]:
     """(height, width) of the first video stream, from the container header (no decoding)."""
     import av
