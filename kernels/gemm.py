@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import INTERPRET, can_run_triton, cdiv, check, check_same_dtype, check_tensors, compute_dtype
-from .utils import dot_dtype, record_launch
+from .utils import INTERPRET, can_run_triton, cdiv, check, check_tensors, compute_dtype
+from .utils import dot_dtype, fp32_dot_precision, record_launch
 
 EPILOGUES = {"none": 0, "gelu": 1, "gelu_grad": 2}
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
@@ -43,7 +43,7 @@ def _gelu_grad(x):
     return 0.5 * (1.0 + tl.math.erf(x * _SQRT1_2)) + x * tl.exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"])
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "INPUT_PRECISION"])
 @triton.jit
 def _gemm_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr, bias2_ptr, aux_ptr, res_ptr, pre_ptr,
@@ -51,7 +51,7 @@ def _gemm_kernel(
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_auxm, stride_resm,
     bias2_period,
     HAS_BIAS: tl.constexpr, HAS_BIAS2: tl.constexpr, EPILOGUE: tl.constexpr, STORE_PRE: tl.constexpr,
-    HAS_RES: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    HAS_RES: tl.constexpr, DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped tile order: GROUP_M row-tiles share B tiles in L2.
@@ -76,7 +76,7 @@ def _gemm_kernel(
         k_mask = (k0 + rk) < K
         a = tl.load(a_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0).to(DOT_DTYPE)
         b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0).to(DOT_DTYPE)
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 
@@ -121,7 +121,8 @@ def gemm(
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Launch the GEMM: a ``[M, K]``, b ``[K, N]`` (any strides) -> (c ``[M, N]``, pre-activation or None).
 
-    ``dot`` is the operand dtype of the multiply (default: a's); accumulation is fp32.
+    ``dot`` is the operand dtype of the multiply (default: a's); accumulation is fp32. fp32 operands use
+    TF32 only where PyTorch's fp32 matmuls may (:func:`~kernels.utils.fp32_dot_precision`).
     """
     M, K = a.shape
     N = b.shape[1]
@@ -129,6 +130,7 @@ def gemm(
     c = torch.empty(M, N, device=a.device, dtype=out_dtype)
     pre = torch.empty(M, N, device=a.device, dtype=out_dtype) if store_pre else None
     aux, residual = _rows(aux), _rows(residual)
+    dot = dot or a.dtype
     dummy = c
     grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _gemm_kernel[grid](
@@ -140,7 +142,8 @@ def gemm(
         0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0),
         bias2_period,
         HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, EPILOGUE=EPILOGUES[epilogue],
-        STORE_PRE=store_pre, HAS_RES=residual is not None, DOT_DTYPE=dot_dtype(dot or a.dtype),
+        STORE_PRE=store_pre, HAS_RES=residual is not None, DOT_DTYPE=dot_dtype(dot),
+        INPUT_PRECISION=fp32_dot_precision() if dot == torch.float32 else "tf32",  # ignored for 16-bit dots
     )
     record_launch("gemm")
     return c, pre
@@ -220,8 +223,6 @@ def linear(
         y = torch.nn.functional.linear(x, weight, bias)
         y = torch.nn.functional.gelu(y) if gelu else y
         return y if residual is None else y + residual
-    if not torch.is_autocast_enabled(x.device.type):
-        check_same_dtype("linear", x, weight, bias, residual)
     dtype = compute_dtype(x)
     x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
     return _linear_op(x, weight, bias, residual, gelu)[0]

@@ -21,7 +21,7 @@ from . import reference
 from .gemm import gemm
 from .reference import BranchWeights
 from .stencil import stencil_backward, stencil_forward
-from .utils import as_rows, can_run_triton, check, check_same_dtype, check_tensors, compute_dtype
+from .utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 
 
 @torch.library.custom_op("m2clip_fast::ted_adapter", mutates_args=())
@@ -138,9 +138,6 @@ def ted_adapter(
               f"1 + h*w = {1 + grid[0] * grid[1] if len(grid) == 2 else '?'}")
     if not can_run_triton(x, "ted_adapter"):
         return reference.ted_adapter(x, num_frames, grid, te, td)
-
-    if not torch.is_autocast_enabled(x.device.type):
-        check_same_dtype("ted_adapter", x, *te, *(td or ()))
     dtype = compute_dtype(x)
     te = BranchWeights(*(t.to(dtype) for t in te))
     td = None if td is None else BranchWeights(*(t.to(dtype) for t in td))

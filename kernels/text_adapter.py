@@ -12,7 +12,7 @@ import torch
 
 from . import reference
 from .gemm import gemm
-from .utils import as_rows, can_run_triton, check, check_same_dtype, check_tensors, compute_dtype
+from .utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 
 
 @torch.library.custom_op("m2clip_fast::text_adapter", mutates_args=())
@@ -78,8 +78,6 @@ def text_adapter(
         check(tuple(t.shape) == shape, f"text_adapter: {name} must be {list(shape)} for x [..., {width}], got {list(t.shape)}")
     if not can_run_triton(x, "text_adapter"):
         return reference.text_adapter(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-    if not torch.is_autocast_enabled(x.device.type):
-        check_same_dtype("text_adapter", x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     dtype = compute_dtype(x)
     w1, b1, w2, b2 = (t.to(dtype) for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
     out, _, _ = _text_adapter_op(as_rows(x, width), w1, b1, w2, b2)

@@ -42,10 +42,17 @@ def record_launch(name: str) -> None:
     launch_counts[name] += 1
 
 
+def autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return False
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the eager op would compute in: the autocast dtype when autocast is on, else ``x``'s."""
     device = x.device.type
-    if torch.is_autocast_enabled(device):
+    if autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return x.dtype
 
@@ -55,24 +62,35 @@ def dot_dtype(dtype: torch.dtype) -> tl.dtype:
     return tl.float32 if INTERPRET else TL_DTYPES[dtype]
 
 
+def fp32_dot_precision() -> str:
+    """``tl.dot``'s input precision for fp32 operands, following PyTorch's setting for fp32 CUDA matmuls so
+    that fused and eager round alike: ``"tf32"`` where PyTorch allows TF32 (``torch.backends.cuda.matmul
+    .fp32_precision = "tf32"``, ``allow_tf32 = True`` or ``set_float32_matmul_precision("high")``), else
+    ``"ieee"`` (PyTorch's default)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        tf32 = matmul.fp32_precision == "tf32"  # torch >= 2.9; reads right whichever API set it
+    except AttributeError:
+        tf32 = matmul.allow_tf32
+    return "tf32" if tf32 else "ieee"
+
+
 def check(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
 
 
 def check_tensors(op: str, *tensors: Optional[torch.Tensor]) -> None:
-    """All given tensors float (fp32/bf16/fp16) and on one device."""
+    """All given tensors float (fp32/bf16/fp16), on one device, and of one dtype unless autocast is on
+    (which casts them). Checked before choosing kernels or the reference, so both fail alike."""
     present = [t for t in tensors if t is not None]
     devices = {t.device for t in present}
     check(len(devices) == 1, f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
     for t in present:
         check(t.dtype in TL_DTYPES, f"{op}: expected float32/bfloat16/float16 tensors, got {t.dtype}")
-
-
-def check_same_dtype(op: str, *tensors: Optional[torch.Tensor]) -> None:
-    dtypes = {t.dtype for t in tensors if t is not None}
+    dtypes = {t.dtype for t in present}
     check(
-        len(dtypes) == 1,
+        len(dtypes) == 1 or autocast_enabled(present[0].device.type),
         f"{op}: input and weights must share a dtype outside autocast, got {sorted(map(str, dtypes))} "
         "(cast them, or run under torch.autocast)",
     )

@@ -76,7 +76,8 @@ def read_state_dict(path: PathLike) -> StateDict:
         sd = load_file(path)
     elif _is_torchscript(path):
         with warnings.catch_warnings():  # OpenAI's archives are TorchScript; jit.load warns it is deprecated
-            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # torch < 2.12 says DeprecationWarning
+            warnings.simplefilter("ignore", DeprecationWarning)
             sd = torch.jit.load(path, map_location="cpu").state_dict()
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)

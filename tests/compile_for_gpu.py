@@ -47,12 +47,15 @@ def main() -> None:
         print(f"stencil TE={te} TD={td} DIFF={diff} SPATIAL={spatial} {dt}: ok", flush=True)
     config = gemm._configs()[0].kwargs
     # (EPILOGUE, STORE_PRE, HAS_RES, HAS_BIAS2): TED GEMM-out, text fc1 (GELU), text backward (GELU'), plain
-    for (epi, pre, res, bias2), dt in itertools.product([(0, False, True, True), (1, True, False, False),
-                                                         (2, False, True, False), (0, False, False, False)], dtypes):
+    # fp32 operands: TF32 or IEEE multiplies, as PyTorch's fp32 matmul setting says.
+    variants = [("fp32", "tf32"), ("fp32", "ieee"), ("bf16", "tf32"), ("fp16", "tf32")]
+    for (epi, pre, res, bias2), (dt, precision) in itertools.product(
+            [(0, False, True, True), (1, True, False, False), (2, False, True, False), (0, False, False, False)], variants):
         ptrs = dict.fromkeys(["a_ptr", "b_ptr", "c_ptr", "bias_ptr", "bias2_ptr", "aux_ptr", "res_ptr", "pre_ptr"], "*" + dt)
         compile_kernel(gemm._gemm_kernel.fn, ptrs, dict(HAS_BIAS=True, HAS_BIAS2=bias2, EPILOGUE=epi, STORE_PRE=pre,
-                                                        HAS_RES=res, DOT_DTYPE=dtypes[dt], **config))
-        print(f"gemm EPILOGUE={epi} PRE={pre} RES={res} BIAS2={bias2} {dt}: ok", flush=True)
+                                                        HAS_RES=res, DOT_DTYPE=dtypes[dt], INPUT_PRECISION=precision,
+                                                        **config))
+        print(f"gemm EPILOGUE={epi} PRE={pre} RES={res} BIAS2={bias2} {dt} {precision}: ok", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,44 @@
-"""Test setup. TRITON_INTERPRET must be set before anything decorates a Triton kernel, so it is set
-here, at import time, before the test modules import ``kernels``."""
+"""Test setup: where the fused kernels run.
+
+Without a CUDA device they run under Triton's interpreter on CPU. ``TRITON_INTERPRET`` is read when a
+kernel is decorated, so it is set here, at import time, before the test modules import ``kernels``
+(importing torch decorates none). With a CUDA device the compiled kernels run on the GPU; set
+``TRITON_INTERPRET=1`` yourself to interpret there instead.
+"""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
 
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
+import triton  # noqa: E402
 
 import m2clip_fast as m2  # noqa: E402
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Where the kernel tests put their tensors: None where the kernels cannot run at all.
+KERNEL_DEVICE = "cpu" if INTERPRET else ("cuda" if torch.cuda.is_available() else None)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2])
+
+
+if INTERPRET and _version(triton.__version__) < (3, 7) and _version(numpy.__version__) >= (2, 4):
+    pytest.exit(f"Triton {triton.__version__}'s interpreter cannot run loops over kernel arguments with NumPy "
+                f"{numpy.__version__} (it converts 1-element arrays to int, which NumPy 2.4 made an error): "
+                "install triton>=3.7 or numpy<2.4", returncode=4)
+
+
+@pytest.fixture
+def kernel_device() -> str:
+    """The device the fused-kernel tests run on: "cpu" (interpreter) or "cuda"."""
+    if KERNEL_DEVICE is None:
+        pytest.skip("TRITON_INTERPRET=0 and no CUDA device: the Triton kernels cannot run here")
+    return KERNEL_DEVICE
 
 TINY_CLASSES = [f"class {name}" for name in ("push left", "push right", "rotate up", "rotate down")]
 

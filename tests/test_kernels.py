@@ -1,4 +1,6 @@
-"""Fused ops vs the eager reference (fp64), under Triton's interpreter on CPU; CUDA tests skip without a GPU."""
+"""Fused ops vs the eager reference (fp64): on the ``kernel_device`` (Triton's interpreter on CPU, or the GPU),
+plus GPU-only tests at real widths in bf16/fp16/TF32 that skip without CUDA."""
+import contextlib
 import warnings
 
 import pytest
@@ -8,7 +10,8 @@ import kernels
 from kernels import BranchWeights, reference
 from kernels import utils as kutils
 
-FP32_TOL = 1e-5  # DESIGN.md §3, fp32 under the interpreter
+FP32_TOL = 1e-5  # DESIGN.md §3: fp32 with IEEE multiplies (the interpreter; the GPU under PyTorch's default)
+TF32_TOL = 1e-3  # DESIGN.md §3: fp32 on a GPU with TF32 matmuls allowed
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -24,11 +27,14 @@ def branch(width: int, ca: int, kernel: tuple, gen: torch.Generator, device="cpu
 
 
 def assert_matches_reference(fused_fn, ref_fn, inputs, tol=FP32_TOL):
-    """Forward value and the gradient of every tensor input, fused (as given) vs reference (fp64)."""
+    """Forward value and the gradient of every tensor input, fused (as given) vs reference (fp64 on CPU).
+    Also checks that Triton kernels ran in both passes, not a fallback to the reference."""
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    launches = sum(kernels.launch_counts.values())
     out = fused_fn(*leaves)
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
     out.backward(grad)
+    assert sum(kernels.launch_counts.values()) >= launches + 2, "no Triton kernel ran"
     ref_leaves = [t.detach().double().cpu().requires_grad_() for t in inputs]
     ref = ref_fn(*ref_leaves)
     ref.backward(grad.double().cpu())
@@ -50,10 +56,10 @@ SHAPES = [  # (T, grid, C, Ca): T = 1, odd and non-square grids, widths off the 
 
 
 @pytest.mark.parametrize("T, grid, C, Ca", SHAPES)
-def test_ted_adapter_matches_reference(T, grid, C, Ca):
+def test_ted_adapter_matches_reference(kernel_device, T, grid, C, Ca):
     g = torch.Generator().manual_seed(T)
-    x = torch.randn(2 * T, 1 + grid[0] * grid[1], C, generator=g)
-    te, td = branch(C, Ca, (3,), g), branch(C, Ca, (3, 3), g)
+    x = torch.randn(2 * T, 1 + grid[0] * grid[1], C, generator=g).to(kernel_device)
+    te, td = branch(C, Ca, (3,), g, kernel_device), branch(C, Ca, (3, 3), g, kernel_device)
 
     def run(impl):
         return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
@@ -62,10 +68,10 @@ def test_ted_adapter_matches_reference(T, grid, C, Ca):
 
 
 @pytest.mark.parametrize("T", [1, 3, 8])
-def test_temporal_adapter_matches_reference(T):
+def test_temporal_adapter_matches_reference(kernel_device, T):
     g = torch.Generator().manual_seed(T)
-    f = torch.randn(3 * T, 24, generator=g)
-    w = branch(24, 12, (3,), g)
+    f = torch.randn(3 * T, 24, generator=g).to(kernel_device)
+    w = branch(24, 12, (3,), g, kernel_device)
 
     def run(impl):
         return lambda f, *p: impl.temporal_adapter(f, T, BranchWeights(*p))
@@ -74,20 +80,21 @@ def test_temporal_adapter_matches_reference(T):
 
 
 @pytest.mark.parametrize("shape, C, Ca", [((2, 5), 24, 20), ((3, 7), 40, 17)])
-def test_text_adapter_matches_reference(shape, C, Ca):
+def test_text_adapter_matches_reference(kernel_device, shape, C, Ca):
     g = torch.Generator().manual_seed(C)
     x = torch.randn(*shape, C, generator=g)
     w = [torch.randn(Ca, C, generator=g) * 0.2, torch.randn(Ca, generator=g),
          torch.randn(C, Ca, generator=g) * 0.2, torch.randn(C, generator=g)]
-    assert_matches_reference(kernels.text_adapter, reference.text_adapter, [x, *w])
+    inputs = [t.to(kernel_device) for t in (x, *w)]
+    assert_matches_reference(kernels.text_adapter, reference.text_adapter, inputs)
 
 
 @pytest.mark.parametrize("T, grid, C", [(1, (2, 3), 20), (3, (3, 2), 33), (8, (1, 2), 16)])
-def test_stencil_building_blocks_match_reference(T, grid, C):
+def test_stencil_building_blocks_match_reference(kernel_device, T, grid, C):
     g = torch.Generator().manual_seed(C)
-    x = torch.randn(2 * T, grid[0] * grid[1], C, generator=g)
-    wt, bt = torch.randn(C, 1, 3, generator=g), torch.randn(C, generator=g)
-    ws, bs = torch.randn(C, 1, 3, 3, generator=g), torch.randn(C, generator=g)
+    x, wt, bt, ws, bs = (t.to(kernel_device) for t in (
+        torch.randn(2 * T, grid[0] * grid[1], C, generator=g), torch.randn(C, 1, 3, generator=g),
+        torch.randn(C, generator=g), torch.randn(C, 1, 3, 3, generator=g), torch.randn(C, generator=g)))
     assert_matches_reference(lambda *a: kernels.temporal_conv(a[0], T, *a[1:]),
                              lambda *a: reference.temporal_conv(a[0], T, *a[1:]), [x, wt, bt])
     assert_matches_reference(lambda a: kernels.temporal_difference(a, T),
@@ -97,10 +104,11 @@ def test_stencil_building_blocks_match_reference(T, grid, C):
 
 
 @pytest.mark.parametrize("activation, residual", [("none", False), ("gelu", True)])
-def test_linear_with_epilogues_matches_reference(activation, residual):
+def test_linear_with_epilogues_matches_reference(kernel_device, activation, residual):
     g = torch.Generator().manual_seed(0)
-    x, w, b = torch.randn(3, 11, 40, generator=g), torch.randn(36, 40, generator=g), torch.randn(36, generator=g)
-    r = torch.randn(3, 11, 36, generator=g)
+    x, w, b, r = (t.to(kernel_device) for t in (
+        torch.randn(3, 11, 40, generator=g), torch.randn(36, 40, generator=g), torch.randn(36, generator=g),
+        torch.randn(3, 11, 36, generator=g)))
 
     def ref(x, w, b, *r):
         y = torch.nn.functional.linear(x, w, b)
@@ -112,36 +120,35 @@ def test_linear_with_epilogues_matches_reference(activation, residual):
 
 
 @pytest.mark.filterwarnings("ignore:Input #")  # gradcheck prefers fp64 inputs; see the docstring
-def test_gradcheck_of_the_stencil_ops():
+def test_gradcheck_of_the_stencil_ops(kernel_device):
     """The stencil ops are linear in every input, so fp32 finite differences are exact up to rounding
     (the kernels accumulate in fp32, so an fp64 gradcheck would test nothing more)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 6, 3, generator=g, requires_grad=True)
-    ws = torch.randn(3, 1, 3, 3, generator=g, requires_grad=True)
-    wt = torch.randn(3, 1, 3, generator=g, requires_grad=True)
+    x, ws, wt = (torch.randn(*shape, generator=g).to(kernel_device).requires_grad_()
+                 for shape in ((4, 6, 3), (3, 1, 3, 3), (3, 1, 3)))
     opts = dict(eps=1e-2, atol=1e-3, rtol=1e-3, fast_mode=True)
     assert torch.autograd.gradcheck(lambda x, w: kernels.spatial_conv(x, (2, 3), w), (x, ws), **opts)
     assert torch.autograd.gradcheck(lambda x, w: kernels.temporal_conv(x, 2, w), (x, wt), **opts)
     assert torch.autograd.gradcheck(lambda x: kernels.temporal_difference(x, 4), (x,), **opts)
 
 
-def test_non_contiguous_input():
+def test_non_contiguous_input(kernel_device):
     g = torch.Generator().manual_seed(0)
     T, grid, C = 2, (2, 2), 24
-    base = torch.randn(2 * T, C, 1 + 4, generator=g)
+    base = torch.randn(2 * T, C, 1 + 4, generator=g).to(kernel_device)
     x = base.transpose(1, 2)  # [B*T, L, C], not contiguous
     assert not x.is_contiguous()
-    te, td = branch(C, 8, (3,), g), branch(C, 8, (3, 3), g)
+    te, td = branch(C, 8, (3,), g, kernel_device), branch(C, 8, (3, 3), g, kernel_device)
     torch.testing.assert_close(kernels.ted_adapter(x, T, grid, te, td), reference.ted_adapter(x, T, grid, te, td),
                                rtol=1e-5, atol=1e-5)
 
 
-def test_kernels_actually_ran():
-    assert kutils.INTERPRET, "tests/conftest.py sets TRITON_INTERPRET=1 before kernels is imported"
+def test_kernels_actually_ran(kernel_device):
+    assert kutils.INTERPRET == (kernel_device == "cpu"), "tests/conftest.py sets TRITON_INTERPRET before kernels is imported"
     before = dict(kernels.launch_counts)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 5, 16, generator=g, requires_grad=True)
-    out = kernels.ted_adapter(x, 2, (2, 2), branch(16, 8, (3,), g), branch(16, 8, (3, 3), g))
+    x = torch.randn(2, 5, 16, generator=g).to(kernel_device).requires_grad_()
+    out = kernels.ted_adapter(x, 2, (2, 2), branch(16, 8, (3,), g, kernel_device), branch(16, 8, (3, 3), g, kernel_device))
     out.sum().backward()
     ran = {k: kernels.launch_counts[k] - before.get(k, 0) for k in ("gemm", "stencil_fwd", "stencil_bwd")}
     assert ran == {"gemm": 6, "stencil_fwd": 1, "stencil_bwd": 1}  # one stencil launch covers TE and TD
@@ -190,15 +197,15 @@ def test_invalid_inputs_raise_value_error(index):
         call()
 
 
-def test_torch_compile_fullgraph_of_a_fused_adapter():
+def test_torch_compile_fullgraph_of_a_fused_adapter(kernel_device):
     from m2clip_fast.adapters import TEDAdapter
 
     torch.manual_seed(0)
-    adapter = TEDAdapter(16, 8, use_fused=True)
+    adapter = TEDAdapter(16, 8, use_fused=True).to(kernel_device)
     with torch.no_grad():
         for p in adapter.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
-    x = torch.randn(4, 5, 16, requires_grad=True)
+    x = torch.randn(4, 5, 16, device=kernel_device, requires_grad=True)
     compiled = torch.compile(adapter, fullgraph=True)
     out = compiled(x, 2, (2, 2))
     out.sum().backward()
@@ -213,9 +220,25 @@ def test_torch_compile_fullgraph_of_a_fused_adapter():
 
 # --- CUDA only -------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def tf32_matmuls(on: bool):
+    """PyTorch's fp32 CUDA matmul setting (which the fused GEMMs follow), set for the duration."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+# (dtype, TF32 allowed, tolerance): DESIGN.md §3
+GPU_PRECISIONS = [(torch.float32, False, FP32_TOL), (torch.float32, True, TF32_TOL),
+                  (torch.bfloat16, False, 2e-2), (torch.float16, False, 5e-3)]
+
+
 @cuda
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
-def test_cuda_ted_adapter_parity(dtype, tol):
+@pytest.mark.parametrize("dtype, tf32, tol", GPU_PRECISIONS)
+def test_cuda_ted_adapter_parity(dtype, tf32, tol):
     g = torch.Generator().manual_seed(0)
     T, grid, C, Ca = 8, (14, 14), 768, 384
     x = torch.randn(2 * T, 1 + 196, C, generator=g).cuda().to(dtype)
@@ -224,17 +247,32 @@ def test_cuda_ted_adapter_parity(dtype, tol):
     def run(impl):
         return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
 
-    assert_matches_reference(run(kernels), run(reference), [x, *te, *td], tol=tol)
+    with tf32_matmuls(tf32):
+        assert_matches_reference(run(kernels), run(reference), [x, *te, *td], tol=tol)
 
 
 @cuda
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
-def test_cuda_text_adapter_parity(dtype, tol):
+@pytest.mark.parametrize("dtype, tf32, tol", GPU_PRECISIONS)
+def test_cuda_text_adapter_parity(dtype, tf32, tol):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 24, 512, generator=g).cuda().to(dtype)
     w = [t.cuda().to(dtype) for t in (torch.randn(384, 512, generator=g) * 0.05, torch.randn(384, generator=g),
                                       torch.randn(512, 384, generator=g) * 0.05, torch.randn(512, generator=g))]
-    assert_matches_reference(kernels.text_adapter, reference.text_adapter, [x, *w], tol=tol)
+    with tf32_matmuls(tf32):
+        assert_matches_reference(kernels.text_adapter, reference.text_adapter, [x, *w], tol=tol)
+
+
+@cuda
+def test_cuda_fp32_gemms_follow_the_tf32_setting():
+    """TF32 only where PyTorch allows it for its own fp32 matmuls: the two settings round differently."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(256, 512, generator=g).cuda(), torch.randn(384, 512, generator=g).cuda()
+    with tf32_matmuls(False):
+        ieee = kernels.linear(x, w)
+    with tf32_matmuls(True):
+        tf32 = kernels.linear(x, w)
+    exact = x.double() @ w.double().t()
+    assert rel_err(ieee, exact) < 1e-6 < rel_err(tf32, exact) < TF32_TOL
 
 
 @cuda
@@ -265,4 +303,4 @@ def test_every_kernel_variant_compiles_for_sm90():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, cwd=root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count(": ok") == 10 + 12
+    assert proc.stdout.count(": ok") == 10 + 16
