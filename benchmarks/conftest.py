@@ -1,11 +1,55 @@
-"""Benchmark session: hardware ceilings measured once, every row collected, and the results file
-``benchmarks/results/<card>.json`` written at the end."""
+"""Benchmark session: precision settings, hardware ceilings measured once, rows run in priority order under
+an optional time budget, and ``benchmarks/results/<card>.json`` rewritten after every row (a run that is
+cut short keeps what it measured).
+
+Environment: ``M2CLIP_BENCH_QUICK=1`` trims the shape grid, ``M2CLIP_BENCH_PROVIDERS`` picks providers,
+``M2CLIP_BENCH_BUDGET_S`` skips the rows that would start after that many seconds (the issue's target rows
+run first, so a budgeted run always has them).
+"""
+import os
+import time
+
 import pytest
+import torch
 
 from .harness import DTYPES, HAS_CUDA, measure_bandwidth_gbs, measure_peak_tflops, write_results
 
+BUDGET_S = float(os.environ.get("M2CLIP_BENCH_BUDGET_S", "0"))
+_START = time.monotonic()
 _ROWS: list[dict] = []
 _HARDWARE: dict = {}
+
+
+def pytest_configure(config):
+    if HAS_CUDA:  # fp32 rows: TF32 matmuls for every provider (the fused GEMMs follow PyTorch's setting)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _priority(item) -> int:
+    """0: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd); 1: train step; 2: the target
+    shape's other dtypes and passes; 3: block; 4: the rest of the grid."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    name = getattr(item, "originalname", item.name)
+    if name == "test_train_step":
+        return 1
+    if name == "test_block_fwdbwd":
+        return 3
+    if name == "test_op" and params["op"] == "ted_adapter" and params["width"].name == "ViT-B/16" \
+            and (params["B"], params["T"]) == (8, 8):
+        return 0 if (params["dtype"], params["passes"]) == ("bf16", "fwdbwd") else 2
+    return 4
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=_priority)  # stable: parametrisation order within a priority
+
+
+@pytest.fixture(autouse=True)
+def _time_budget():
+    spent = time.monotonic() - _START
+    if BUDGET_S and spent > BUDGET_S:
+        pytest.skip(f"M2CLIP_BENCH_BUDGET_S={BUDGET_S:g}: {spent:.0f} s spent before this row")
 
 
 @pytest.fixture(scope="session")
@@ -21,11 +65,15 @@ def hardware() -> dict:
 
 @pytest.fixture
 def record():
-    """Append one result row (a dict) to this run's results."""
-    return _ROWS.append
+    """Append one result row (a dict) to this run's results and rewrite the results file."""
+
+    def add(row: dict) -> None:
+        _ROWS.append(row)
+        write_results(_ROWS, _HARDWARE or None)
+
+    return add
 
 
 def pytest_sessionfinish(session, exitstatus):
     if _ROWS:
-        path = write_results(_ROWS, _HARDWARE or None)
-        print(f"\nbenchmark results: {path}")
+        print(f"\nbenchmark results ({len(_ROWS)} rows): {write_results(_ROWS, _HARDWARE or None)}")

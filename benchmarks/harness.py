@@ -78,25 +78,19 @@ def measure_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
 
 
 def measure_peak_tflops(dtype: torch.dtype, n: int = 8192) -> float:
+    """A large matmul's TFLOP/s; fp32 with TF32 where PyTorch allows it (the benchmarks allow it)."""
     a = torch.randn(n, n, device="cuda", dtype=dtype)
     b = torch.randn(n, n, device="cuda", dtype=dtype)
-    with _tf32(True):
-        ms = device_time_ms(lambda: a @ b)
+    ms = device_time_ms(lambda: a @ b)
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
 
-class _tf32:
-    """Context: TF32 matmuls on/off (fp32 peaks are measured with TF32, as the kernels use it)."""
+def settings() -> dict:
+    """What shaped this run: grid trimming, providers, time budget, fp32 matmul precision."""
+    from kernels.utils import fp32_dot_precision
 
-    def __init__(self, on: bool) -> None:
-        self.on, self.old = on, None
-
-    def __enter__(self):
-        self.old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = self.on
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32 = self.old
+    env = {k[len("M2CLIP_BENCH_"):].lower(): v for k, v in os.environ.items() if k.startswith("M2CLIP_BENCH_")}
+    return {**env, "fp32_matmul": fp32_dot_precision() if HAS_CUDA else None}
 
 
 def roofline(row: dict, hw: dict) -> dict:
@@ -124,6 +118,7 @@ def write_results(rows: Sequence[dict], hardware: Optional[dict]) -> str:
         "cuda": torch.version.cuda if HAS_CUDA else None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "hardware": hardware,
+        "settings": settings(),
         "rows": list(rows),
     }
     with open(path, "w") as f:

@@ -64,6 +64,46 @@ def train_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def targets_table(rows: list[dict]) -> list[str]:
+    """The project's performance targets (the benchmarks issue), read off this card's rows."""
+    ted = {r["provider"]: r for r in rows
+           if r["suite"] == "ops" and r["op"] == "ted_adapter" and all(r[k] == v for k, v in HEADLINE.items())}
+    by_batch: dict[int, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["suite"] == "train_step":
+            by_batch[r["B"]][r["provider"]] = r
+    checks = []  # (what, measured, goal, higher is better, unit)
+    if "fused" in ted:
+        fused_ms = ted["fused"]["median_ms"]
+        shape = "TED-Adapter fwd+bwd ({width}, B={B}, T={T}, {dtype})".format(**HEADLINE)
+        for base, goal in (("eager", 3.0), ("compile-max", 1.3)):
+            if base in ted:
+                checks.append((f"{shape}: speedup over {base}", ted[base]["median_ms"] / fused_ms, goal, True, "×"))
+        checks.append((f"{shape}: fraction of the roofline floor", ted["fused"]["fraction_of_floor"], 0.6, True, "%"))
+    complete = [b for b, p in by_batch.items() if {"fused", "eager", "full-finetune"} <= set(p)]
+    if complete:
+        batch = max(complete)
+        p = by_batch[batch]
+        fused, eager, full = p["fused"], p["eager"], p["full-finetune"]
+        what = f"train step ({fused['width']}, B={batch})"
+        checks.append((f"{what}: fused clips/s over eager adapters", fused["clips_per_s"] / eager["clips_per_s"],
+                       1.3, True, "×"))
+        checks.append((f"{what}: fused clips/s over full fine-tuning", fused["clips_per_s"] / full["clips_per_s"],
+                       1.5, True, "×"))
+        if fused["peak_mem_gb"] and full["peak_mem_gb"]:
+            checks.append((f"{what}: fused peak memory / full fine-tuning's", fused["peak_mem_gb"] / full["peak_mem_gb"],
+                           0.6, False, "%"))
+    if not checks:
+        return []
+    fmt = lambda v, unit: f"{100 * v:.0f}%" if unit == "%" else f"{v:.2f}×"  # noqa: E731
+    out = ["| target | measured | goal | met |", "|---|---|---|---|"]
+    for what, value, goal, higher, unit in checks:
+        met = value >= goal if higher else value <= goal
+        out.append(f"| {what} | {fmt(value, unit)} | {'≥' if higher else '≤'} {fmt(goal, unit)} | "
+                   f"{'yes' if met else '**no**'} |")
+    return out
+
+
 def chart(result: dict, path: str) -> Optional[str]:
     """Speedup and % of roofline per op (headline shape), train-step clips/s and memory per provider."""
     import matplotlib
@@ -120,10 +160,15 @@ def render(result: dict, image: Optional[str]) -> str:
     if hw:
         lines.append(f"Measured ceilings: copy bandwidth {hw['bandwidth_gbs']:.0f} GB/s, matmul peak "
                      + ", ".join(f"{k} {v:.0f} TFLOP/s" for k, v in hw["peak_tflops"].items()) + ".")
+    settings = {k: v for k, v in (result.get("settings") or {}).items() if v is not None}
+    if settings:
+        lines.append("Run settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) + ".")
     lines.append("")
     if image:
         lines += [f"![benchmarks on {result['card']}]({image})", ""]
-    for table in (train_table(result["rows"]), ops_table(result["rows"]), block_table(result["rows"])):
+    tables = (targets_table(result["rows"]), train_table(result["rows"]), ops_table(result["rows"]),
+              block_table(result["rows"]))
+    for table in tables:
         if table:
             lines += table + [""]
     return "\n".join(lines)

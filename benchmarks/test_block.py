@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from .harness import DTYPES, HAS_CUDA, NO_CUDA_REASON, VIT_B16, VIT_L14, copies_for, device_time_ms, rotating
-from .test_ops import PROVIDERS, QUICK
+from .test_ops import COMPILE_MODES, PROVIDERS, QUICK
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
 
@@ -26,7 +26,7 @@ def _block(width, provider):
         return run_block(block, x, adapters, adapter_args=(T, width.grid))
 
     if provider.startswith("compile"):
-        forward = torch.compile(forward, mode="max-autotune" if provider == "compile-max" else None, dynamic=False)
+        forward = torch.compile(forward, mode=COMPILE_MODES[provider], dynamic=False)
     return forward, list(adapters.parameters())
 
 

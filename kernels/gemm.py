@@ -43,7 +43,16 @@ def _gelu_grad(x):
     return 0.5 * (1.0 + tl.math.erf(x * _SQRT1_2)) + x * tl.exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "INPUT_PRECISION"])
+def _fitting_configs(configs: list[triton.Config], named_args: dict, **_) -> list[triton.Config]:
+    """Drop tiles far larger than the problem (a 128×256 tile on 40 rows only costs compile time);
+    the smallest tile always stays."""
+    m, n = (max(64, triton.next_power_of_2(named_args[d])) for d in ("M", "N"))
+    fitting = [c for c in configs if c.kwargs["BLOCK_M"] <= m and c.kwargs["BLOCK_N"] <= n]
+    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "INPUT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _fitting_configs})
 @triton.jit
 def _gemm_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr, bias2_ptr, aux_ptr, res_ptr, pre_ptr,

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Download, here, the wheels the device image lacks (it has torch, triton, einops, pytest,
-# pytest-benchmark, timm) into .whl/ for scripts/gpu_check.sh. Run from the repository root.
+# Download, here, the wheels that scripts/gpu_check.sh needs and the device image lacks (it has torch,
+# triton, einops, timm, torchvision, huggingface_hub, safetensors, regex, tqdm, pytest, pytest-benchmark,
+# matplotlib) into .whl/ (git-ignored through .git/info/exclude). Run from the repository root.
 set -euo pipefail
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
-      --platform manylinux1_x86_64 --platform manylinux2010_x86_64)
-for pkg in open_clip_torch ftfy wcwidth decord regex av safetensors; do
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    "${plat[@]}" -d .whl "$pkg" || python3 -m pip download -q --no-deps -d .whl "$pkg"
-done
+rm -rf .whl
+# Pure-Python or abi3 wheels: the same file serves the device's Python 3.12.
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl \
+  "open_clip_torch==3.3.0" "ftfy==6.3.1" wcwidth
 ls -la .whl

@@ -21,3 +21,9 @@ def test_every_op_and_pass_runs(monkeypatch, kernel_device, provider):
             run()  # the second input set
         fwd_bytes, fwd_flops, bwd_bytes, bwd_flops = case.cost(4)
         assert 0 < fwd_bytes <= bwd_bytes and 0 < fwd_flops <= bwd_flops, op
+
+
+def test_compile_providers_name_real_inductor_modes():
+    for mode in test_ops.COMPILE_MODES.values():
+        if mode is not None:
+            torch._inductor.list_mode_options(mode)  # raises for a mode inductor does not know

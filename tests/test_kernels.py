@@ -154,6 +154,23 @@ def test_kernels_actually_ran(kernel_device):
     assert ran == {"gemm": 6, "stencil_fwd": 1, "stencil_bwd": 1}  # one stencil launch covers TE and TD
 
 
+def test_gemm_autotunes_only_tiles_that_fit_the_problem():
+    import importlib
+
+    import triton
+
+    gemm = importlib.import_module("kernels.gemm")  # the module: `kernels.gemm` may name the op
+    tiles = [(128, 128), (128, 256), (128, 64), (64, 128), (64, 64)]
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": 64, "GROUP_M": 8}) for m, n in tiles]
+
+    def kept(M, N):
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in gemm._fitting_configs(configs, dict(M=M, N=N))]
+
+    assert kept(40, 36) == [(64, 64)]  # test-sized: one compile instead of five
+    assert kept(8 * 8 * 197, 768) == tiles  # ViT-B/16 at B=8, T=8: the whole list
+    assert kept(12608, 64) == [(128, 64), (64, 64)]
+
+
 def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(kutils, "INTERPRET", False)
     monkeypatch.setattr(kutils, "_warned", set())
