@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU checks as one command for a lent H100/H200 (DEVELOPERS.md "GPU work"), about 7 minutes:
+# The GPU checks as one command for a GPU machine with no network (an H100/H200), about 7 minutes:
 #   1. the kernel tests on the GPU (fp32 IEEE/TF32, bf16, fp16 parity; deterministic backward; the fused
 #      model against eager; the benchmark harness);
 #   2. the benchmarks, trimmed grid (M2CLIP_BENCH_QUICK=1) under a time budget; the target rows run first;
 #   3. the report (tables, chart) from this card's results.
 # Installs nothing from the network: fetch the wheels here first (scripts/fetch_gpu_wheels.sh) and carry
-# ".whl". Everything worth keeping lands in $OUT (at most 8 files come back).
+# ".whl". Everything worth keeping lands in $OUT (at most 8 files come back). On the device tool:
+#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=480)
+# Dry run here, on CPU (interpreter, CPU benchmark rows only): ALLOW_CPU=1 OUT=/tmp/out bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -17,6 +19,8 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import torch, triton, open_clip; print('torch', torch.__version__, 'triton', triton.__version__,
       'open_clip', open_clip.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee "$OUT/env.txt"
+python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${ALLOW_CPU:-0}" = 1 ] ||
+  { echo "no CUDA device: stopping (ALLOW_CPU=1 dry-runs this script on CPU)" | tee -a "$OUT/env.txt"; exit 1; }
 
 # 1. Kernel tests on the GPU (the AOT sm_90 compile test is for machines without one), spread over
 #    processes with pytest-xdist where installed: Triton compiles each kernel variant on first use.
