@@ -4,10 +4,16 @@
 ``m % bias2_period != 0`` (the TED-Adapter adds ``b4`` to patch rows only, never to CLS rows);
 then GELU (optionally storing the pre-activation) or multiplication by ``GELU'(aux[m, n])``; then
 ``+ residual[m, n]``. A and B are read through arbitrary strides, so transposed operands cost nothing.
+
+Split-K, for plain GEMMs with an fp32 output (the weight gradients ``gᵀ·x``: small ``M×N``, long ``K``,
+too few output tiles to fill the GPU): the K range is cut into ``S`` slices, each program writes its
+slice's fp32 partial tile to ``C[s]`` and the host sums over ``s`` — deterministic, no atomics.
 """
 from __future__ import annotations
 
 from typing import Optional
+
+import functools
 
 import torch
 import triton
@@ -51,20 +57,21 @@ def _fitting_configs(configs: list[triton.Config], named_args: dict, **_) -> lis
     return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "INPUT_PRECISION"],
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "K_SPLIT", "INPUT_PRECISION"],
                  prune_configs_by={"early_config_prune": _fitting_configs})
 @triton.jit
 def _gemm_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr, bias2_ptr, aux_ptr, res_ptr, pre_ptr,
-    M, N, K, M_BUCKET,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_auxm, stride_resm,
+    M, N, K, M_BUCKET, K_SPLIT,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_auxm, stride_resm,
     bias2_period,
     HAS_BIAS: tl.constexpr, HAS_BIAS2: tl.constexpr, EPILOGUE: tl.constexpr, STORE_PRE: tl.constexpr,
     HAS_RES: tl.constexpr, DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # Grouped tile order: GROUP_M row-tiles share B tiles in L2.
+    # Grouped tile order: GROUP_M row-tiles share B tiles in L2. Axis 1: the K slice (split-K).
     pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
     num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     group = GROUP_M * num_n
     first_m = (pid // group) * GROUP_M
@@ -74,15 +81,16 @@ def _gemm_kernel(
 
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    k_lo = pid_k.to(tl.int64) * K_SPLIT  # this slice: K_SPLIT columns of K, a multiple of BLOCK_K
     rk = tl.arange(0, BLOCK_K)
     m_mask, n_mask = rm < M, rn < N
-    rm64, rn64 = rm.to(tl.int64), rn.to(tl.int64)  # offsets can pass 2**31
-    a_ptrs = a_ptr + rm64[:, None] * stride_am + rk[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
-    b_ptrs = b_ptr + rk[:, None] * stride_bk + rn64[None, :] * stride_bn  # [BLOCK_K, BLOCK_N]
+    rm64, rn64, rk64 = rm.to(tl.int64), rn.to(tl.int64), k_lo + rk  # offsets can pass 2**31
+    a_ptrs = a_ptr + rm64[:, None] * stride_am + rk64[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
+    b_ptrs = b_ptr + rk64[:, None] * stride_bk + rn64[None, :] * stride_bn  # [BLOCK_K, BLOCK_N]
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k_mask = (k0 + rk) < K
+    for k0 in range(0, K_SPLIT, BLOCK_K):
+        k_mask = (rk64 + k0) < K
         a = tl.load(a_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0).to(DOT_DTYPE)
         b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0).to(DOT_DTYPE)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
@@ -106,7 +114,20 @@ def _gemm_kernel(
         acc = acc * _gelu_grad(aux.to(tl.float32))
     if HAS_RES:
         acc += tl.load(res_ptr + rm64[:, None] * stride_resm + rn64[None, :], mask=mn_mask, other=0.0).to(tl.float32)
+    c_ptr += pid_k.to(tl.int64) * stride_cs
     tl.store(c_ptr + rm64[:, None] * stride_cm + rn64[None, :], acc.to(c_ptr.dtype.element_ty), mask=mn_mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def auto_split_k(M: int, N: int, K: int, sms: int, tile: int = 128, min_slice: int = 1024) -> int:
+    """K slices for an ``[M, K]·[K, N]`` GEMM: enough for the ``tile×tile`` output tiles to cover ``sms``
+    multiprocessors, each slice keeping at least ``min_slice`` of K, at most 8."""
+    tiles = cdiv(M, tile) * cdiv(N, tile)
+    return max(1, min(cdiv(sms, tiles), K // min_slice, 8))
 
 
 def _rows(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -127,27 +148,35 @@ def gemm(
     store_pre: bool = False,
     out_dtype: Optional[torch.dtype] = None,
     dot: Optional[torch.dtype] = None,
+    split_k: Optional[int] = None,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Launch the GEMM: a ``[M, K]``, b ``[K, N]`` (any strides) -> (c ``[M, N]``, pre-activation or None).
 
     ``dot`` is the operand dtype of the multiply (default: a's); accumulation is fp32. fp32 operands use
-    TF32 only where PyTorch's fp32 matmuls may (:func:`~kernels.utils.fp32_dot_precision`).
+    TF32 only where PyTorch's fp32 matmuls may (:func:`~kernels.utils.fp32_dot_precision`). ``split_k``:
+    K slices (plain GEMMs with an fp32 output only); by default :func:`auto_split_k` on CUDA, else 1.
     """
     M, K = a.shape
     N = b.shape[1]
     out_dtype = out_dtype or a.dtype
-    c = torch.empty(M, N, device=a.device, dtype=out_dtype)
+    plain = epilogue == "none" and out_dtype == torch.float32 and all(t is None for t in (bias, bias2, residual))
+    if split_k is None:
+        split_k = auto_split_k(M, N, K, _sm_count(a.device.index or 0)) if plain and a.is_cuda else 1
+    check(split_k == 1 or plain, "gemm: split-K needs a plain GEMM (no epilogue) with an fp32 output")
+    k_split = cdiv(cdiv(K, split_k), 64) * 64  # a multiple of every BLOCK_K
+    split_k = cdiv(K, k_split)  # no empty slice
+    c = torch.empty(split_k, M, N, device=a.device, dtype=out_dtype)
     pre = torch.empty(M, N, device=a.device, dtype=out_dtype) if store_pre else None
     aux, residual = _rows(aux), _rows(residual)
     dot = dot or a.dtype
     dummy = c
-    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]), split_k)  # noqa: E731
     _gemm_kernel[grid](
         a, b, c,
         dummy if bias is None else bias, dummy if bias2 is None else bias2,
         dummy if aux is None else aux, dummy if residual is None else residual, dummy if pre is None else pre,
-        M, N, K, triton.next_power_of_2(M),
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0),
+        M, N, K, triton.next_power_of_2(M), k_split,
+        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
         0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0),
         bias2_period,
         HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, EPILOGUE=EPILOGUES[epilogue],
@@ -155,7 +184,7 @@ def gemm(
         INPUT_PRECISION=fp32_dot_precision() if dot == torch.float32 else "tf32",  # ignored for 16-bit dots
     )
     record_launch("gemm")
-    return c, pre
+    return (c[0] if split_k == 1 else c.sum(0)), pre
 
 
 # --- the linear op: y = act(x·Wᵀ + b) + residual ------------------------------------------------

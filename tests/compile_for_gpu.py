@@ -1,10 +1,12 @@
 """Compile every Triton kernel variant the launchers use for an sm_90 GPU (H100/H200) — PTX and cubin
 through Triton's bundled ptxas — without a GPU. Run with TRITON_INTERPRET unset (the interpreter
-never compiles, so it misses what only the GPU compiler rejects). Prints one line per variant."""
+never compiles, so it misses what only the GPU compiler rejects). Prints one line per variant, then
+checks the Hopper code of the bf16 GEMM."""
 import inspect
 import itertools
 import os
 import sys
+from typing import Optional
 
 assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTERPRET"
 
@@ -19,10 +21,32 @@ gemm, stencil = sys.modules["kernels.gemm"], sys.modules["kernels.stencil"]
 TARGET = GPUTarget("cuda", 90, 32)
 
 
-def compile_kernel(fn, pointers: dict, constexprs: dict) -> None:
+def compile_kernel(fn, pointers: dict, constexprs: dict, aligned: tuple = (), options: Optional[dict] = None):
+    """Compile for ``TARGET``; ``aligned`` names the integer and pointer arguments that a real launch would
+    see divisible by 16 (Triton specialises on that, and on integers equal to 1, given as constexprs)."""
     names = list(inspect.signature(fn.fn).parameters)
     signature = {n: "constexpr" if n in constexprs else pointers.get(n, "i32") for n in names}
-    triton.compile(ASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()}), target=TARGET)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = ASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()}, attrs)
+    return triton.compile(source, target=TARGET, options=options)
+
+
+def check_hopper_gemm_codegen() -> None:
+    """The bf16 GEMM as launched at ViT-B/16 shapes — activations (A row-major) and weight gradients
+    (A = gᵀ, column-major) — must use Hopper's wgmma with a multi-stage shared-memory pipeline."""
+    config = gemm._configs()[0]
+    one_stage = (config.kwargs["BLOCK_M"] + config.kwargs["BLOCK_N"]) * config.kwargs["BLOCK_K"] * 2  # bf16 bytes
+    ptrs = dict.fromkeys(["a_ptr", "b_ptr", "c_ptr", "bias_ptr", "bias2_ptr", "aux_ptr", "res_ptr", "pre_ptr"], "*bf16")
+    flags = dict(HAS_BIAS=False, HAS_BIAS2=False, EPILOGUE=0, STORE_PRE=False, HAS_RES=False, DOT_DTYPE=tl.bfloat16,
+                 INPUT_PRECISION="tf32", stride_bn=1, **config.kwargs)
+    ints = ["M", "N", "K", "M_BUCKET", "K_SPLIT", "stride_bk", "stride_cs", "stride_cm", "stride_auxm", "stride_resm"]
+    for layout, unit, strided in (("A row-major", "stride_ak", "stride_am"), ("A column-major", "stride_am", "stride_ak")):
+        kernel = compile_kernel(gemm._gemm_kernel.fn, ptrs, {**flags, unit: 1}, aligned=(*ptrs, *ints, strided),
+                                options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+        shared = kernel.metadata.shared
+        assert "wgmma" in kernel.asm["ptx"], f"bf16 GEMM, {layout}: no wgmma in the sm_90 PTX"
+        assert shared >= 2 * one_stage, f"bf16 GEMM, {layout}: {shared} B of shared memory, no pipelining"
+        print(f"gemm bf16 {layout} on sm_90: wgmma, {shared // 1024} KiB shared: ok", flush=True)
 
 
 def main() -> None:
@@ -56,6 +80,7 @@ def main() -> None:
                                                         HAS_RES=res, DOT_DTYPE=dtypes[dt], INPUT_PRECISION=precision,
                                                         **config))
         print(f"gemm EPILOGUE={epi} PRE={pre} RES={res} BIAS2={bias2} {dt} {precision}: ok", flush=True)
+    check_hopper_gemm_codegen()
 
 
 if __name__ == "__main__":

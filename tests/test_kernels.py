@@ -1,6 +1,7 @@
 """Fused ops vs the eager reference (fp64): on the ``kernel_device`` (Triton's interpreter on CPU, or the GPU),
 plus GPU-only tests at real widths in bf16/fp16/TF32 that skip without CUDA."""
 import contextlib
+import importlib
 import warnings
 
 import pytest
@@ -155,11 +156,9 @@ def test_kernels_actually_ran(kernel_device):
 
 
 def test_gemm_autotunes_only_tiles_that_fit_the_problem():
-    import importlib
-
     import triton
 
-    gemm = importlib.import_module("kernels.gemm")  # the module: `kernels.gemm` may name the op
+    gemm = importlib.import_module("kernels.gemm")
     tiles = [(128, 128), (128, 256), (128, 64), (64, 128), (64, 64)]
     configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": 64, "GROUP_M": 8}) for m, n in tiles]
 
@@ -169,6 +168,27 @@ def test_gemm_autotunes_only_tiles_that_fit_the_problem():
     assert kept(40, 36) == [(64, 64)]  # test-sized: one compile instead of five
     assert kept(8 * 8 * 197, 768) == tiles  # ViT-B/16 at B=8, T=8: the whole list
     assert kept(12608, 64) == [(128, 64), (64, 64)]
+
+
+@pytest.mark.parametrize("split_k, K", [(1, 70), (3, 200), (4, 130)])
+def test_split_k_gemm_matches_matmul(kernel_device, split_k, K):
+    """K cut into slices (fp32 partial tiles summed on the host); 4 slices of K = 130 leave 3 non-empty."""
+    gemm = importlib.import_module("kernels.gemm").gemm
+    g = torch.Generator().manual_seed(K)
+    a, b = (torch.randn(*shape, generator=g).to(kernel_device) for shape in ((K, 40), (K, 24)))
+    with tf32_matmuls(False):
+        out, _ = gemm(a.t(), b, out_dtype=torch.float32, split_k=split_k)  # a weight gradient: aᵀ·b
+    assert out.shape == (40, 24) and rel_err(out.cpu(), a.double().cpu().t() @ b.double().cpu()) < FP32_TOL
+    with pytest.raises(ValueError, match="split-K needs a plain GEMM"):
+        gemm(a.t(), b, out_dtype=torch.float32, epilogue="gelu", split_k=2)
+
+
+def test_split_k_heuristic_fills_the_gpu_only_where_tiles_are_few():
+    split = importlib.import_module("kernels.gemm").auto_split_k
+    assert split(768, 768, 8 * 8 * 197, sms=132) == 4  # TED weight gradients: 36 output tiles -> 144 programs
+    assert split(8 * 8 * 197, 768, 768, sms=132) == 1  # activations: 594 tiles already
+    assert split(768, 768, 1500, sms=132) == 1  # K too short to slice
+    assert split(64, 64, 1 << 20, sms=132) == 8  # capped
 
 
 def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
@@ -311,7 +331,8 @@ def test_cuda_backward_is_deterministic():
 
 def test_every_kernel_variant_compiles_for_sm90():
     """The interpreter never runs the GPU compiler: compile each launcher's kernel variants for an H100
-    (PTX and cubin through Triton's bundled ptxas) in a process without TRITON_INTERPRET."""
+    (PTX and cubin through Triton's bundled ptxas) in a process without TRITON_INTERPRET, and check that
+    the bf16 GEMM uses wgmma with a pipelined main loop there."""
     import os
     import subprocess
     import sys
@@ -321,4 +342,4 @@ def test_every_kernel_variant_compiles_for_sm90():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, cwd=root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count(": ok") == 10 + 16
+    assert proc.stdout.count(": ok") == 10 + 16 + 2
