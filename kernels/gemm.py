@@ -11,9 +11,8 @@ slice's fp32 partial tile to ``C[s]`` and the host sums over ``s`` — determini
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import functools
+from typing import Optional
 
 import torch
 import triton
@@ -160,8 +159,10 @@ def gemm(
     N = b.shape[1]
     out_dtype = out_dtype or a.dtype
     plain = epilogue == "none" and out_dtype == torch.float32 and all(t is None for t in (bias, bias2, residual))
-    if split_k is None:
-        split_k = auto_split_k(M, N, K, _sm_count(a.device.index or 0)) if plain and a.is_cuda else 1
+    if split_k is None and plain and a.is_cuda:
+        device = a.device.index if a.device.index is not None else torch.cuda.current_device()
+        split_k = auto_split_k(M, N, K, _sm_count(device))
+    split_k = split_k or 1
     check(split_k == 1 or plain, "gemm: split-K needs a plain GEMM (no epilogue) with an fp32 output")
     k_split = cdiv(cdiv(K, split_k), 64) * 64  # a multiple of every BLOCK_K
     split_k = cdiv(K, k_split)  # no empty slice

@@ -76,7 +76,7 @@ def read_state_dict(path: PathLike) -> StateDict:
         sd = load_file(path)
     elif _is_torchscript(path):
         with warnings.catch_warnings():  # OpenAI's archives are TorchScript; jit.load warns it is deprecated
-            warnings.simplefilter("ignore", FutureWarning)  # torch < 2.12 says DeprecationWarning
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.14; torch 2.11 says DeprecationWarning
             warnings.simplefilter("ignore", DeprecationWarning)
             sd = torch.jit.load(path, map_location="cpu").state_dict()
     else:

@@ -17,11 +17,11 @@ def _batch(masker, device, seed=0):
     return tuple(t.to(device) for t in batch)
 
 
-def _models(cfg, device, scale=0.2):
+def _models(cfg, device):
     """An eager model with random adapters, and a fused one loaded from its state dict."""
     torch.manual_seed(0)
     eager = m2.build_model(cfg, use_fused=False).to(device).eval()
-    randomize_adapters(eager, scale=scale)
+    randomize_adapters(eager, scale=0.2)
     fused = m2.build_model(cfg, use_fused=True).to(device).eval()
     fused.load_state_dict(eager.state_dict())  # a checkpoint moves freely between the two paths
     assert fused.state_dict().keys() == eager.state_dict().keys()
