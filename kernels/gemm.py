@@ -1,41 +1,76 @@
 """GEMM with fused epilogues, and the ``linear`` op built on it.
 
 ``C[M, N] = epilogue(A[M, K] @ B[K, N])`` with, in order: ``+ bias[n]``; ``+ bias2[n]`` on rows with
-``m % bias2_period != 0`` (the TED-Adapter adds ``b4`` to patch rows only, never to CLS rows);
-then GELU (optionally storing the pre-activation) or multiplication by ``GELU'(aux[m, n])``; then
-``+ residual[m, n]``. A and B are read through arbitrary strides, so transposed operands cost nothing.
+``m % bias2_period != 0`` (the TED-Adapter adds ``b4`` to patch rows only, never to CLS rows); then GELU
+(optionally storing the pre-activation) or multiplication by ``GELU'(aux[m, n])``; then ``+ residual``.
+The epilogue can also write the column sums of the output or of the residual over the tile's rows
+(all rows, and optionally only the gated rows) — bias gradients, summed later by :mod:`kernels.reduce`.
 
-Split-K, for plain GEMMs with an fp32 output (the weight gradients ``gᵀ·x``: small ``M×N``, long ``K``,
-too few output tiles to fill the GPU): the K range is cut into ``S`` slices, each program writes its
-slice's fp32 partial tile to ``C[s]`` and the host sums over ``s`` — deterministic, no atomics.
+Operands are read through arbitrary strides, so transposed operands cost nothing. ``B`` and ``C`` may
+also be *column blocks* (:class:`Blocks`): ``cat([W2, W4], dim=1)`` read straight from two contiguous
+``[C, Ca]`` parameters, and its gradient written back as two contiguous blocks — no copy either way.
+
+Split-K (plain GEMMs with an fp32 output, i.e. the weight gradients ``gᵀ·x``: small ``M×N``, long ``K``,
+too few output tiles to fill the GPU): the K range is cut into ``S`` slices and slice ``s`` writes its
+fp32 partial tile to ``C[s]``, summed later in a fixed order: deterministic, no atomics.
 """
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 import triton
 import triton.language as tl
 
-from .utils import INTERPRET, can_run_triton, cdiv, check, check_tensors, compute_dtype
-from .utils import dot_dtype, fp32_dot_precision, record_launch
+from .utils import INTERPRET, can_run_triton, check, check_tensors, compute_dtype, dot_dtype
+from .utils import fp32_dot_precision, launch
 
 EPILOGUES = {"none": 0, "gelu": 1, "gelu_grad": 2}
+COLSUM_OF = {None: 0, "output": 1, "residual": 2}
+# Column sums are written per BLOCK_M rows: the host sizes their buffer before autotuning picks a tile.
+COLSUM_BLOCK_M = 32 if INTERPRET else 128
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
+
+
+class Blocks(NamedTuple):
+    """A matrix stored as column blocks: ``cat(data.unbind(0), dim=1)``, ``[rows, nb*width]`` from a
+    ``[nb, rows, width]`` tensor with unit last stride; ``transposed`` means its transpose."""
+
+    data: torch.Tensor
+    transposed: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        nb, rows, width = self.data.shape
+        return (nb * width, rows) if self.transposed else (rows, nb * width)
+
+    @property
+    def T(self) -> "Blocks":
+        return Blocks(self.data, not self.transposed)
 
 
 def _configs() -> list[triton.Config]:
     if INTERPRET:  # the interpreter crashes on several configs; one small tile keeps it fast
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4})]
+    # No 128×256 tile: its accumulator alone is 128 registers a thread, and it spills with an epilogue.
     return [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=3, num_warps=8),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=3, num_warps=8),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
     ]
+
+
+def _fitting_configs(configs: list[triton.Config], named_args: dict, **constexprs) -> list[triton.Config]:
+    """Drop tiles far larger than the problem (a 128×128 tile on 40 rows only costs compile time), and
+    for column sums keep the row tile the host sized their buffer for. The smallest tile always stays."""
+    if constexprs.get("COLSUM", named_args.get("COLSUM")):
+        configs = [c for c in configs if c.kwargs["BLOCK_M"] == COLSUM_BLOCK_M]
+    m, n = (max(64, triton.next_power_of_2(named_args[d])) for d in ("M", "N"))
+    fitting = [c for c in configs if c.kwargs["BLOCK_M"] <= m and c.kwargs["BLOCK_N"] <= n]
+    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
 @triton.jit
@@ -48,27 +83,28 @@ def _gelu_grad(x):
     return 0.5 * (1.0 + tl.math.erf(x * _SQRT1_2)) + x * tl.exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
-def _fitting_configs(configs: list[triton.Config], named_args: dict, **_) -> list[triton.Config]:
-    """Drop tiles far larger than the problem (a 128×256 tile on 40 rows only costs compile time);
-    the smallest tile always stays."""
-    m, n = (max(64, triton.next_power_of_2(named_args[d])) for d in ("M", "N"))
-    fitting = [c for c in configs if c.kwargs["BLOCK_M"] <= m and c.kwargs["BLOCK_N"] <= n]
-    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+@triton.jit
+def _blocked(idx, block, stride_block, stride):
+    """Offsets of indices ``idx`` along a dimension stored in blocks of ``block`` (``stride_block`` apart)."""
+    return (idx // block).to(tl.int64) * stride_block + (idx % block).to(tl.int64) * stride
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "K_SPLIT", "INPUT_PRECISION"],
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "K_SPLIT", "VARIANT"],
                  prune_configs_by={"early_config_prune": _fitting_configs})
+@triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 @triton.jit
 def _gemm_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr, bias2_ptr, aux_ptr, res_ptr, pre_ptr,
+    a_ptr, b_ptr, c_ptr, bias_ptr, bias2_ptr, aux_ptr, res_ptr, pre_ptr, colsum_ptr,
     M, N, K, M_BUCKET, K_SPLIT,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_auxm, stride_resm,
-    bias2_period,
-    HAS_BIAS: tl.constexpr, HAS_BIAS2: tl.constexpr, EPILOGUE: tl.constexpr, STORE_PRE: tl.constexpr,
-    HAS_RES: tl.constexpr, DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    stride_am, stride_ak, stride_bk, stride_bn, b_block, stride_b_block,
+    stride_cs, stride_cm, c_block, stride_c_block, stride_auxm, stride_resm, bias2_period,
+    VARIANT: tl.constexpr,  # the epilogue and layouts, as a string: part of the autotune key
+    EPILOGUE: tl.constexpr, COLSUM: tl.constexpr, COLSUM_GATED: tl.constexpr, B_BLOCKS_ALONG_K: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # Grouped tile order: GROUP_M row-tiles share B tiles in L2. Axis 1: the K slice (split-K).
+    """Grid ``(output tiles, K slices)``. Absent operands (bias, bias2, aux, residual, pre, colsum) are None."""
+    # Grouped tile order: GROUP_M row tiles share B tiles in L2. Axis 1: the K slice (split-K).
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -80,41 +116,69 @@ def _gemm_kernel(
 
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
-    k_lo = pid_k.to(tl.int64) * K_SPLIT  # this slice: K_SPLIT columns of K, a multiple of BLOCK_K
-    rk = tl.arange(0, BLOCK_K)
-    m_mask, n_mask = rm < M, rn < N
-    rm64, rn64, rk64 = rm.to(tl.int64), rn.to(tl.int64), k_lo + rk  # offsets can pass 2**31
-    a_ptrs = a_ptr + rm64[:, None] * stride_am + rk64[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
-    b_ptrs = b_ptr + rk64[:, None] * stride_bk + rn64[None, :] * stride_bn  # [BLOCK_K, BLOCK_N]
+    rk = tl.arange(0, BLOCK_K)  # [BLOCK_K]
+    # Loads wrap out-of-range rows/columns onto valid ones (their results are never stored), so the main
+    # loop needs no row/column masks; with EVEN_K it has no masks at all.
+    a_rows = (rm % M).to(tl.int64) * stride_am  # offsets can pass 2**31
+    if B_BLOCKS_ALONG_K:
+        b_cols = (rn % N).to(tl.int64) * stride_bn
+    else:
+        b_cols = _blocked(rn % N, b_block, stride_b_block, stride_bn)
+    k_lo = pid_k * K_SPLIT
+    k_len = min(K_SPLIT, K - k_lo)
+    k_full = k_len if EVEN_K else k_len - k_len % BLOCK_K
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K_SPLIT, BLOCK_K):
-        k_mask = (rk64 + k0) < K
-        a = tl.load(a_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0).to(DOT_DTYPE)
-        b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0).to(DOT_DTYPE)
+    for k0 in range(0, k_full, BLOCK_K):
+        k = k_lo + k0 + rk
+        if B_BLOCKS_ALONG_K:
+            b_rows = _blocked(k, b_block, stride_b_block, stride_bk)
+        else:
+            b_rows = k.to(tl.int64) * stride_bk
+        a = tl.load(a_ptr + a_rows[:, None] + k.to(tl.int64)[None, :] * stride_ak).to(DOT_DTYPE)
+        b = tl.load(b_ptr + b_rows[:, None] + b_cols[None, :]).to(DOT_DTYPE)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
+    if not EVEN_K:  # the slice's last, partial K step
+        k = k_lo + k_full + rk
+        k_ok = k < k_lo + k_len
+        if B_BLOCKS_ALONG_K:
+            b_rows = _blocked(k, b_block, stride_b_block, stride_bk)
+        else:
+            b_rows = k.to(tl.int64) * stride_bk
+        a = tl.load(a_ptr + a_rows[:, None] + k.to(tl.int64)[None, :] * stride_ak, mask=k_ok[None, :], other=0.0)
+        b = tl.load(b_ptr + b_rows[:, None] + b_cols[None, :], mask=k_ok[:, None], other=0.0)
+        acc = tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION)
 
     # Epilogue, in fp32.
+    m_mask, n_mask = rm < M, rn < N
     mn_mask = m_mask[:, None] & n_mask[None, :]
-    if HAS_BIAS:
+    rm64 = rm.to(tl.int64)
+    if bias_ptr is not None:
         acc += tl.load(bias_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if HAS_BIAS2:
+    if bias2_ptr is not None:
         gated = (rm % bias2_period) != 0
         bias2 = tl.load(bias2_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)
         acc += tl.where(gated[:, None], bias2[None, :], 0.0)
-    if EPILOGUE == 1:
-        if STORE_PRE:
-            tl.store(pre_ptr + rm64[:, None] * stride_cm + rn64[None, :], acc.to(pre_ptr.dtype.element_ty), mask=mn_mask)
+    if EPILOGUE == 1:  # GELU, keeping the pre-activation for the backward
+        if pre_ptr is not None:
+            tl.store(pre_ptr + rm64[:, None] * N + rn[None, :], acc.to(pre_ptr.dtype.element_ty), mask=mn_mask)
         acc = _gelu(acc)
-    elif EPILOGUE == 2:
-        aux = tl.load(aux_ptr + rm64[:, None] * stride_auxm + rn64[None, :], mask=mn_mask, other=0.0)
+    elif EPILOGUE == 2:  # multiply by GELU'(pre-activation)
+        aux = tl.load(aux_ptr + rm64[:, None] * stride_auxm + rn[None, :], mask=mn_mask, other=0.0)
         acc = acc * _gelu_grad(aux.to(tl.float32))
-    if HAS_RES:
-        acc += tl.load(res_ptr + rm64[:, None] * stride_resm + rn64[None, :], mask=mn_mask, other=0.0).to(tl.float32)
-    c_ptr += pid_k.to(tl.int64) * stride_cs
-    tl.store(c_ptr + rm64[:, None] * stride_cm + rn64[None, :], acc.to(c_ptr.dtype.element_ty), mask=mn_mask)
+    if res_ptr is not None:
+        res = tl.load(res_ptr + rm64[:, None] * stride_resm + rn[None, :], mask=mn_mask, other=0.0).to(tl.float32)
+        acc += res
+    if COLSUM != 0:  # [all rows, gated rows] column sums of this row tile, for bias gradients
+        summed = acc if COLSUM == 1 else res
+        sums = colsum_ptr + pid_m.to(tl.int64) * N * (2 if COLSUM_GATED else 1)
+        tl.store(sums + rn, tl.sum(tl.where(m_mask[:, None], summed, 0.0), axis=0), mask=n_mask)
+        if COLSUM_GATED:
+            keep = m_mask & ((rm % bias2_period) != 0)
+            tl.store(sums + N + rn, tl.sum(tl.where(keep[:, None], summed, 0.0), axis=0), mask=n_mask)
+    c_cols = _blocked(rn, c_block, stride_c_block, 1)
+    c_ptrs = c_ptr + pid_k.to(tl.int64) * stride_cs + rm64[:, None] * stride_cm + c_cols[None, :]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mn_mask)
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,18 +189,35 @@ def _sm_count(device_index: int) -> int:
 def auto_split_k(M: int, N: int, K: int, sms: int, tile: int = 128, min_slice: int = 1024) -> int:
     """K slices for an ``[M, K]·[K, N]`` GEMM: enough for the ``tile×tile`` output tiles to cover ``sms``
     multiprocessors, each slice keeping at least ``min_slice`` of K, at most 8."""
-    tiles = cdiv(M, tile) * cdiv(N, tile)
-    return max(1, min(cdiv(sms, tiles), K // min_slice, 8))
+    tiles = triton.cdiv(M, tile) * triton.cdiv(N, tile)
+    return max(1, min(triton.cdiv(sms, tiles), K // min_slice, 8))
 
 
-def _rows(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """A row-major view (unit column stride) for epilogue operands."""
-    return None if t is None else (t if t.stride(-1) == 1 else t.contiguous())
+def split_k_for(M: int, N: int, K: int, device: torch.device) -> int:
+    """The split-K used on ``device`` for a weight gradient: :func:`auto_split_k` on CUDA, else 1."""
+    if device.type != "cuda":
+        return 1
+    return auto_split_k(M, N, K, _sm_count(device.index if device.index is not None else torch.cuda.current_device()))
+
+
+def k_slice(K: int, split_k: int) -> int:
+    """Length of each K slice: a multiple of every BLOCK_K."""
+    return triton.cdiv(triton.cdiv(K, split_k), 64) * 64
+
+
+def _b_layout(b: Union[torch.Tensor, Blocks]) -> tuple[torch.Tensor, int, int, int, int, bool]:
+    """(tensor, stride_k, stride_n, block, stride_block, blocks along K) of B ``[K, N]``."""
+    if isinstance(b, torch.Tensor):
+        return b, b.stride(0), b.stride(1), max(b.shape[1], 1), 0, False
+    width = b.data.shape[2]
+    if b.transposed:  # B[k, n] = data[k // width, n, k % width]
+        return b.data, 1, b.data.stride(1), width, b.data.stride(0), True
+    return b.data, b.data.stride(1), 1, width, b.data.stride(0), False  # B[k, n] = data[n // width, k, n % width]
 
 
 def gemm(
     a: torch.Tensor,
-    b: torch.Tensor,
+    b: Union[torch.Tensor, Blocks],
     *,
     bias: Optional[torch.Tensor] = None,
     bias2: Optional[torch.Tensor] = None,
@@ -144,124 +225,50 @@ def gemm(
     epilogue: str = "none",
     aux: Optional[torch.Tensor] = None,
     residual: Optional[torch.Tensor] = None,
-    store_pre: bool = False,
+    pre: Optional[torch.Tensor] = None,
+    colsum: Optional[str] = None,
+    colsum_gated: bool = False,
+    colsum_out: Optional[torch.Tensor] = None,
+    out: Optional[torch.Tensor] = None,
     out_dtype: Optional[torch.dtype] = None,
     dot: Optional[torch.dtype] = None,
-    split_k: Optional[int] = None,
-) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Launch the GEMM: a ``[M, K]``, b ``[K, N]`` (any strides) -> (c ``[M, N]``, pre-activation or None).
+    split_k: int = 1,
+) -> torch.Tensor:
+    """Launch the GEMM: a ``[M, K]`` (any strides), b ``[K, N]`` (any strides, or :class:`Blocks`) -> c.
 
-    ``dot`` is the operand dtype of the multiply (default: a's); accumulation is fp32. fp32 operands use
-    TF32 only where PyTorch's fp32 matmuls may (:func:`~kernels.utils.fp32_dot_precision`). ``split_k``:
-    K slices (plain GEMMs with an fp32 output only); by default :func:`auto_split_k` on CUDA, else 1.
+    ``out``: where to write, ``[split_k, M, N]`` or, as column blocks, ``[split_k, nb, M, N // nb]``
+    (unit last stride); by default a new ``[M, N]`` tensor of ``out_dtype`` (default a's). ``pre``
+    ``[M, N]`` receives the GELU pre-activation. ``colsum`` ("output" or "residual") writes per-row-tile
+    column sums to ``colsum_out [cdiv(M, COLSUM_BLOCK_M), 1 or 2, N]`` fp32: over all rows, and with
+    ``colsum_gated`` also over the rows with ``m % bias2_period != 0``. ``dot``: the
+    multiply's operand dtype (default a's); accumulation is fp32; fp32 operands use TF32 only where
+    PyTorch's fp32 matmuls may (:func:`~kernels.utils.fp32_dot_precision`). ``split_k`` > 1 needs
+    ``out`` (the partial tiles) and no epilogue.
     """
     M, K = a.shape
     N = b.shape[1]
-    out_dtype = out_dtype or a.dtype
-    plain = epilogue == "none" and out_dtype == torch.float32 and all(t is None for t in (bias, bias2, residual))
-    if split_k is None and plain and a.is_cuda:
-        device = a.device.index if a.device.index is not None else torch.cuda.current_device()
-        split_k = auto_split_k(M, N, K, _sm_count(device))
-    split_k = split_k or 1
-    check(split_k == 1 or plain, "gemm: split-K needs a plain GEMM (no epilogue) with an fp32 output")
-    k_split = cdiv(cdiv(K, split_k), 64) * 64  # a multiple of every BLOCK_K
-    split_k = cdiv(K, k_split)  # no empty slice
-    c = torch.empty(split_k, M, N, device=a.device, dtype=out_dtype)
-    pre = torch.empty(M, N, device=a.device, dtype=out_dtype) if store_pre else None
-    aux, residual = _rows(aux), _rows(residual)
+    b, stride_bk, stride_bn, b_block, stride_b_block, b_along_k = _b_layout(b)
+    if out is None:
+        out = torch.empty(1, M, N, device=a.device, dtype=out_dtype or a.dtype)
+    c_block = out.shape[-1] if out.dim() == 4 else N
+    stride_c_block = out.stride(1) if out.dim() == 4 else 0
+    stride_cm = out.stride(-2)
+    k_split = k_slice(K, split_k)
     dot = dot or a.dtype
-    dummy = c
-    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]), split_k)  # noqa: E731
-    _gemm_kernel[grid](
-        a, b, c,
-        dummy if bias is None else bias, dummy if bias2 is None else bias2,
-        dummy if aux is None else aux, dummy if residual is None else residual, dummy if pre is None else pre,
-        M, N, K, triton.next_power_of_2(M), k_split,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-        0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0),
-        bias2_period,
-        HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, EPILOGUE=EPILOGUES[epilogue],
-        STORE_PRE=store_pre, HAS_RES=residual is not None, DOT_DTYPE=dot_dtype(dot),
-        INPUT_PRECISION=fp32_dot_precision() if dot == torch.float32 else "tf32",  # ignored for 16-bit dots
-    )
-    record_launch("gemm")
-    return (c[0] if split_k == 1 else c.sum(0)), pre
+    variant = f"e{epilogue}-b{bias is not None}{bias2 is not None}-r{residual is not None}-c{colsum}{colsum_gated}-k{b_along_k}"
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),  # noqa: E731
+                         triton.cdiv(K, k_split))
+    launch(_gemm_kernel, grid, a, b, out, bias, bias2, aux, residual, pre, colsum_out,
+           M, N, K, triton.next_power_of_2(M), k_split,
+           a.stride(0), a.stride(1), stride_bk, stride_bn, b_block, stride_b_block,
+           out.stride(0), stride_cm, c_block, stride_c_block,
+           0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0), bias2_period,
+           VARIANT=variant, EPILOGUE=EPILOGUES[epilogue], COLSUM=COLSUM_OF[colsum], COLSUM_GATED=colsum_gated, B_BLOCKS_ALONG_K=b_along_k,
+           DOT_DTYPE=dot_dtype(dot), INPUT_PRECISION=fp32_dot_precision() if dot == torch.float32 else "tf32",
+           name="gemm")
+    return out[0] if out.dim() == 3 else out
 
 
-# --- the linear op: y = act(x·Wᵀ + b) + residual ------------------------------------------------
-
-@torch.library.custom_op("m2clip_fast::linear", mutates_args=())
-def _linear_op(
-    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor], gelu: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    x2 = x.reshape(-1, x.shape[-1])
-    res2 = None if residual is None else residual.reshape(-1, weight.shape[0])
-    out, pre = gemm(x2, weight.t(), bias=bias, residual=res2, epilogue="gelu" if gelu else "none", store_pre=gelu)
-    shape = (*x.shape[:-1], weight.shape[0])
-    return out.view(shape), (pre.view(shape) if gelu else x.new_empty(0))
-
-
-@_linear_op.register_fake
-def _(x, weight, bias, residual, gelu):
-    shape = (*x.shape[:-1], weight.shape[0])
-    return x.new_empty(shape), (x.new_empty(shape) if gelu else x.new_empty(0))
-
-
-@torch.library.custom_op("m2clip_fast::linear_backward", mutates_args=())
-def _linear_backward_op(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor, has_bias: bool, gelu: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = grad.reshape(-1, weight.shape[0])
-    if gelu:  # dL/d(pre) = grad · GELU'(pre), elementwise
-        g = torch.ops.aten.gelu_backward(g, pre.reshape(g.shape))
-    x2 = x.reshape(-1, x.shape[-1])
-    dx, _ = gemm(g, weight)
-    dw, _ = gemm(g.t(), x2, out_dtype=weight.dtype, dot=x.dtype)
-    db = g.sum(0, dtype=torch.float32).to(weight.dtype) if has_bias else weight.new_empty(0)
-    return dx.view(x.shape), dw, db
-
-
-@_linear_backward_op.register_fake
-def _(grad, x, weight, pre, has_bias, gelu):
-    return torch.empty_like(x), torch.empty_like(weight), weight.new_empty(weight.shape[0] if has_bias else 0)
-
-
-def _linear_setup(ctx, inputs, output):
-    x, weight, bias, residual, gelu = inputs
-    ctx.save_for_backward(x, weight, output[1])
-    ctx.has_bias, ctx.has_res, ctx.gelu = bias is not None, residual is not None, gelu
-
-
-def _linear_backward(ctx, grad, _grad_pre):
-    x, weight, pre = ctx.saved_tensors
-    dx, dw, db = _linear_backward_op(grad.contiguous(), x, weight, pre, ctx.has_bias, ctx.gelu)
-    return dx, dw, (db if ctx.has_bias else None), (grad if ctx.has_res else None), None
-
-
-_linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
-
-
-def linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    activation: str = "none",
-    residual: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """``act(x·weightᵀ + bias) + residual`` in one fused GEMM; ``activation`` is ``"none"`` or ``"gelu"``
-    (exact). x ``[..., K]``, weight ``[N, K]``, bias ``[N]``, residual ``[..., N]`` -> ``[..., N]``."""
-    check(activation in ("none", "gelu"), f"linear: activation must be 'none' or 'gelu', got {activation!r}")
-    check_tensors("linear", x, weight, bias, residual)
-    check(weight.dim() == 2 and x.dim() >= 1 and x.shape[-1] == weight.shape[1],
-          f"linear: x [..., K] and weight [N, K] must agree on K; got {list(x.shape)} and {list(weight.shape)}")
-    check(bias is None or tuple(bias.shape) == (weight.shape[0],), f"linear: bias must be [{weight.shape[0]}]")
-    check(residual is None or tuple(residual.shape) == (*x.shape[:-1], weight.shape[0]),
-          f"linear: residual must be {[*x.shape[:-1], weight.shape[0]]}")
-    gelu = activation == "gelu"
-    if not can_run_triton(x, "linear"):
-        y = torch.nn.functional.linear(x, weight, bias)
-        y = torch.nn.functional.gelu(y) if gelu else y
-        return y if residual is None else y + residual
-    dtype = compute_dtype(x)
-    x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-    return _linear_op(x, weight, bias, residual, gelu)[0]
+def colsum_rows(M: int) -> int:
+    """Row tiles a ``colsum`` GEMM writes one partial row for."""
+    return triton.cdiv(M, COLSUM_BLOCK_M)

@@ -2,7 +2,8 @@
 ``m2clip_fast`` does not decorate any Triton kernel)."""
 import sys
 
-from .gemm import gemm, linear
+from .gemm import gemm
+from .linear import linear
 from .stencil import spatial_conv, temporal_conv, temporal_difference
 from .ted_adapter import ted_adapter, temporal_adapter
 from .text_adapter import text_adapter

@@ -1,16 +1,21 @@
-"""The TED-Adapter's stencil: temporal depthwise conv, temporal difference and 3×3 spatial depthwise
-conv over a token grid, in one parametrised kernel pair (forward, backward); one launch covers both parts.
+"""The TED-Adapter's stencil: temporal depthwise conv (TE part) and temporal difference + 3×3 spatial
+depthwise conv (TD part), forward and backward, both parts in one launch.
 
-Rows are tokens in frame-major order, ``r = (b*T + t)*L + l``; a row holds ``C_TE + C_TD`` channels:
-- the **TE part** (columns ``[0, C_TE)``): ``h = conv_T(z + in_bias) + bias``, 3 taps over frames
-  (zero padding applies to ``z + in_bias``);
-- the **TD part** (columns ``[C_TE, C_TE + C_TD)``): ``g = Δ_t z + in_bias`` (``Δ_t z_0 = 0``, optional),
-  ``h = conv_3x3(g) + bias`` over the ``GH×GW`` patch grid (optional; else ``h = g``); with a CLS token
-  (``l = 0``) its TD output is 0 and patches are ``l = 1 + i*GW + j``.
-Each row gathers its neighbours as a ``[TAPS, BLOCK_C]`` tile (TE: 3 taps padded to 4; TD: 9 padded
-to 16), so forward, transposed conv and weight gradients are tile products. Weight and bias gradients
-are reduced per program into a partial buffer, then summed in a fixed order on the host: deterministic,
-no atomics.
+Rows are tokens in frame-major order, ``r = (b*T + t)*L + l``; a row of ``z`` holds ``C_TE + C_TD``
+channels:
+- **TE part**, columns ``[0, C_TE)``: ``h = conv_T(z + in_bias) + bias`` — 3 taps over frames, i.e.
+  rows ``r - L``, ``r``, ``r + L`` (zero padding applies to ``z + in_bias``);
+- **TD part**, columns ``[C_TE, C_TE + C_TD)``: ``g = Δ_t z + in_bias`` (``Δ_t z_0 = 0``; optional),
+  ``h = conv_3x3(g) + bias`` (optional; else ``h = g``) over each frame's ``GH×GW`` patch grid, i.e.
+  rows ``r + di*GW + dj``. With a CLS token (``l = 0``) the TD output is 0 and patch ``(i, j)`` is
+  ``l = 1 + i*GW + j``.
+
+Each program owns a ``[BLOCK_R rows, BLOCK_C channels]`` tile. A tap is one shifted, masked load of
+neighbouring rows; depthwise weights and biases are loaded once per program. The forward has no
+cross-thread reduction. The backward applies the transposed stencil the same way and reduces the
+depthwise weight/bias gradients and the in-bias gradient over its rows into a per-program partial row
+(``[C*TAPS weight | C bias | C in-bias]``), summed later in a fixed order (:mod:`kernels.reduce`):
+deterministic, no atomics.
 """
 from __future__ import annotations
 
@@ -21,196 +26,230 @@ import triton
 import triton.language as tl
 
 from . import reference
-from .utils import INTERPRET, as_rows, can_run_triton, cdiv, check, check_tensors, compute_dtype
-from .utils import record_launch
+from .utils import INTERPRET, can_run_triton, check, check_tensors, compute_dtype, launch
 
-TE_TAPS, TD_TAPS = tl.constexpr(4), tl.constexpr(16)  # padded tap counts (3 and 9 used)
-_ROWS_PER_PROGRAM = 8 if INTERPRET else 32
+TE_TAPS, TD_TAPS = 3, 9
+# Tile sizes. The backward walks ROWS_PER_PROGRAM rows in BLOCK_R steps so the partial buffer stays small.
+BLOCK_R = 16 if INTERPRET else 32
+BWD_BLOCK_R = 16
+BWD_BLOCK_C = 32  # [16, 32] fp32 accumulators: 4 registers a thread each
+ROWS_PER_PROGRAM = 32 if INTERPRET else 128
+MAX_BLOCK_C = 64
 
 
-@triton.jit
-def _taps(r, t, l, T, L, GH, GW, SIGN: tl.constexpr, IS_TE: tl.constexpr, HAS_CLS: tl.constexpr,
-          TD_SPATIAL: tl.constexpr, TAPS: tl.constexpr):
-    """Rows of row ``r``'s neighbours at ``SIGN * offset`` (+1: conv gather, -1: transposed) and their
-    validity, both ``[TAPS]``."""
-    q = tl.arange(0, TAPS)
-    if IS_TE:
-        d = (q - 1) * SIGN
-        tt = t + d
-        ok = (q < 3) & (tt >= 0) & (tt < T)
-        rows = r + d * L
-    else:
-        di = (q // 3 - 1) * SIGN
-        dj = (q % 3 - 1) * SIGN
-        p = l - HAS_CLS
-        i = p // GW
-        j = p - i * GW
-        ii, jj = i + di, j + dj
-        used = (q < 9) if TD_SPATIAL else (q == 4)
-        ok = used & (p >= 0) & (ii >= 0) & (ii < GH) & (jj >= 0) & (jj < GW)
-        rows = r + di * GW + dj
-    return rows, ok
+def partial_width(channels: int, taps: int) -> int:
+    """Floats per program in a part's partial row: weight ``[C, taps]``, bias ``[C]``, in-bias ``[C]``."""
+    return channels * (taps + 2)
 
 
 @triton.jit
-def _gather(z_ptr, rows, ok, t, L, stride_z, cols, cmask, in_bias, DIFF: tl.constexpr):
-    """``[TAPS, BLOCK_C]`` tile of ``Δ_t z + in_bias`` (or ``z + in_bias``) at ``rows``, zero where invalid."""
-    mask = ok[:, None] & cmask[None, :]
-    v = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    if DIFF:  # neighbours share row r's frame t; Δ_t at t = 0 is 0
-        prev = tl.load(z_ptr + (rows - L)[:, None] * stride_z + cols[None, :], mask=mask & (t > 0), other=0.0)
-        v = tl.where(t > 0, v - prev.to(tl.float32), 0.0)
-    return tl.where(mask, v + in_bias[None, :], 0.0)
+def _load_rows(ptr, rows, stride, cols, ok, cmask):
+    """``[BLOCK_R, BLOCK_C]`` fp32 tile of ``ptr[rows, cols]``, zero where ``ok`` (per row) is false."""
+    return tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=ok[:, None] & cmask[None, :],
+                   other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _weight_tile(w_ptr, cols, cmask, IS_TE: tl.constexpr, TD_SPATIAL: tl.constexpr, TAPS: tl.constexpr):
-    """Depthwise kernel as ``[TAPS, BLOCK_C]`` (weights stored ``[C, 3]`` / ``[C, 9]``); the identity tap
-    when the TD part has no spatial conv."""
-    q = tl.arange(0, TAPS)
-    if IS_TE or TD_SPATIAL:
-        n = 3 if IS_TE else 9
-        w = tl.load(w_ptr + cols[None, :] * n + q[:, None], mask=(q[:, None] < n) & cmask[None, :], other=0.0)
-        return w.to(tl.float32)
-    return tl.where((q[:, None] == 4) & cmask[None, :], 1.0, 0.0)
+def _vec(ptr, cols, cmask):
+    """``[BLOCK_C]`` fp32 vector of ``ptr[cols]`` (0 past the end); ``ptr`` None gives zeros."""
+    if ptr is None:
+        return tl.zeros(cols.shape, dtype=tl.float32)
+    return tl.load(ptr + cols, mask=cmask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _vector(ptr, cols, cmask, PRESENT: tl.constexpr):
-    if PRESENT:
-        return tl.load(ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    return tl.zeros(cols.shape, dtype=tl.float32)
+def _te_input(z_ptr, rows, ok, t, stride_z, cols, cmask, in_bias, HAS_IN_BIAS: tl.constexpr):
+    """TE tap input ``z + in_bias`` at ``rows`` (0 where not ``ok``: zero padding)."""
+    v = _load_rows(z_ptr, rows, stride_z, cols, ok, cmask)
+    if HAS_IN_BIAS:
+        v = tl.where(ok[:, None], v + in_bias[None, :], 0.0)
+    return v
 
 
 @triton.jit
-def _part_forward(
-    r, pid_c, z_ptr, h_ptr, in_bias_ptr, w_ptr, bias_ptr, T, L, GH, GW, C, COL, stride_z, stride_h,
-    IS_TE: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_BIAS: tl.constexpr, DIFF: tl.constexpr,
-    TD_SPATIAL: tl.constexpr, HAS_CLS: tl.constexpr, TAPS: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """Token row ``r`` × channel block ``pid_c`` of one part (TE or TD)."""
-    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    l = r % L
-    t = (r // L) % T
-    rows, ok = _taps(r, t, l, T, L, GH, GW, 1, IS_TE, HAS_CLS, TD_SPATIAL, TAPS)
-    in_bias = _vector(in_bias_ptr, cols, cmask, HAS_IN_BIAS)
-    x = _gather(z_ptr + COL, rows, ok, t, L, stride_z, cols, cmask, in_bias, DIFF)  # [TAPS, BLOCK_C]
-    acc = tl.sum(_weight_tile(w_ptr, cols, cmask, IS_TE, TD_SPATIAL, TAPS) * x, axis=0)
-    if HAS_BIAS:
-        bias = _vector(bias_ptr, cols, cmask, True)
-        if IS_TE:
-            acc += bias
-        else:
-            acc += tl.where(l >= HAS_CLS, bias, 0.0)  # CLS rows of the TD part stay 0
-    tl.store(h_ptr + COL + r * stride_h + cols, acc.to(h_ptr.dtype.element_ty), mask=cmask)
+def _td_input(z_ptr, rows, ok, t, L, stride_z, cols, cmask, in_bias,
+              HAS_IN_BIAS: tl.constexpr, DIFF: tl.constexpr):
+    """TD tap input ``Δ_t z + in_bias`` at ``rows`` of frame ``t`` (0 where not ``ok``; Δ_t z_0 = 0)."""
+    v = _load_rows(z_ptr, rows, stride_z, cols, ok, cmask)
+    if DIFF:
+        v -= _load_rows(z_ptr, rows - L, stride_z, cols, ok & (t > 0), cmask)
+        v = tl.where((t > 0)[:, None], v, 0.0)
+    if HAS_IN_BIAS:
+        v = tl.where(ok[:, None], v + in_bias[None, :], 0.0)
+    return v
 
 
 @triton.jit
-def _part_backward(
-    pid_r, pid_c, dh_ptr, z_ptr, dz_ptr, part_ptr, in_bias_ptr, w_ptr,
-    R, T, L, GH, GW, C, COL, stride_dh, stride_z, stride_dz,
-    IS_TE: tl.constexpr, HAS_IN_BIAS: tl.constexpr, DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
-    HAS_CLS: tl.constexpr, TAPS: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """ROWS token rows × channel block ``pid_c`` of one part: ``dz`` for each row, and this program's
-    partial sums of the kernel gradient ``[TAPS]``, the conv-bias gradient and the input-bias gradient,
-    written to ``part[pid_r, 0:TAPS+2, cols]``."""
-    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    w = _weight_tile(w_ptr, cols, cmask, IS_TE, TD_SPATIAL, TAPS)
-    in_bias = _vector(in_bias_ptr, cols, cmask, HAS_IN_BIAS)
-    dz_ptr += COL
-    dh_ptr += COL
-    z_ptr += COL
-    acc_w = tl.zeros((TAPS, BLOCK_C), dtype=tl.float32)
-    acc_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    acc_in = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    no_bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for rr in range(ROWS):
-        r = pid_r.to(tl.int64) * ROWS + rr
-        live = r < R
-        l = r % L
-        t = (r // L) % T
-        if IS_TE:
-            is_row = live
-        else:
-            is_row = live & (l >= HAS_CLS)  # CLS rows have no TD part
-        # Transposed conv: dX[r] = Σ_q w[q] · dh[r - q].
-        rows_t, ok_t = _taps(r, t, l, T, L, GH, GW, -1, IS_TE, HAS_CLS, TD_SPATIAL, TAPS)
-        dx = tl.sum(w * _gather(dh_ptr, rows_t, ok_t & is_row, t, L, stride_dh, cols, cmask, no_bias, False), 0)
-        dz = dx
-        if DIFF:  # z_t enters Δ at t (+) and at t + 1 (−)
-            ok_n = ok_t & is_row & (t + 1 < T)
-            dx_next = tl.sum(w * _gather(dh_ptr, rows_t + L, ok_n, t, L, stride_dh, cols, cmask, no_bias, False), 0)
-            dz = tl.where(t > 0, dx, 0.0) - dx_next
-        tl.store(dz_ptr + r * stride_dz + cols, dz.to(dz_ptr.dtype.element_ty), mask=cmask & live)
-        # Kernel and bias gradients: dw[q] += dh[r] · X[r + q], db += dh[r], d(in_bias) += dX[r].
-        dh_r = tl.load(dh_ptr + r * stride_dh + cols, mask=cmask & is_row, other=0.0).to(tl.float32)
-        rows_f, ok_f = _taps(r, t, l, T, L, GH, GW, 1, IS_TE, HAS_CLS, TD_SPATIAL, TAPS)
-        x = _gather(z_ptr, rows_f, ok_f & is_row, t, L, stride_z, cols, cmask, in_bias, DIFF)
-        acc_w += dh_r[None, :] * x
-        acc_b += dh_r
-        acc_in += dx
-    q = tl.arange(0, TAPS)
-    part = part_ptr + pid_r.to(tl.int64) * (TAPS + 2) * C
-    tl.store(part + q[:, None] * C + cols[None, :], acc_w, mask=cmask[None, :])
-    tl.store(part + TAPS * C + cols, acc_b, mask=cmask)
-    tl.store(part + (TAPS + 1) * C + cols, acc_in, mask=cmask)
+def _patch_coords(r, R, L, GW, HAS_CLS: tl.constexpr):
+    """For token rows ``r``: whether each is a live patch row, and its grid row ``i`` and column ``j``."""
+    p = r % L - HAS_CLS  # patch index; -1 on the CLS row
+    i = p // GW
+    return (r < R) & (p >= 0), i, p - i * GW
+
+
+@triton.jit
+def _grid_tap_ok(is_patch, i, j, DI: tl.constexpr, DJ: tl.constexpr, GH, GW):
+    """Whether patch ``(i + DI, j + DJ)`` lies inside the grid (per row)."""
+    return is_patch & (i + DI >= 0) & (i + DI < GH) & (j + DJ >= 0) & (j + DJ < GW)
 
 
 @triton.jit
 def _stencil_fwd_kernel(
     z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr,
-    T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h,
-    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TE_IN_BIAS: tl.constexpr, TE_BIAS: tl.constexpr,
-    TD_IN_BIAS: tl.constexpr, TD_BIAS: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
-    HAS_CLS: tl.constexpr, BLOCK_C: tl.constexpr,
+    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
+    HAS_CLS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Grid ``(R, TE channel blocks + TD channel blocks)``: both parts in one launch."""
-    r = tl.program_id(0).to(tl.int64)
+    """Grid ``(cdiv(R, BLOCK_R), TE channel blocks + TD channel blocks)``; h ``[R, C_TE + C_TD]``."""
     pid_c = tl.program_id(1)
+    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] token rows
+    live = r < R
+    t = (r // L) % T
     if HAS_TE:
         if pid_c < N_TE_BLOCKS:
-            _part_forward(r, pid_c, z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, T, L, GH, GW, C_TE, 0,
-                          stride_z, stride_h, True, TE_IN_BIAS, TE_BIAS, False, TD_SPATIAL, HAS_CLS, TE_TAPS, BLOCK_C)
+            cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+            cmask = cols < C_TE
+            in_bias = _vec(te_in_bias_ptr, cols, cmask)
+            acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + _vec(te_bias_ptr, cols, cmask)[None, :]
+            for q in tl.static_range(TE_TAPS):  # frame t + q - 1
+                ok = live & (t + q - 1 >= 0) & (t + q - 1 < T)
+                x = _te_input(z_ptr, r + (q - 1) * L, ok, t, stride_z, cols, cmask, in_bias,
+                              te_in_bias_ptr is not None)
+                acc += _vec(te_w_ptr + q, cols * TE_TAPS, cmask)[None, :] * x
+            tl.store(h_ptr + r[:, None] * stride_h + cols[None, :], acc.to(h_ptr.dtype.element_ty),
+                     mask=live[:, None] & cmask[None, :])
     if HAS_TD:
         if pid_c >= N_TE_BLOCKS:
-            _part_forward(r, pid_c - N_TE_BLOCKS, z_ptr, h_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr, T, L, GH, GW,
-                          C_TD, C_TE, stride_z, stride_h, False, TD_IN_BIAS, TD_BIAS, TD_DIFF, TD_SPATIAL, HAS_CLS,
-                          TD_TAPS, BLOCK_C)
+            cols = (pid_c - N_TE_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
+            cmask = cols < C_TD
+            is_patch, i, j = _patch_coords(r, R, L, GW, HAS_CLS)
+            in_bias = _vec(td_in_bias_ptr, cols, cmask)
+            acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+            for q in tl.static_range(TD_TAPS):  # patch (i + q // 3 - 1, j + q % 3 - 1)
+                if TD_SPATIAL or q == 4:
+                    ok = _grid_tap_ok(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
+                    x = _td_input(z_ptr + C_TE, r + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols, cmask,
+                                  in_bias, td_in_bias_ptr is not None, TD_DIFF)
+                    if TD_SPATIAL:
+                        acc += _vec(td_w_ptr + q, cols * TD_TAPS, cmask)[None, :] * x
+                    else:
+                        acc += x
+            if td_bias_ptr is not None:
+                acc += tl.where(is_patch[:, None], _vec(td_bias_ptr, cols, cmask)[None, :], 0.0)
+            tl.store(h_ptr + C_TE + r[:, None] * stride_h + cols[None, :], acc.to(h_ptr.dtype.element_ty),
+                     mask=live[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _td_transposed(dh_ptr, r, ok_row, is_patch, i, j, GH, GW, stride_dh, cols, cmask, w_ptr,
+                   TD_SPATIAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``dX[r] = Σ_q w[q] · dh[r - offset_q]`` over the in-grid taps (the 3×3 conv transposed)."""
+    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    for q in tl.static_range(TD_TAPS):
+        if TD_SPATIAL or q == 4:
+            ok = ok_row & _grid_tap_ok(is_patch, i, j, 1 - q // 3, 1 - q % 3, GH, GW)
+            d = _load_rows(dh_ptr, r - (q // 3 - 1) * GW - (q % 3 - 1), stride_dh, cols, ok, cmask)
+            if TD_SPATIAL:
+                acc += _vec(w_ptr + q, cols * TD_TAPS, cmask)[None, :] * d
+            else:
+                acc += d
+    return acc
 
 
 @triton.jit
 def _stencil_bwd_kernel(
     dh_ptr, z_ptr, dz_ptr, te_part_ptr, td_part_ptr, te_in_bias_ptr, te_w_ptr, td_in_bias_ptr, td_w_ptr,
     R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_dh, stride_z, stride_dz,
-    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TE_IN_BIAS: tl.constexpr, TD_IN_BIAS: tl.constexpr,
-    TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr, HAS_CLS: tl.constexpr, ROWS: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
+    HAS_CLS: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Grid ``(row blocks of ROWS, TE channel blocks + TD channel blocks)``: both parts in one launch."""
-    pid_r = tl.program_id(0)
+    """Grid ``(cdiv(R, ROWS_PER_PROGRAM), TE channel blocks + TD channel blocks)``.
+
+    dz ``[R, C_TE + C_TD]``; this program's partial gradient sums go to row ``program_id(0)`` of
+    ``te_part [P, C_TE*5]`` / ``td_part [P, C_TD*11]`` as ``[weight (c*taps + q) | bias | in-bias]``.
+    One pass over the program's rows gives dz and the bias sums; then one pass per tap gives that
+    tap's kernel-gradient sum (only one ``[BLOCK_R, BLOCK_C]`` accumulator is live at a time, and each
+    sum is reduced across threads once per program).
+    """
     pid_c = tl.program_id(1)
+    first = tl.program_id(0).to(tl.int64) * ROWS_PER_PROGRAM
     if HAS_TE:
         if pid_c < N_TE_BLOCKS:
-            _part_backward(pid_r, pid_c, dh_ptr, z_ptr, dz_ptr, te_part_ptr, te_in_bias_ptr, te_w_ptr, R, T, L, GH,
-                           GW, C_TE, 0, stride_dh, stride_z, stride_dz, True, TE_IN_BIAS, False, TD_SPATIAL, HAS_CLS,
-                           TE_TAPS, ROWS, BLOCK_C)
+            cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+            cmask = cols < C_TE
+            in_bias = _vec(te_in_bias_ptr, cols, cmask)
+            sum_dh = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+            sum_dx = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+            for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
+                r = first + r0 + tl.arange(0, BLOCK_R)
+                live = r < R
+                t = (r // L) % T
+                d_x = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+                for q in tl.static_range(TE_TAPS):  # transposed conv: dX[r] = Σ_q w[q] · dh[r - (q - 1)·L]
+                    ok = live & (t - q + 1 >= 0) & (t - q + 1 < T)
+                    d_x += _vec(te_w_ptr + q, cols * TE_TAPS, cmask)[None, :] * \
+                        _load_rows(dh_ptr, r - (q - 1) * L, stride_dh, cols, ok, cmask)
+                tl.store(dz_ptr + r[:, None] * stride_dz + cols[None, :], d_x.to(dz_ptr.dtype.element_ty),
+                         mask=live[:, None] & cmask[None, :])
+                sum_dh += _load_rows(dh_ptr, r, stride_dh, cols, live, cmask)
+                sum_dx += d_x
+            part = te_part_ptr + tl.program_id(0).to(tl.int64) * C_TE * (TE_TAPS + 2)
+            tl.store(part + C_TE * TE_TAPS + cols, tl.sum(sum_dh, axis=0), mask=cmask)
+            tl.store(part + C_TE * (TE_TAPS + 1) + cols, tl.sum(sum_dx, axis=0), mask=cmask)
+            for q in tl.static_range(TE_TAPS):  # dw[q] = Σ_r dh[r] · X[r + (q - 1)·L]
+                acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+                for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
+                    r = first + r0 + tl.arange(0, BLOCK_R)
+                    live = r < R
+                    t = (r // L) % T
+                    ok = live & (t + q - 1 >= 0) & (t + q - 1 < T)
+                    acc += _load_rows(dh_ptr, r, stride_dh, cols, live, cmask) * \
+                        _te_input(z_ptr, r + (q - 1) * L, ok, t, stride_z, cols, cmask, in_bias,
+                                  te_in_bias_ptr is not None)
+                tl.store(part + cols * TE_TAPS + q, tl.sum(acc, axis=0), mask=cmask)
     if HAS_TD:
         if pid_c >= N_TE_BLOCKS:
-            _part_backward(pid_r, pid_c - N_TE_BLOCKS, dh_ptr, z_ptr, dz_ptr, td_part_ptr, td_in_bias_ptr, td_w_ptr,
-                           R, T, L, GH, GW, C_TD, C_TE, stride_dh, stride_z, stride_dz, False, TD_IN_BIAS, TD_DIFF,
-                           TD_SPATIAL, HAS_CLS, TD_TAPS, ROWS, BLOCK_C)
+            cols = (pid_c - N_TE_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
+            cmask = cols < C_TD
+            in_bias = _vec(td_in_bias_ptr, cols, cmask)
+            sum_dh = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+            sum_dx = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+            for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
+                r = first + r0 + tl.arange(0, BLOCK_R)
+                live = r < R
+                t = (r // L) % T
+                is_patch, i, j = _patch_coords(r, R, L, GW, HAS_CLS)
+                d_x = _td_transposed(dh_ptr + C_TE, r, is_patch, is_patch, i, j, GH, GW, stride_dh, cols, cmask,
+                                     td_w_ptr, TD_SPATIAL, BLOCK_R, BLOCK_C)
+                d_z = d_x
+                if TD_DIFF:  # z_t enters Δ at frame t (+) and at frame t + 1 (−)
+                    d_next = _td_transposed(dh_ptr + C_TE, r + L, is_patch & (t + 1 < T), is_patch, i, j, GH, GW,
+                                            stride_dh, cols, cmask, td_w_ptr, TD_SPATIAL, BLOCK_R, BLOCK_C)
+                    d_z = tl.where((t > 0)[:, None], d_x, 0.0) - d_next
+                tl.store(dz_ptr + C_TE + r[:, None] * stride_dz + cols[None, :], d_z.to(dz_ptr.dtype.element_ty),
+                         mask=live[:, None] & cmask[None, :])
+                sum_dh += _load_rows(dh_ptr + C_TE, r, stride_dh, cols, is_patch, cmask)
+                sum_dx += d_x
+            if td_part_ptr is not None:  # (the temporal difference alone has no parameters)
+                part = td_part_ptr + tl.program_id(0).to(tl.int64) * C_TD * (TD_TAPS + 2)
+                tl.store(part + C_TD * TD_TAPS + cols, tl.sum(sum_dh, axis=0), mask=cmask)
+                tl.store(part + C_TD * (TD_TAPS + 1) + cols, tl.sum(sum_dx, axis=0), mask=cmask)
+                if TD_SPATIAL:
+                    for q in tl.static_range(TD_TAPS):  # dw[q] = Σ_r dh[r] · X[r + offset_q]
+                        acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+                        for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
+                            r = first + r0 + tl.arange(0, BLOCK_R)
+                            t = (r // L) % T
+                            is_patch, i, j = _patch_coords(r, R, L, GW, HAS_CLS)
+                            ok = _grid_tap_ok(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
+                            acc += _load_rows(dh_ptr + C_TE, r, stride_dh, cols, is_patch, cmask) * \
+                                _td_input(z_ptr + C_TE, r + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols,
+                                          cmask, in_bias, td_in_bias_ptr is not None, TD_DIFF)
+                        tl.store(part + cols * TD_TAPS + q, tl.sum(acc, axis=0), mask=cmask)
 
 
-def _block_c(c: int) -> int:
-    return min(128, max(16, triton.next_power_of_2(c)))
-
-
-def _or(t: Optional[torch.Tensor], fallback: torch.Tensor) -> torch.Tensor:
-    """Absent optional operands become a dummy pointer (their constexpr flag keeps them unread)."""
-    return fallback if t is None else t
+def _block_c(c_te: int, c_td: int, cap: int) -> int:
+    return min(cap, max(16, triton.next_power_of_2(max(c_te, c_td))))
 
 
 def stencil_forward(
@@ -221,20 +260,17 @@ def stencil_forward(
 ) -> torch.Tensor:
     """z ``[R, C_TE + C_TD]`` (unit column stride) -> h, same shape and dtype; one launch for both parts.
 
-    te / td: ``(in_bias [C], weight [C, 3] / [C, 9], bias [C])``, each entry optional."""
+    te / td: ``(in_bias [C], weight [C, 3] / [C, 9], bias [C])``, each entry optional and of any float
+    dtype (read in fp32)."""
     R, width = z.shape
     c_td = width - c_te
-    h = torch.empty_like(z, memory_format=torch.contiguous_format)
-    block = _block_c(max(c_te, c_td))
-    n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
-    _stencil_fwd_kernel[(R, n_te + n_td)](
-        z, h, *(_or(t, z) for t in te), *(_or(t, z) for t in td),
-        num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
-        HAS_TE=c_te > 0, HAS_TD=c_td > 0, TE_IN_BIAS=te[0] is not None, TE_BIAS=te[2] is not None,
-        TD_IN_BIAS=td[0] is not None, TD_BIAS=td[2] is not None, TD_DIFF=td_diff, TD_SPATIAL=td_spatial,
-        HAS_CLS=has_cls, BLOCK_C=block,
-    )
-    record_launch("stencil_fwd")
+    h = torch.empty((R, width), device=z.device, dtype=z.dtype)
+    block = _block_c(c_te, c_td, MAX_BLOCK_C)
+    n_te, n_td = triton.cdiv(c_te, block), triton.cdiv(c_td, block)
+    launch(_stencil_fwd_kernel, (triton.cdiv(R, BLOCK_R), n_te + n_td),
+           z, h, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
+           HAS_TE=c_te > 0, HAS_TD=c_td > 0, TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls,
+           BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd", num_warps=4)
     return h
 
 
@@ -243,97 +279,112 @@ def stencil_backward(
     te: tuple[Optional[torch.Tensor], Optional[torch.Tensor]],
     td: tuple[Optional[torch.Tensor], Optional[torch.Tensor]],
     td_diff: bool, td_spatial: bool, has_cls: bool,
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """dh, z ``[R, C_TE + C_TD]`` -> (dz, te grads, td grads); te / td: ``(in_bias, weight)`` as in the
-    forward. Each grads list is ``[d_weight [C, 3|9] fp32, d_bias [C] fp32, d_in_bias [C] fp32]`` (empty
-    for a part that is absent). One launch for both parts."""
+    te_part: Optional[torch.Tensor], td_part: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """dh, z ``[R, C_TE + C_TD]`` -> dz, same shape; te / td: ``(in_bias, weight)`` as in the forward.
+
+    Writes each part's per-program partial gradient sums into ``te_part [P, C_TE*5]`` / ``td_part
+    [P, C_TD*11]`` (fp32, ``P = stencil_programs(R)``), to be summed over ``P``. One launch for both parts."""
     R, width = z.shape
     c_td = width - c_te
-    dz = torch.empty_like(z, memory_format=torch.contiguous_format)
-    block = _block_c(max(c_te, c_td))
-    n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
-    n_rows = cdiv(R, _ROWS_PER_PROGRAM)
-    parts = {is_te: torch.empty(n_rows, taps + 2, c, device=z.device, dtype=torch.float32)
-             for is_te, c, taps in ((True, c_te, TE_TAPS.value), (False, c_td, TD_TAPS.value))}
-    _stencil_bwd_kernel[(n_rows, n_te + n_td)](
-        dh, z, dz, parts[True], parts[False], *(_or(t, z) for t in te), *(_or(t, z) for t in td),
-        R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, dh.stride(0), z.stride(0), dz.stride(0),
-        HAS_TE=c_te > 0, HAS_TD=c_td > 0, TE_IN_BIAS=te[0] is not None, TD_IN_BIAS=td[0] is not None,
-        TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls, ROWS=_ROWS_PER_PROGRAM, BLOCK_C=block,
-    )
-    record_launch("stencil_bwd")
-    grads: dict[bool, list[torch.Tensor]] = {}
-    for is_te, c, taps, n_taps in ((True, c_te, TE_TAPS.value, 3), (False, c_td, TD_TAPS.value, 9)):
-        sums = parts[is_te].sum(dim=0)  # fixed-order reduction over programs: deterministic
-        grads[is_te] = [sums[:n_taps].t().contiguous(), sums[taps].clone(), sums[taps + 1].clone()] if c else []
-    return dz, grads[True], grads[False]
+    dz = torch.empty((R, width), device=z.device, dtype=z.dtype)
+    block = _block_c(c_te, c_td, BWD_BLOCK_C)
+    n_te, n_td = triton.cdiv(c_te, block), triton.cdiv(c_td, block)
+    launch(_stencil_bwd_kernel, (stencil_programs(R), n_te + n_td),
+           dh, z, dz, te_part, td_part, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te,
+           dh.stride(0), z.stride(0), dz.stride(0),
+           HAS_TE=c_te > 0, HAS_TD=c_td > 0, TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls,
+           ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R, BLOCK_C=block, name="stencil_bwd", num_warps=4)
+    return dz
 
 
-# --- the stencil op (autograd-aware, torch.compile-able) -----------------------------------------
+def stencil_programs(rows: int) -> int:
+    """Row programs of the backward launch, i.e. the partial rows each part's gradients are cut into."""
+    return triton.cdiv(rows, ROWS_PER_PROGRAM)
+
+
+# --- the stencil as an op of its own: temporal conv, temporal difference, spatial conv --------------------
+
+def _stencil(z: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_frames: int,
+             tokens: int, grid: tuple[int, int], is_te: bool, diff: bool) -> torch.Tensor:
+    """One part (TE, or TD with/without the spatial conv) over all of z ``[R, C]``, ``tokens`` rows a frame."""
+    weights = (None, weight, bias)
+    none = (None, None, None)
+    return stencil_forward(z, num_frames, tokens, grid,
+                           z.shape[1] if is_te else 0, weights if is_te else none, none if is_te else weights,
+                           td_diff=diff, td_spatial=weight is not None, has_cls=False)
+
+
+def _stencil_grads(dh: torch.Tensor, z: torch.Tensor, weight: Optional[torch.Tensor], num_frames: int, tokens: int,
+                   grid: tuple[int, int], is_te: bool, diff: bool, grad_dtype: torch.dtype):
+    """-> dz and, with a weight, the flat ``[C*taps weight | C bias]`` gradient in ``grad_dtype``."""
+    from .reduce import Partials
+
+    R, c = z.shape
+    taps = TE_TAPS if is_te else TD_TAPS
+    parts = Partials([(stencil_programs(R), partial_width(c, taps))], z.device) if weight is not None else None
+    part = None if parts is None else parts.part(0)
+    weights = (None, weight)
+    dz = stencil_backward(dh, z, num_frames, tokens, grid, c if is_te else 0, weights if is_te else (None, None),
+                          (None, None) if is_te else weights, td_diff=diff, td_spatial=weight is not None,
+                          has_cls=False, te_part=part if is_te else None, td_part=None if is_te else part)
+    return dz, (z.new_empty(0, dtype=grad_dtype) if parts is None else parts.sum(grad_dtype)[:c * (taps + 1)])
+
 
 @torch.library.custom_op("m2clip_fast::stencil", mutates_args=())
-def _stencil_op(
-    z: torch.Tensor, num_frames: int, tokens: int, grid_h: int, grid_w: int, c_te: int,
-    te_in_bias: Optional[torch.Tensor], te_weight: Optional[torch.Tensor], te_bias: Optional[torch.Tensor],
-    td_in_bias: Optional[torch.Tensor], td_weight: Optional[torch.Tensor], td_bias: Optional[torch.Tensor],
-    td_diff: bool, td_spatial: bool, has_cls: bool,
-) -> torch.Tensor:
-    return stencil_forward(z, num_frames, tokens, (grid_h, grid_w), c_te, (te_in_bias, te_weight, te_bias),
-                           (td_in_bias, td_weight, td_bias), td_diff, td_spatial, has_cls)
+def _stencil_op(z: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_frames: int,
+                tokens: int, grid_h: int, grid_w: int, is_te: bool, diff: bool) -> torch.Tensor:
+    return _stencil(z, weight, bias, num_frames, tokens, (grid_h, grid_w), is_te, diff)
 
 
 @_stencil_op.register_fake
-def _(z, num_frames, tokens, grid_h, grid_w, c_te, *args):
-    return torch.empty_like(z, memory_format=torch.contiguous_format)
+def _(z, *args):
+    return torch.empty_like(z)
 
 
 @torch.library.custom_op("m2clip_fast::stencil_backward", mutates_args=())
-def _stencil_backward_op(
-    dh: torch.Tensor, z: torch.Tensor, num_frames: int, tokens: int, grid_h: int, grid_w: int, c_te: int,
-    te_in_bias: Optional[torch.Tensor], te_weight: Optional[torch.Tensor],
-    td_in_bias: Optional[torch.Tensor], td_weight: Optional[torch.Tensor],
-    td_diff: bool, td_spatial: bool, has_cls: bool,
-) -> list[torch.Tensor]:
-    dz, te, td = stencil_backward(dh, z, num_frames, tokens, (grid_h, grid_w), c_te, (te_in_bias, te_weight),
-                                  (td_in_bias, td_weight), td_diff, td_spatial, has_cls)
-    absent = lambda: [z.new_empty(0, dtype=torch.float32) for _ in range(3)]  # noqa: E731  (no aliasing)
-    return [dz, *(te or absent()), *(td or absent())]
+def _stencil_backward_op(dh: torch.Tensor, z: torch.Tensor, weight: Optional[torch.Tensor], num_frames: int,
+                         tokens: int, grid_h: int, grid_w: int, is_te: bool, diff: bool,
+                         grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return _stencil_grads(dh, z, weight, num_frames, tokens, (grid_h, grid_w), is_te, diff, grad_dtype)
 
 
 @_stencil_backward_op.register_fake
-def _(dh, z, num_frames, tokens, grid_h, grid_w, c_te, te_in_bias, te_weight, td_in_bias, td_weight, *flags):
-    c_td = z.shape[1] - c_te
-    f32 = dict(device=z.device, dtype=torch.float32)
-
-    def part(c, taps):
-        if not c:
-            return [torch.empty(0, **f32) for _ in range(3)]
-        return [torch.empty(c, taps, **f32), torch.empty(c, **f32), torch.empty(c, **f32)]
-
-    return [torch.empty_like(z, memory_format=torch.contiguous_format), *part(c_te, 3), *part(c_td, 9)]
+def _(dh, z, weight, num_frames, tokens, grid_h, grid_w, is_te, diff, grad_dtype):
+    n = 0 if weight is None else z.shape[1] * ((TE_TAPS if is_te else TD_TAPS) + 1)
+    return torch.empty_like(z), z.new_empty(n, dtype=grad_dtype)
 
 
-def _stencil_setup(ctx, inputs, output):
-    z, num_frames, tokens, grid_h, grid_w, c_te, te_in, te_w, te_b, td_in, td_w, td_b, diff, spatial, cls = inputs
-    ctx.save_for_backward(z, te_in, te_w, td_in, td_w)
-    ctx.geometry = (num_frames, tokens, grid_h, grid_w, c_te)
-    ctx.flags = (diff, spatial, cls)
-    ctx.has = [t is not None for t in (te_in, te_w, te_b, td_in, td_w, td_b)]
-    ctx.dtypes = [None if t is None else t.dtype for t in (te_in, te_w, te_b, td_in, td_w, td_b)]
+class _StencilFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_frames, grid_h, grid_w, is_te, diff):
+        z = x.reshape(-1, x.shape[-1])
+        z = z if z.is_contiguous() else z.contiguous()
+        geometry = (num_frames, x.shape[1], grid_h, grid_w, is_te, diff)
+        if torch.compiler.is_compiling():
+            h = _stencil_op(z, weight, bias, *geometry)
+        else:
+            h = _stencil(z, weight, bias, num_frames, x.shape[1], (grid_h, grid_w), is_te, diff)
+        ctx.save_for_backward(z, weight)
+        ctx.geometry, ctx.x_shape, ctx.has_bias = geometry, x.shape, bias is not None
+        ctx.grad_dtype = x.dtype if weight is None else weight.dtype
+        return h.view(x.shape)
 
-
-def _stencil_backward(ctx, dh):
-    z, te_in, te_w, td_in, td_w = ctx.saved_tensors
-    dz, te_dw, te_db, te_din, td_dw, td_db, td_din = _stencil_backward_op(
-        dh.contiguous(), z, *ctx.geometry, te_in, te_w, td_in, td_w, *ctx.flags
-    )
-    # The op returns (weight, bias, in_bias) per part; inputs are ordered (in_bias, weight, bias).
-    grads = [te_din, te_dw, te_db, td_din, td_dw, td_db]
-    grads = [g.to(dt) if has else None for g, has, dt in zip(grads, ctx.has, ctx.dtypes)]
-    return (dz, None, None, None, None, None, *grads, None, None, None)
-
-
-_stencil_op.register_autograd(_stencil_backward, setup_context=_stencil_setup)
+    @staticmethod
+    def backward(ctx, dh):
+        z, weight = ctx.saved_tensors
+        dh = dh.reshape(z.shape)
+        dh = dh if dh.is_contiguous() else dh.contiguous()
+        num_frames, tokens, grid_h, grid_w, is_te, diff = ctx.geometry
+        if torch.compiler.is_compiling():
+            dz, flat = _stencil_backward_op(dh, z, weight, *ctx.geometry, ctx.grad_dtype)
+        else:
+            dz, flat = _stencil_grads(dh, z, weight, num_frames, tokens, (grid_h, grid_w), is_te, diff,
+                                      ctx.grad_dtype)
+        if weight is None:
+            return dz.view(ctx.x_shape), None, None, None, None, None, None, None
+        d_weight, d_bias = flat[:weight.numel()].view(weight.shape), flat[weight.numel():]
+        return dz.view(ctx.x_shape), d_weight, (d_bias if ctx.has_bias else None), None, None, None, None, None
 
 
 # --- public building blocks ------------------------------------------------------------------------
@@ -351,17 +402,12 @@ def _check_kernel(op: str, weight: torch.Tensor, bias: Optional[torch.Tensor], s
     check(bias is None or tuple(bias.shape) == shape[:1], f"{op}: bias must be [{shape[0]}]")
 
 
-def _launch(x: torch.Tensor, num_frames: int, grid: tuple[int, int], te: tuple, td: tuple,
-            diff: bool, spatial: bool) -> torch.Tensor:
-    """Run the stencil op on ``x [B*T, L, C]`` as a whole TE part (``te`` given) or TD part (``td``)."""
+def _run(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_frames: int,
+         grid: tuple[int, int], is_te: bool, diff: bool) -> torch.Tensor:
     dtype = compute_dtype(x)
-    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    c = x.shape[-1]
-    z = as_rows(x.to(dtype), c)
-    c_te = c if te[1] is not None else 0
-    h = _stencil_op(z, num_frames, x.shape[1], grid[0], grid[1], c_te, *map(cast, te), *map(cast, td),
-                    diff, spatial, False)
-    return h.view(x.shape)
+    contiguous = lambda t: None if t is None else t.contiguous()  # noqa: E731
+    return _StencilFunction.apply(x.to(dtype), contiguous(weight), contiguous(bias), num_frames, grid[0], grid[1],
+                                  is_te, diff)
 
 
 def temporal_conv(
@@ -373,7 +419,7 @@ def temporal_conv(
     _check_kernel("temporal_conv", weight, bias, (x.shape[-1], 1, 3), x)
     if not can_run_triton(x, "temporal_conv"):
         return reference.temporal_conv(x, num_frames, weight, bias)
-    return _launch(x, num_frames, (0, 0), (None, weight.reshape(-1, 3), bias), (None, None, None), False, False)
+    return _run(x, weight, bias, num_frames, (0, 0), is_te=True, diff=False)
 
 
 def temporal_difference(x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -381,8 +427,7 @@ def temporal_difference(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     _check_frames("temporal_difference", x, num_frames)
     if not can_run_triton(x, "temporal_difference"):
         return reference.temporal_difference(x, num_frames)
-    n = x.shape[1]
-    return _launch(x, num_frames, (1, n), (None, None, None), (None, None, None), True, False)
+    return _run(x, None, None, num_frames, (1, x.shape[1]), is_te=False, diff=True)
 
 
 def spatial_conv(
@@ -396,4 +441,4 @@ def spatial_conv(
     _check_kernel("spatial_conv", weight, bias, (x.shape[-1], 1, 3, 3), x)
     if not can_run_triton(x, "spatial_conv"):
         return reference.spatial_conv(x, grid, weight, bias)
-    return _launch(x, 1, tuple(grid), (None, None, None), (None, weight.reshape(-1, 9), bias), False, True)
+    return _run(x, weight, bias, 1, tuple(grid), is_te=False, diff=False)

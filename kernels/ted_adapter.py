@@ -1,15 +1,21 @@
-"""The fused TED-Adapter (DESIGN.md §2): GEMM-in, one stencil kernel, GEMM-out — and the backward.
+"""The fused TED-Adapter: GEMM-in, one stencil kernel, GEMM-out — and a backward of six launches.
 
-Forward, with ``R = B*T*L`` token rows (``W_in = [W1; W3]``, ``W_out = [W2, W4]``, ``Ca`` each half):
-    z   = x · W_inᵀ                                  [R, 2Ca]   GEMM, x read once
-    h   = [conv_T(z₁ + b1) + bt,  conv_3x3(Δ_t z₃ + b3) + bs]   [R, 2Ca]   stencil (CLS row of h₃ = 0)
-    out = x + h · W_outᵀ + b2 + [row ≠ CLS]·b4       [R, C]     GEMM, bias and residual in the epilogue
-Backward:
-    dh = dout · W_out;  dW_out = doutᵀ · h;  db2 = Σ dout;  db4 = Σ_patch rows dout
-    dz, d(depthwise kernels and biases), db1, db3 = stencil backward (deterministic reductions)
-    dx = dout + dz · W_in  (residual in the epilogue);  dW_in = dzᵀ · x
+Forward, with ``R = B*T*L`` token rows, ``W_in = [W1; W3]`` ``[2Ca, C]`` and ``W_out = [W2, W4]``
+``[C, 2Ca]`` (read in place from the parameters when they are packed, see :func:`pack_branches`):
+    z   = x · W_inᵀ                                              [R, 2Ca]   GEMM, x read once
+    h   = [conv_T(z₁ + b1) + bt,  conv_3x3(Δ_t z₃ + b3) + bs]     [R, 2Ca]   stencil (CLS row of h₃ = 0)
+    out = x + h · W_outᵀ + b2 + [row ≠ CLS]·b4                   [R, C]     GEMM; biases, residual in the epilogue
+Backward (``z`` and ``h`` saved):
+    dh = dout · W_out                                            GEMM
+    dW_out = doutᵀ · h                                           GEMM, split-K partials, written as [W2 | W4]
+    dz, depthwise kernel/bias and b1/b3 partial sums             stencil backward
+    dx = dout + dz · W_in; column sums of dout → b2, b4          GEMM; residual and bias partials in the epilogue
+    dW_in = dzᵀ · x                                              GEMM, split-K partials
+    every partial summed in a fixed order, in the parameters' dtype      one launch (:mod:`kernels.reduce`)
 Without the TD branch this is the TE path alone — on ``[B*T, 1, D]`` the global temporal adapter.
-``z`` and ``h`` are saved for the backward.
+
+Eager calls run the launchers straight from an ``autograd.Function``; under ``torch.compile`` the same
+code runs inside two ``torch.library`` custom ops (with fake implementations), so graphs stay whole.
 """
 from __future__ import annotations
 
@@ -18,91 +24,143 @@ from typing import Optional
 import torch
 
 from . import reference
-from .gemm import gemm
+from .gemm import Blocks, colsum_rows, gemm, split_k_for
+from .packing import adjacent
+from .reduce import Partials
 from .reference import BranchWeights
-from .stencil import stencil_backward, stencil_forward
+from .stencil import TD_TAPS, TE_TAPS, partial_width, stencil_backward, stencil_forward, stencil_programs
 from .utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 
 
-@torch.library.custom_op("m2clip_fast::ted_adapter", mutates_args=())
-def _ted_op(
-    x: torch.Tensor, num_frames: int, tokens: int, grid_h: int, grid_w: int,
-    w_in: torch.Tensor, te_in_bias: torch.Tensor, te_weight: torch.Tensor, te_bias: torch.Tensor,
-    td_in_bias: Optional[torch.Tensor], td_weight: Optional[torch.Tensor], td_bias: Optional[torch.Tensor],
-    w_out: torch.Tensor, out_bias: torch.Tensor, patch_bias: Optional[torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    c_te = te_weight.shape[0]
-    z, _ = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
-    h = stencil_forward(z, num_frames, tokens, (grid_h, grid_w), c_te, (te_in_bias, te_weight, te_bias),
-                        (td_in_bias, td_weight, td_bias), td_diff=True, td_spatial=True, has_cls=True)
-    out, _ = gemm(h, w_out.t(), bias=out_bias, bias2=patch_bias, bias2_period=tokens, residual=x,
-                  out_dtype=x.dtype, dot=w_out.dtype)
+def _stacked(first: torch.Tensor, second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``[first; second]`` as ``[2, *shape]`` in ``dtype`` — a view when the two are packed
+    (:func:`kernels.packing.pack_pairs`, as ``TEDAdapter`` does), else a copy."""
+    if second is None:
+        return first.to(dtype).contiguous().unsqueeze(0)
+    if first.dtype == dtype and not torch.compiler.is_compiling() and adjacent(first, second):
+        return first.as_strided((2, *first.shape), (first.numel(), *first.stride()))
+    return torch.stack([first, second]).to(dtype)
+
+
+def _grad_layout(width: int, c_te: int, c_td: int) -> list[tuple[int, ...]]:
+    """Shapes of the flat gradient buffer's pieces: W_in, W_out blocks, TE (kernel, bias, in-bias),
+    TD (kernel, bias, in-bias), b2, b4 — TD pieces and b4 only with the TD branch."""
+    shapes = [(c_te + c_td, width), (2 if c_td else 1, width, c_te), (c_te, 1, TE_TAPS), (c_te,), (c_te,)]
+    if c_td:
+        shapes += [(c_td, 1, 3, 3), (c_td,), (c_td,)]
+    return shapes + [(width,)] + ([(width,)] if c_td else [])
+
+
+def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: tuple, td: tuple, b2: torch.Tensor,
+             b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid: tuple[int, int]):
+    """x ``[R, C]``, w_in ``[2Ca, C]``, w_out ``[2, C, Ca]`` -> out ``[R, C]``, z, h ``[R, 2Ca]``."""
+    c_te = te[1].shape[0]
+    z = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
+    h = stencil_forward(z, num_frames, tokens, grid, c_te, te, td, td_diff=True, td_spatial=True, has_cls=True)
+    out = gemm(h, Blocks(w_out).T, bias=b2, bias2=b4, bias2_period=tokens, residual=x, out_dtype=x.dtype,
+               dot=w_out.dtype)
     return out, z, h
 
 
-@_ted_op.register_fake
-def _(x, num_frames, tokens, grid_h, grid_w, w_in, *args):
+def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor,
+              w_out: torch.Tensor, te: tuple, td: tuple, num_frames: int, tokens: int, grid: tuple[int, int],
+              grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> dx ``[R, C]`` and every parameter gradient, flat in ``grad_dtype`` (pieces: :func:`_grad_layout`)."""
+    (R, width), c_te = x.shape, te[1].shape[0]
+    c_td = w_in.shape[0] - c_te
+    programs = stencil_programs(R)
+    split_in = split_k_for(w_in.shape[0], width, R, x.device)
+    split_out = split_k_for(width, w_in.shape[0], R, x.device)
+    segments = [(split_in, w_in.numel()), (split_out, w_out.numel()), (programs, partial_width(c_te, TE_TAPS))]
+    if c_td:
+        segments.append((programs, partial_width(c_td, TD_TAPS)))
+    segments.append((colsum_rows(R), width * (2 if c_td else 1)))
+    parts = Partials(segments, x.device)
+    dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
+    gemm(dout.t(), h, out=parts.part(1).view(split_out, *w_out.shape), split_k=split_out, dot=w_out.dtype)
+    dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, td_diff=True, td_spatial=True,
+                          has_cls=True, te_part=parts.part(2), td_part=parts.part(3) if c_td else None)
+    dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
+              colsum_out=parts.part(len(segments) - 1), out_dtype=x.dtype, dot=w_in.dtype)
+    gemm(dz.t(), x, out=parts.part(0).view(split_in, *w_in.shape), split_k=split_in, dot=w_in.dtype)
+    return dx, parts.sum(grad_dtype)
+
+
+# --- torch.compile: the same code as custom ops with fake implementations ------------------------------
+
+@torch.library.custom_op("m2clip_fast::ted_forward", mutates_args=())
+def _forward_op(
+    x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te_in: torch.Tensor, te_w: torch.Tensor,
+    te_b: torch.Tensor, td_in: Optional[torch.Tensor], td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor],
+    b2: torch.Tensor, b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(x, w_in, w_out, (te_in, te_w, te_b), (td_in, td_w, td_b), b2, b4, num_frames, tokens,
+                    (grid_h, grid_w))
+
+
+@_forward_op.register_fake
+def _(x, w_in, *args):
     inner = x.new_empty(x.shape[0], w_in.shape[0], dtype=w_in.dtype)
     return torch.empty_like(x), inner, torch.empty_like(inner)
 
 
-@torch.library.custom_op("m2clip_fast::ted_adapter_backward", mutates_args=())
-def _ted_backward_op(
+@torch.library.custom_op("m2clip_fast::ted_backward", mutates_args=())
+def _backward_op(
     dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
-    te_in_bias: torch.Tensor, te_weight: torch.Tensor, td_in_bias: Optional[torch.Tensor],
-    td_weight: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
-) -> list[torch.Tensor]:
-    """-> [dx, dW_in, dW_out, d_out_bias, d_patch_bias, d_te(w, b, in_b), d_td(w, b, in_b)] (fp32 weights)."""
-    c_te, width = te_weight.shape[0], x.shape[1]
-    dh, _ = gemm(dout, w_out, out_dtype=z.dtype, dot=w_out.dtype)
-    dw_out, _ = gemm(dout.t(), h, out_dtype=torch.float32, dot=w_out.dtype)
-    d_out_bias = dout.sum(0, dtype=torch.float32)  # fp32 accumulation, no fp32 copy of dout
-    dz, te, td = stencil_backward(dh, z, num_frames, tokens, (grid_h, grid_w), c_te, (te_in_bias, te_weight),
-                                  (td_in_bias, td_weight), td_diff=True, td_spatial=True, has_cls=True)
-    dx, _ = gemm(dz, w_in, residual=dout, out_dtype=x.dtype, dot=w_in.dtype)
-    dw_in, _ = gemm(dz.t(), x, out_dtype=torch.float32, dot=w_in.dtype)
-    if td:
-        d_patch_bias = d_out_bias - dout.view(-1, tokens, width)[:, 0].sum(0, dtype=torch.float32)  # all rows − CLS rows
-    else:
-        d_patch_bias, td = dout.new_empty(0), [dout.new_empty(0) for _ in range(3)]
-    return [dx, dw_in, dw_out, d_out_bias, d_patch_bias, *te, *td]
+    te_in: torch.Tensor, te_w: torch.Tensor, td_in: Optional[torch.Tensor], td_w: Optional[torch.Tensor],
+    num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _backward(dout, x, z, h, w_in, w_out, (te_in, te_w), (td_in, td_w), num_frames, tokens,
+                     (grid_h, grid_w), grad_dtype)
 
 
-@_ted_backward_op.register_fake
-def _(dout, x, z, h, w_in, w_out, te_in_bias, te_weight, td_in_bias, td_weight, *geometry):
-    f32 = dict(device=x.device, dtype=torch.float32)
-    c_te, c_td, width = te_weight.shape[0], w_in.shape[0] - te_weight.shape[0], x.shape[1]
-    te = [torch.empty(c_te, 3, **f32), torch.empty(c_te, **f32), torch.empty(c_te, **f32)]
-    td = [torch.empty(c_td, 9, **f32), torch.empty(c_td, **f32), torch.empty(c_td, **f32)] if c_td else \
-        [torch.empty(0, **f32) for _ in range(3)]
-    patch = torch.empty(width if c_td else 0, **f32)
-    return [torch.empty_like(x), torch.empty(w_in.shape, **f32), torch.empty(w_out.shape, **f32),
-            torch.empty(width, **f32), patch, *te, *td]
+@_backward_op.register_fake
+def _(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w, grad_dtype):
+    c_te, c_td = te_w.shape[0], w_in.shape[0] - te_w.shape[0]
+    n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, c_td))
+    return torch.empty_like(x), x.new_empty(n, dtype=grad_dtype)
 
 
-def _ted_setup(ctx, inputs, output):
-    x, num_frames, tokens, grid_h, grid_w, w_in, te_in, te_w, te_b, td_in, td_w, td_b, w_out, b_out, b_patch = inputs
-    _, z, h = output
-    ctx.save_for_backward(x, z, h, w_in, w_out, te_in, te_w, td_in, td_w)
-    ctx.geometry = (num_frames, tokens, grid_h, grid_w)
-    ctx.has_td = td_w is not None
-    ctx.dtype = w_in.dtype
+class _TEDFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w1, b1, wt, bt, w3, b3, ws, bs, w2, b2, w4, b4, num_frames, grid_h, grid_w):
+        dtype = compute_dtype(x)
+        w_in = _stacked(w1, w3, dtype).flatten(0, 1)
+        w_out = _stacked(w2, w4, dtype)
+        geometry = (num_frames, x.shape[1], grid_h, grid_w)
+        rows = as_rows(x, x.shape[-1])
+        args = (rows, w_in, w_out, b1, wt, bt, b3, ws, bs, b2, b4)
+        if torch.compiler.is_compiling():
+            out, z, h = _forward_op(*args, *geometry)
+        else:
+            out, z, h = _forward(rows, w_in, w_out, (b1, wt, bt), (b3, ws, bs), b2, b4, geometry[0], geometry[1],
+                                 (grid_h, grid_w))
+        ctx.save_for_backward(rows, z, h, w_in, w_out, b1, wt, b3, ws)
+        ctx.geometry = geometry
+        ctx.grad_dtype = w1.dtype
+        ctx.x_shape = x.shape
+        ctx.has_td = w3 is not None
+        return out.view(x.shape)
 
-
-def _ted_backward(ctx, dout, _dz, _dh):
-    x, z, h, w_in, w_out, te_in, te_w, td_in, td_w = ctx.saved_tensors
-    grads = _ted_backward_op(dout.contiguous(), x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, *ctx.geometry)
-    dx, dw_in, dw_out, db_out, db_patch, te_dw, te_db, te_din, td_dw, td_db, td_din = grads
-    cast = lambda g: g.to(ctx.dtype) if ctx.has_td else None  # noqa: E731
-    return (
-        dx, None, None, None, None,
-        dw_in.to(ctx.dtype), te_din.to(ctx.dtype), te_dw.to(ctx.dtype), te_db.to(ctx.dtype),
-        cast(td_din), cast(td_dw), cast(td_db),
-        dw_out.to(ctx.dtype), db_out.to(ctx.dtype), cast(db_patch),
-    )
-
-
-_ted_op.register_autograd(_ted_backward, setup_context=_ted_setup)
+    @staticmethod
+    def backward(ctx, dout):
+        x, z, h, w_in, w_out, b1, wt, b3, ws = ctx.saved_tensors
+        num_frames, tokens, grid_h, grid_w = ctx.geometry
+        dout = as_rows(dout, x.shape[1])
+        if torch.compiler.is_compiling():
+            dx, flat = _backward_op(dout, x, z, h, w_in, w_out, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype)
+        else:
+            dx, flat = _backward(dout, x, z, h, w_in, w_out, (b1, wt), (b3, ws), num_frames, tokens,
+                                 (grid_h, grid_w), ctx.grad_dtype)
+        c_te = wt.shape[0]
+        pieces = Partials.split(flat, _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
+        d_in, d_out, d_wt, d_bt, d_b1 = pieces[:5]
+        if ctx.has_td:
+            d_ws, d_bs, d_b3, d_b2, d_b4 = pieces[5:]
+            return (dx.view(ctx.x_shape), d_in[:c_te], d_b1, d_wt, d_bt, d_in[c_te:], d_b3, d_ws, d_bs,
+                    d_out[0], d_b2, d_out[1], d_b4, None, None, None)
+        return (dx.view(ctx.x_shape), d_in, d_b1, d_wt, d_bt, None, None, None, None, d_out[0], pieces[5],
+                None, None, None, None, None)
 
 
 def _check_branch(name: str, p: BranchWeights, width: int, kernel: tuple[int, ...]) -> int:
@@ -123,34 +181,30 @@ def ted_adapter(
     """Fused TED-Adapter; same contract as :func:`kernels.reference.ted_adapter`.
 
     x ``[B*T, 1 + h*w, C]`` (CLS first, frame-major) -> same shape. ``td=None``: the TE path alone (then
-    ``grid`` is unused and any token count works).
+    ``grid`` is unused and any token count works). The two branches' fc weights are read in place when
+    they are stored back to back (:func:`kernels.packing.pack_pairs`; ``TEDAdapter`` does), else copied.
     """
     check_tensors("ted_adapter", x, *te, *(td or ()))
     check(x.dim() == 3, f"ted_adapter: x must be [B*T, L, C], got {list(x.shape)}")
     check(num_frames >= 1 and x.shape[0] % num_frames == 0,
           f"ted_adapter: x.shape[0] = {x.shape[0]} must be a multiple of num_frames = {num_frames}")
     width, tokens = x.shape[2], x.shape[1]
-    _check_branch("te", te, width, (3,))
+    ca = _check_branch("te", te, width, (3,))
     if td is not None:
-        _check_branch("td", td, width, (3, 3))
+        check(_check_branch("td", td, width, (3, 3)) == ca,
+              f"ted_adapter: the TE and TD branches must have one width, got {ca} and {td.fc1_weight.shape[0]}")
         check(len(grid) == 2 and min(grid) >= 1 and tokens == 1 + grid[0] * grid[1],
               f"ted_adapter: x has L = {tokens} tokens but a CLS token and a {tuple(grid)} patch grid need "
               f"1 + h*w = {1 + grid[0] * grid[1] if len(grid) == 2 else '?'}")
     if not can_run_triton(x, "ted_adapter"):
         return reference.ted_adapter(x, num_frames, grid, te, td)
-    dtype = compute_dtype(x)
-    te = BranchWeights(*(t.to(dtype) for t in te))
-    td = None if td is None else BranchWeights(*(t.to(dtype) for t in td))
-    w_in = te.fc1_weight if td is None else torch.cat([te.fc1_weight, td.fc1_weight])
-    w_out = te.fc2_weight if td is None else torch.cat([te.fc2_weight, td.fc2_weight], dim=1)
-    out, _, _ = _ted_op(
-        as_rows(x, width), num_frames, tokens, grid[0] if td else 0, grid[1] if td else 0,
-        w_in, te.fc1_bias, te.conv_weight.reshape(-1, 3), te.conv_bias,
-        None if td is None else td.fc1_bias, None if td is None else td.conv_weight.reshape(-1, 9),
-        None if td is None else td.conv_bias,
-        w_out, te.fc2_bias, None if td is None else td.fc2_bias,
-    )
-    return out.view(x.shape)
+    # The kernels index depthwise weights and biases directly (fc weights go through any strides).
+    te = BranchWeights(*(t if t.is_contiguous() else t.contiguous() for t in te))
+    td = BranchWeights(*(t if t is None or t.is_contiguous() else t.contiguous() for t in td or (None,) * 6))
+    return _TEDFunction.apply(x, te.fc1_weight, te.fc1_bias, te.conv_weight, te.conv_bias, td.fc1_weight,
+                              td.fc1_bias, td.conv_weight, td.conv_bias, te.fc2_weight, te.fc2_bias, td.fc2_weight,
+                              td.fc2_bias, num_frames, grid[0] if td.fc1_weight is not None else 0,
+                              grid[1] if td.fc1_weight is not None else 0)
 
 
 def temporal_adapter(f: torch.Tensor, num_frames: int, weights: BranchWeights) -> torch.Tensor:

@@ -1,67 +1,88 @@
 """The fused text adapter ``out = x + GELU(x·W1ᵀ + b1)·W2ᵀ + b2`` (exact GELU): two GEMMs with fused
-epilogues, forward and backward.
+epilogues forward, four GEMMs and one reduction backward.
 
 Forward:  a = GELU(u), u = x·W1ᵀ + b1 (GEMM; bias, GELU and the store of ``u`` in the epilogue);
           out = x + a·W2ᵀ + b2 (GEMM; bias and residual in the epilogue).
-Backward: du = (dout·W2) ⊙ GELU'(u) (GEMM; GELU' in the epilogue); dW2 = doutᵀ·a; db2 = Σ dout;
-          dx = dout + du·W1 (GEMM; residual in the epilogue); dW1 = duᵀ·x; db1 = Σ du.
+Backward: du = (dout·W2) ⊙ GELU'(u) (GEMM; GELU' and the column sums of du — b1's gradient — in the epilogue);
+          dW2 = doutᵀ·a (split-K partials); dx = dout + du·W1 (GEMM; residual and the column sums of dout —
+          b2's gradient — in the epilogue); dW1 = duᵀ·x (split-K partials); every partial summed in a fixed
+          order into the parameters' dtype (one launch, :mod:`kernels.reduce`).
 """
 from __future__ import annotations
 
 import torch
 
 from . import reference
-from .gemm import gemm
+from .gemm import colsum_rows, gemm, split_k_for
+from .reduce import Partials
 from .utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 
 
-@torch.library.custom_op("m2clip_fast::text_adapter", mutates_args=())
-def _text_adapter_op(
-    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    act, pre = gemm(x, w1.t(), bias=b1, epilogue="gelu", store_pre=True, out_dtype=w1.dtype, dot=w1.dtype)
-    out, _ = gemm(act, w2.t(), bias=b2, residual=x, out_dtype=x.dtype, dot=w2.dtype)
+def _forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor):
+    """x ``[M, D]`` -> out ``[M, D]``, pre-activation u and activation a ``[M, Ca]``."""
+    pre = x.new_empty(x.shape[0], w1.shape[0], dtype=w1.dtype)
+    act = gemm(x, w1.t(), bias=b1, epilogue="gelu", pre=pre, out_dtype=w1.dtype, dot=w1.dtype)
+    out = gemm(act, w2.t(), bias=b2, residual=x, out_dtype=x.dtype, dot=w2.dtype)
     return out, pre, act
 
 
-@_text_adapter_op.register_fake
+def _backward(dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch.Tensor, w1: torch.Tensor,
+              w2: torch.Tensor, grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> dx and ``[dW1 | dW2 | db1 | db2]`` flat in ``grad_dtype``."""
+    M, (ca, width) = x.shape[0], w1.shape
+    split1, split2 = split_k_for(ca, width, M, x.device), split_k_for(width, ca, M, x.device)
+    parts = Partials([(split1, w1.numel()), (split2, w2.numel()), (colsum_rows(M), ca), (colsum_rows(M), width)],
+                     x.device)
+    du = gemm(dout, w2, epilogue="gelu_grad", aux=pre, colsum="output", colsum_out=parts.part(2),
+              out_dtype=w2.dtype, dot=w2.dtype)
+    gemm(dout.t(), act, out=parts.part(1).view(split2, *w2.shape), split_k=split2, dot=w2.dtype)
+    dx = gemm(du, w1, residual=dout, colsum="residual", colsum_out=parts.part(3), out_dtype=x.dtype, dot=w1.dtype)
+    gemm(du.t(), x, out=parts.part(0).view(split1, *w1.shape), split_k=split1, dot=w1.dtype)
+    return dx, parts.sum(grad_dtype)
+
+
+@torch.library.custom_op("m2clip_fast::text_adapter_forward", mutates_args=())
+def _forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(x, w1, b1, w2, b2)
+
+
+@_forward_op.register_fake
 def _(x, w1, b1, w2, b2):
     inner = x.new_empty(x.shape[0], w1.shape[0], dtype=w1.dtype)
     return torch.empty_like(x), inner, torch.empty_like(inner)
 
 
 @torch.library.custom_op("m2clip_fast::text_adapter_backward", mutates_args=())
-def _text_adapter_backward_op(
-    dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor
-) -> list[torch.Tensor]:
-    """-> [dx, dW1, db1, dW2, db2] (weight gradients in fp32)."""
-    du, _ = gemm(dout, w2, epilogue="gelu_grad", aux=pre, out_dtype=w2.dtype, dot=w2.dtype)
-    dw2, _ = gemm(dout.t(), act, out_dtype=torch.float32, dot=w2.dtype)
-    dx, _ = gemm(du, w1, residual=dout, out_dtype=x.dtype, dot=w1.dtype)
-    dw1, _ = gemm(du.t(), x, out_dtype=torch.float32, dot=w1.dtype)
-    return [dx, dw1, du.sum(0, dtype=torch.float32), dw2, dout.sum(0, dtype=torch.float32)]
+def _backward_op(dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch.Tensor, w1: torch.Tensor,
+                 w2: torch.Tensor, grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return _backward(dout, x, pre, act, w1, w2, grad_dtype)
 
 
-@_text_adapter_backward_op.register_fake
-def _(dout, x, pre, act, w1, w2):
-    f32 = dict(device=x.device, dtype=torch.float32)
-    return [torch.empty_like(x), torch.empty(w1.shape, **f32), torch.empty(w1.shape[0], **f32),
-            torch.empty(w2.shape, **f32), torch.empty(w2.shape[0], **f32)]
+@_backward_op.register_fake
+def _(dout, x, pre, act, w1, w2, grad_dtype):
+    return torch.empty_like(x), x.new_empty(2 * w1.numel() + sum(w1.shape), dtype=grad_dtype)
 
 
-def _setup(ctx, inputs, output):
-    x, w1, b1, w2, b2 = inputs
-    _, pre, act = output
-    ctx.save_for_backward(x, pre, act, w1, w2)
+class _TextAdapterFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        dtype = compute_dtype(x)
+        rows = as_rows(x, x.shape[-1])
+        cw1, cw2 = w1.to(dtype), w2.to(dtype)
+        run = _forward_op if torch.compiler.is_compiling() else _forward
+        out, pre, act = run(rows, cw1, b1, cw2, b2)
+        ctx.save_for_backward(rows, pre, act, cw1, cw2)
+        ctx.grad_dtype, ctx.x_shape = w1.dtype, x.shape
+        return out.view(x.shape)
 
-
-def _backward(ctx, dout, _dpre, _dact):
-    x, pre, act, w1, w2 = ctx.saved_tensors
-    dx, dw1, db1, dw2, db2 = _text_adapter_backward_op(dout.contiguous(), x, pre, act, w1, w2)
-    return dx, dw1.to(w1.dtype), db1.to(w1.dtype), dw2.to(w2.dtype), db2.to(w2.dtype)
-
-
-_text_adapter_op.register_autograd(_backward, setup_context=_setup)
+    @staticmethod
+    def backward(ctx, dout):
+        x, pre, act, w1, w2 = ctx.saved_tensors
+        run = _backward_op if torch.compiler.is_compiling() else _backward
+        dx, flat = run(as_rows(dout, x.shape[1]), x, pre, act, w1, w2, ctx.grad_dtype)
+        dw1, dw2, db1, db2 = Partials.split(flat, [w1.shape, w2.shape, w1.shape[:1], w2.shape[:1]])
+        return dx.view(ctx.x_shape), dw1, db1, dw2, db2
 
 
 def text_adapter(
@@ -78,7 +99,4 @@ def text_adapter(
         check(tuple(t.shape) == shape, f"text_adapter: {name} must be {list(shape)} for x [..., {width}], got {list(t.shape)}")
     if not can_run_triton(x, "text_adapter"):
         return reference.text_adapter(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-    dtype = compute_dtype(x)
-    w1, b1, w2, b2 = (t.to(dtype) for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
-    out, _, _ = _text_adapter_op(as_rows(x, width), w1, b1, w2, b2)
-    return out.view(x.shape)
+    return _TextAdapterFunction.apply(x, fc1_weight, fc1_bias.contiguous(), fc2_weight, fc2_bias.contiguous())

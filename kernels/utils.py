@@ -4,7 +4,7 @@ from __future__ import annotations
 import collections
 import os
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
@@ -40,6 +40,20 @@ def can_run_triton(x: torch.Tensor, op: str) -> bool:
 
 def record_launch(name: str) -> None:
     launch_counts[name] += 1
+
+
+# Set by the static performance model (``benchmarks.static``) to capture launches instead of running them:
+# called as ``launch_hook(name, kernel, grid, args, meta)``.
+launch_hook: Optional[Callable] = None
+
+
+def launch(kernel, grid, *args, name: str, **meta) -> None:
+    """``kernel[grid](*args, **meta)``, counted under ``name`` (tests prove with it that Triton code ran)."""
+    launch_counts[name] += 1
+    if launch_hook is not None:
+        launch_hook(name, kernel, grid, args, meta)
+    else:
+        kernel[grid](*args, **meta)
 
 
 def autocast_enabled(device_type: str) -> bool:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kernels import reference
+from kernels.packing import pack_pairs
 from kernels.reference import BranchWeights
 
 
@@ -60,6 +61,16 @@ class TEDAdapter(nn.Module):
         self.te = ConvBottleneck(dim, width, "temporal")
         self.td = ConvBottleneck(dim, width, "spatial")
         self.use_fused = use_fused
+        self._pack()
+
+    def _pack(self) -> None:
+        """fc1 and fc2 weights of the two branches back to back: the fused op reads them without a copy."""
+        pack_pairs([(self.te.fc1.weight, self.td.fc1.weight), (self.te.fc2.weight, self.td.fc2.weight)])
+
+    def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half() give each parameter its own storage
+        super()._apply(fn, recurse)
+        self._pack()
+        return self
 
     def forward(self, x: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
         return _ops(self.use_fused).ted_adapter(x, num_frames, grid, self.te.weights(), self.td.weights())
