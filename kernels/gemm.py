@@ -23,13 +23,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import INTERPRET, can_run_triton, check, check_tensors, compute_dtype, dot_dtype
-from .utils import fp32_dot_precision, launch
+from . import utils
+from .utils import INTERPRET, cdiv, dot_dtype, fp32_dot_precision, launch, next_power_of_2
 
 EPILOGUES = {"none": 0, "gelu": 1, "gelu_grad": 2}
 COLSUM_OF = {None: 0, "output": 1, "residual": 2}
 # Column sums are written per BLOCK_M rows: the host sizes their buffer before autotuning picks a tile.
-COLSUM_BLOCK_M = 32 if INTERPRET else 128
+COLSUM_BLOCK_M = 32 if INTERPRET else 64
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
@@ -54,21 +54,31 @@ class Blocks(NamedTuple):
 def _configs() -> list[triton.Config]:
     if INTERPRET:  # the interpreter crashes on several configs; one small tile keeps it fast
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4})]
-    # No 128×256 tile: its accumulator alone is 128 registers a thread, and it spills with an epilogue.
-    return [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=3, num_warps=8),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
-    ]
+    # No 128×256 tile: its accumulator alone is 128 registers a thread. Tiles with 64 accumulator registers
+    # a thread serve plain GEMMs; fused epilogues, which hold a second tile (residual, GELU input) and
+    # reduce columns, get 32 (see _fitting_configs) so that no variant passes 128 registers.
+    def config(m, n, warps, stages):
+        return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=stages,
+                             num_warps=warps)
+
+    return [config(128, 128, 8, 3), config(128, 64, 4, 4), config(64, 128, 4, 4),
+            config(128, 64, 8, 4), config(64, 128, 8, 4), config(64, 64, 4, 4)]
+
+
+def _accumulator_registers(config: triton.Config) -> int:
+    return config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"] // (32 * config.num_warps)
 
 
 def _fitting_configs(configs: list[triton.Config], named_args: dict, **constexprs) -> list[triton.Config]:
-    """Drop tiles far larger than the problem (a 128×128 tile on 40 rows only costs compile time), and
-    for column sums keep the row tile the host sized their buffer for. The smallest tile always stays."""
-    if constexprs.get("COLSUM", named_args.get("COLSUM")):
+    """Keep the tiles that suit this launch: none far larger than the problem (a 128×128 tile on 40 rows
+    only costs compile time); small accumulators where the epilogue holds a second tile; for column sums,
+    the row tile the host sized their buffer for. The smallest tile always stays."""
+    args = {**named_args, **constexprs}
+    if args.get("COLSUM"):
         configs = [c for c in configs if c.kwargs["BLOCK_M"] == COLSUM_BLOCK_M]
-    m, n = (max(64, triton.next_power_of_2(named_args[d])) for d in ("M", "N"))
+    if args.get("COLSUM") or args.get("EPILOGUE") or any(args.get(k) is not None for k in ("res_ptr", "bias2_ptr")):
+        configs = [c for c in configs if _accumulator_registers(c) <= 32 or INTERPRET]
+    m, n = (max(64, next_power_of_2(args[d])) for d in ("M", "N"))
     fitting = [c for c in configs if c.kwargs["BLOCK_M"] <= m and c.kwargs["BLOCK_N"] <= n]
     return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
@@ -86,7 +96,7 @@ def _gelu_grad(x):
 @triton.jit
 def _blocked(idx, block, stride_block, stride):
     """Offsets of indices ``idx`` along a dimension stored in blocks of ``block`` (``stride_block`` apart)."""
-    return (idx // block).to(tl.int64) * stride_block + (idx % block).to(tl.int64) * stride
+    return (idx // block) * stride_block + (idx % block) * stride
 
 
 @triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "K_SPLIT", "VARIANT"],
@@ -114,71 +124,81 @@ def _gemm_kernel(
     pid_m = first_m + (pid % group) % group_rows
     pid_n = (pid % group) // group_rows
 
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    # Scalar 64-bit bases (tile origin, K position) and 32-bit offsets inside the tile keep per-element
+    # address arithmetic, and registers, small. Row/column masks are loop-invariant (and keep loads
+    # vectorised); with EVEN_K the main loop has no K mask.
+    m0, n0 = pid_m * BLOCK_M, pid_n * BLOCK_N
+    rm = tl.arange(0, BLOCK_M)  # [BLOCK_M], tile-relative
+    rn = tl.arange(0, BLOCK_N)  # [BLOCK_N]
     rk = tl.arange(0, BLOCK_K)  # [BLOCK_K]
-    # Loads wrap out-of-range rows/columns onto valid ones (their results are never stored), so the main
-    # loop needs no row/column masks; with EVEN_K it has no masks at all.
-    a_rows = (rm % M).to(tl.int64) * stride_am  # offsets can pass 2**31
+    m_mask, n_mask = m0 + rm < M, n0 + rn < N
+    a_offs = (rm * stride_am)[:, None] + (rk * stride_ak)[None, :]  # [BLOCK_M, BLOCK_K]
     if B_BLOCKS_ALONG_K:
-        b_cols = (rn % N).to(tl.int64) * stride_bn
+        b_cols = (n0 + rn) * stride_bn
     else:
-        b_cols = _blocked(rn % N, b_block, stride_b_block, stride_bn)
+        b_cols = _blocked(n0 + rn, b_block, stride_b_block, stride_bn)
     k_lo = pid_k * K_SPLIT
     k_len = min(K_SPLIT, K - k_lo)
     k_full = k_len if EVEN_K else k_len - k_len % BLOCK_K
+    a_tile = a_ptr + m0.to(tl.int64) * stride_am + k_lo.to(tl.int64) * stride_ak
+    if B_BLOCKS_ALONG_K:
+        b_tile = b_ptr  # the offsets carry the whole k
+    else:
+        b_tile = b_ptr + k_lo.to(tl.int64) * stride_bk
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, k_full, BLOCK_K):
-        k = k_lo + k0 + rk
-        if B_BLOCKS_ALONG_K:
-            b_rows = _blocked(k, b_block, stride_b_block, stride_bk)
+        if B_BLOCKS_ALONG_K:  # row k of B lives in block k // b_block
+            b_offs = _blocked(k_lo + k0 + rk, b_block, stride_b_block, stride_bk)[:, None] + b_cols[None, :]
         else:
-            b_rows = k.to(tl.int64) * stride_bk
-        a = tl.load(a_ptr + a_rows[:, None] + k.to(tl.int64)[None, :] * stride_ak).to(DOT_DTYPE)
-        b = tl.load(b_ptr + b_rows[:, None] + b_cols[None, :]).to(DOT_DTYPE)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+            b_offs = (rk * stride_bk)[:, None] + b_cols[None, :]
+        a = tl.load(a_tile + a_offs, mask=m_mask[:, None], other=0.0)
+        b = tl.load(b_tile + b_offs, mask=n_mask[None, :], other=0.0)
+        acc = tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION)
+        a_tile += BLOCK_K * stride_ak
+        if not B_BLOCKS_ALONG_K:
+            b_tile += BLOCK_K * stride_bk
     if not EVEN_K:  # the slice's last, partial K step
-        k = k_lo + k_full + rk
-        k_ok = k < k_lo + k_len
+        k_ok = k_full + rk < k_len
         if B_BLOCKS_ALONG_K:
-            b_rows = _blocked(k, b_block, stride_b_block, stride_bk)
+            b_offs = _blocked(k_lo + k_full + rk, b_block, stride_b_block, stride_bk)[:, None] + b_cols[None, :]
         else:
-            b_rows = k.to(tl.int64) * stride_bk
-        a = tl.load(a_ptr + a_rows[:, None] + k.to(tl.int64)[None, :] * stride_ak, mask=k_ok[None, :], other=0.0)
-        b = tl.load(b_ptr + b_rows[:, None] + b_cols[None, :], mask=k_ok[:, None], other=0.0)
+            b_offs = (rk * stride_bk)[:, None] + b_cols[None, :]
+        a = tl.load(a_tile + a_offs, mask=m_mask[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(b_tile + b_offs, mask=k_ok[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION)
 
-    # Epilogue, in fp32.
-    m_mask, n_mask = rm < M, rn < N
+    # Epilogue, in fp32, on the tile at (m0, n0).
     mn_mask = m_mask[:, None] & n_mask[None, :]
-    rm64 = rm.to(tl.int64)
     if bias_ptr is not None:
-        acc += tl.load(bias_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + n0 + rn, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if bias2_ptr is not None or COLSUM_GATED:
+        gated = ((m0 + rm) % bias2_period) != 0  # e.g. not a CLS row
     if bias2_ptr is not None:
-        gated = (rm % bias2_period) != 0
-        bias2 = tl.load(bias2_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)
+        bias2 = tl.load(bias2_ptr + n0 + rn, mask=n_mask, other=0.0).to(tl.float32)
         acc += tl.where(gated[:, None], bias2[None, :], 0.0)
     if EPILOGUE == 1:  # GELU, keeping the pre-activation for the backward
         if pre_ptr is not None:
-            tl.store(pre_ptr + rm64[:, None] * N + rn[None, :], acc.to(pre_ptr.dtype.element_ty), mask=mn_mask)
+            pre = pre_ptr + m0.to(tl.int64) * N + n0
+            tl.store(pre + (rm * N)[:, None] + rn[None, :], acc.to(pre_ptr.dtype.element_ty), mask=mn_mask)
         acc = _gelu(acc)
     elif EPILOGUE == 2:  # multiply by GELU'(pre-activation)
-        aux = tl.load(aux_ptr + rm64[:, None] * stride_auxm + rn[None, :], mask=mn_mask, other=0.0)
-        acc = acc * _gelu_grad(aux.to(tl.float32))
+        aux = aux_ptr + m0.to(tl.int64) * stride_auxm + n0
+        acc = acc * _gelu_grad(tl.load(aux + (rm * stride_auxm)[:, None] + rn[None, :], mask=mn_mask,
+                                       other=0.0).to(tl.float32))
     if res_ptr is not None:
-        res = tl.load(res_ptr + rm64[:, None] * stride_resm + rn[None, :], mask=mn_mask, other=0.0).to(tl.float32)
+        res_tile = res_ptr + m0.to(tl.int64) * stride_resm + n0
+        res = tl.load(res_tile + (rm * stride_resm)[:, None] + rn[None, :], mask=mn_mask, other=0.0).to(tl.float32)
         acc += res
     if COLSUM != 0:  # [all rows, gated rows] column sums of this row tile, for bias gradients
         summed = acc if COLSUM == 1 else res
-        sums = colsum_ptr + pid_m.to(tl.int64) * N * (2 if COLSUM_GATED else 1)
+        sums = colsum_ptr + pid_m.to(tl.int64) * N * (2 if COLSUM_GATED else 1) + n0
         tl.store(sums + rn, tl.sum(tl.where(m_mask[:, None], summed, 0.0), axis=0), mask=n_mask)
         if COLSUM_GATED:
-            keep = m_mask & ((rm % bias2_period) != 0)
-            tl.store(sums + N + rn, tl.sum(tl.where(keep[:, None], summed, 0.0), axis=0), mask=n_mask)
-    c_cols = _blocked(rn, c_block, stride_c_block, 1)
-    c_ptrs = c_ptr + pid_k.to(tl.int64) * stride_cs + rm64[:, None] * stride_cm + c_cols[None, :]
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mn_mask)
+            tl.store(sums + N + rn, tl.sum(tl.where((m_mask & gated)[:, None], summed, 0.0), axis=0), mask=n_mask)
+    c_tile = c_ptr + pid_k.to(tl.int64) * stride_cs + m0.to(tl.int64) * stride_cm
+    c_offs = (rm * stride_cm)[:, None] + _blocked(n0 + rn, c_block, stride_c_block, 1)[None, :]
+    tl.store(c_tile + c_offs, acc.to(c_ptr.dtype.element_ty), mask=mn_mask)
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,12 +209,14 @@ def _sm_count(device_index: int) -> int:
 def auto_split_k(M: int, N: int, K: int, sms: int, tile: int = 128, min_slice: int = 1024) -> int:
     """K slices for an ``[M, K]·[K, N]`` GEMM: enough for the ``tile×tile`` output tiles to cover ``sms``
     multiprocessors, each slice keeping at least ``min_slice`` of K, at most 8."""
-    tiles = triton.cdiv(M, tile) * triton.cdiv(N, tile)
-    return max(1, min(triton.cdiv(sms, tiles), K // min_slice, 8))
+    tiles = cdiv(M, tile) * cdiv(N, tile)
+    return max(1, min(cdiv(sms, tiles), K // min_slice, 8))
 
 
 def split_k_for(M: int, N: int, K: int, device: torch.device) -> int:
     """The split-K used on ``device`` for a weight gradient: :func:`auto_split_k` on CUDA, else 1."""
+    if utils.capturing is not None:
+        return auto_split_k(M, N, K, utils.capturing.sm_count)
     if device.type != "cuda":
         return 1
     return auto_split_k(M, N, K, _sm_count(device.index if device.index is not None else torch.cuda.current_device()))
@@ -202,7 +224,7 @@ def split_k_for(M: int, N: int, K: int, device: torch.device) -> int:
 
 def k_slice(K: int, split_k: int) -> int:
     """Length of each K slice: a multiple of every BLOCK_K."""
-    return triton.cdiv(triton.cdiv(K, split_k), 64) * 64
+    return cdiv(cdiv(K, split_k), 64) * 64
 
 
 def _b_layout(b: Union[torch.Tensor, Blocks]) -> tuple[torch.Tensor, int, int, int, int, bool]:
@@ -256,10 +278,10 @@ def gemm(
     k_split = k_slice(K, split_k)
     dot = dot or a.dtype
     variant = f"e{epilogue}-b{bias is not None}{bias2 is not None}-r{residual is not None}-c{colsum}{colsum_gated}-k{b_along_k}"
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),  # noqa: E731
-                         triton.cdiv(K, k_split))
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]),  # noqa: E731
+                         cdiv(K, k_split))
     launch(_gemm_kernel, grid, a, b, out, bias, bias2, aux, residual, pre, colsum_out,
-           M, N, K, triton.next_power_of_2(M), k_split,
+           M, N, K, next_power_of_2(M), k_split,
            a.stride(0), a.stride(1), stride_bk, stride_bn, b_block, stride_b_block,
            out.stride(0), stride_cm, c_block, stride_c_block,
            0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0), bias2_period,
@@ -271,4 +293,4 @@ def gemm(
 
 def colsum_rows(M: int) -> int:
     """Row tiles a ``colsum`` GEMM writes one partial row for."""
-    return triton.cdiv(M, COLSUM_BLOCK_M)
+    return cdiv(M, COLSUM_BLOCK_M)

@@ -25,3 +25,23 @@ def pack_pairs(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
             if not adjacent(first, second):
                 buffer = torch.stack([first.detach(), second.detach()])
                 first.data, second.data = buffer[0], buffer[1]
+
+
+def is_tap_major(weight: torch.Tensor) -> bool:
+    """Whether a depthwise weight ``[C, 1, 3]`` / ``[C, 1, 3, 3]`` is stored tap-major: tap by tap, each tap's
+    C channels contiguous."""
+    c = weight.shape[0]
+    return weight.stride(0) == 1 and weight.stride(-1) == c and (weight.dim() == 3 or weight.stride(-2) == 3 * c)
+
+
+def dense_taps(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` itself when contiguous or tap-major (the two layouts the stencil kernels read), else a
+    contiguous copy."""
+    return weight if weight.is_contiguous() or is_tap_major(weight) else weight.contiguous()
+
+
+def tap_major(weight: torch.Tensor) -> torch.Tensor:
+    """A tap-major copy of a depthwise weight, same shape and values: a stencil program then reads each tap
+    of its channels with vector loads instead of strided scalar ones."""
+    taps_first = weight.permute(*range(1, weight.dim()), 0).contiguous()
+    return taps_first.permute(weight.dim() - 1, *range(weight.dim() - 1))

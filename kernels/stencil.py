@@ -26,11 +26,13 @@ import triton
 import triton.language as tl
 
 from . import reference
-from .utils import INTERPRET, can_run_triton, check, check_tensors, compute_dtype, launch
+from .packing import dense_taps
+from .utils import INTERPRET, can_run_triton, cdiv, check, check_tensors, compute_dtype, launch, next_power_of_2
 
 TE_TAPS, TD_TAPS = 3, 9
+_TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
 # Tile sizes. The backward walks ROWS_PER_PROGRAM rows in BLOCK_R steps so the partial buffer stays small.
-BLOCK_R = 16 if INTERPRET else 32
+BLOCK_R = 16
 BWD_BLOCK_R = 16
 BWD_BLOCK_C = 32  # [16, 32] fp32 accumulators: 4 registers a thread each
 ROWS_PER_PROGRAM = 32 if INTERPRET else 128
@@ -43,10 +45,18 @@ def partial_width(channels: int, taps: int) -> int:
 
 
 @triton.jit
-def _load_rows(ptr, rows, stride, cols, ok, cmask):
-    """``[BLOCK_R, BLOCK_C]`` fp32 tile of ``ptr[rows, cols]``, zero where ``ok`` (per row) is false."""
-    return tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=ok[:, None] & cmask[None, :],
-                   other=0.0).to(tl.float32)
+def _tile(base, rows, stride, cols, ok, cmask, EVEN_C: tl.constexpr):
+    """``[BLOCK_R, BLOCK_C]`` fp32 tile of ``base[rows, cols]``, zero where ``ok`` (per row) is false.
+    ``rows`` are relative to the program's first row (int32; ``base`` carries the 64-bit offset)."""
+    mask = ok[:, None] if EVEN_C else ok[:, None] & cmask[None, :]
+    return tl.load(base + (rows * stride)[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _put(base, rows, stride, cols, value, ok, cmask, EVEN_C: tl.constexpr):
+    """Store ``value`` ``[BLOCK_R, BLOCK_C]`` to ``base[rows, cols]`` where ``ok``."""
+    mask = ok[:, None] if EVEN_C else ok[:, None] & cmask[None, :]
+    tl.store(base + (rows * stride)[:, None] + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -58,198 +68,259 @@ def _vec(ptr, cols, cmask):
 
 
 @triton.jit
-def _te_input(z_ptr, rows, ok, t, stride_z, cols, cmask, in_bias, HAS_IN_BIAS: tl.constexpr):
-    """TE tap input ``z + in_bias`` at ``rows`` (0 where not ``ok``: zero padding)."""
-    v = _load_rows(z_ptr, rows, stride_z, cols, ok, cmask)
-    if HAS_IN_BIAS:
-        v = tl.where(ok[:, None], v + in_bias[None, :], 0.0)
-    return v
+def _rowf(ok):
+    """A per-row condition as a ``[BLOCK_R, 1]`` 0/1 float column (multiplies instead of selects)."""
+    return ok.to(tl.float32)[:, None]
 
 
 @triton.jit
-def _td_input(z_ptr, rows, ok, t, L, stride_z, cols, cmask, in_bias,
-              HAS_IN_BIAS: tl.constexpr, DIFF: tl.constexpr):
-    """TD tap input ``Δ_t z + in_bias`` at ``rows`` of frame ``t`` (0 where not ``ok``; Δ_t z_0 = 0)."""
-    v = _load_rows(z_ptr, rows, stride_z, cols, ok, cmask)
-    if DIFF:
-        v -= _load_rows(z_ptr, rows - L, stride_z, cols, ok & (t > 0), cmask)
-        v = tl.where((t > 0)[:, None], v, 0.0)
-    if HAS_IN_BIAS:
-        v = tl.where(ok[:, None], v + in_bias[None, :], 0.0)
-    return v
+def _small_divmod(a, b):
+    """``(a // b, a % b)`` for small non-negative int32 ``a`` (< 2**16, so exact) with one fp32 multiply
+    instead of an integer division."""
+    q = ((a.to(tl.float32) + 0.5) * (1.0 / b)).to(tl.int32)
+    return q, a - q * b
 
 
 @triton.jit
-def _patch_coords(r, R, L, GW, HAS_CLS: tl.constexpr):
-    """For token rows ``r``: whether each is a live patch row, and its grid row ``i`` and column ``j``."""
-    p = r % L - HAS_CLS  # patch index; -1 on the CLS row
-    i = p // GW
-    return (r < R) & (p >= 0), i, p - i * GW
+def _coords(first, rows, T, L):
+    """Frame ``t`` and token ``l`` of rows ``first + rows`` (``rows`` small and non-negative): one exact
+    division per program, cheap ones per row."""
+    l0 = first % L
+    carry, l = _small_divmod(l0 + rows, L)
+    _, t = _small_divmod((first // L) % T + carry, T)
+    return t, l
 
 
 @triton.jit
-def _grid_tap_ok(is_patch, i, j, DI: tl.constexpr, DJ: tl.constexpr, GH, GW):
+def _patch(l, live, GW, HAS_CLS: tl.constexpr):
+    """For tokens ``l``: whether each is a live patch row, and its grid row ``i`` and column ``j``."""
+    p = l - HAS_CLS  # patch index; -1 on the CLS row
+    i, j = _small_divmod(tl.maximum(p, 0), GW)
+    return live & (p >= 0), i, j
+
+
+@triton.jit
+def _in_grid(is_patch, i, j, DI: tl.constexpr, DJ: tl.constexpr, GH, GW):
     """Whether patch ``(i + DI, j + DJ)`` lies inside the grid (per row)."""
     return is_patch & (i + DI >= 0) & (i + DI < GH) & (j + DJ >= 0) & (j + DJ < GW)
 
 
 @triton.jit
+def _td_input(z, rows, ok, t, L, stride_z, cols, cmask, in_bias, DIFF: tl.constexpr, EVEN_C: tl.constexpr):
+    """The TD stencil's input ``Δ_t z + in_bias`` at ``rows`` (0 where not ``ok``; ``Δ_t z = 0`` at t = 0)."""
+    if DIFF:
+        moving = ok & (t > 0)
+        x = _tile(z, rows, stride_z, cols, moving, cmask, EVEN_C) - _tile(z, rows - L, stride_z, cols, moving, cmask, EVEN_C)
+    else:
+        x = _tile(z, rows, stride_z, cols, ok, cmask, EVEN_C)
+    return x + in_bias[None, :] * _rowf(ok)
+
+
+@triton.jit
 def _stencil_fwd_kernel(
     z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr,
-    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h,
+    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h, te_wc, te_wq, td_wc, td_wq,
     HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
-    HAS_CLS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_CLS: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Grid ``(cdiv(R, BLOCK_R), TE channel blocks + TD channel blocks)``; h ``[R, C_TE + C_TD]``."""
+    """Grid ``(cdiv(R, BLOCK_R), TE channel blocks + TD channel blocks)``; h ``[R, C_TE + C_TD]``.
+
+    Tap q adds ``w[q] · z[row + shift_q]`` to the whole tile; a masked load is the zero padding, and the
+    in-bias enters as ``(w[q] · in_bias) · valid_q`` with ``valid_q`` a per-row 0/1 (no per-element select).
+    """
     pid_c = tl.program_id(1)
-    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] token rows
-    live = r < R
-    t = (r // L) % T
+    first = tl.program_id(0) * BLOCK_R
+    z = z_ptr + first.to(tl.int64) * stride_z  # 64-bit base; per-element offsets stay 32-bit
+    h = h_ptr + first.to(tl.int64) * stride_h
+    rows = tl.arange(0, BLOCK_R)  # [BLOCK_R], relative to `first`
+    live = first + rows < R
+    t, l = _coords(first, rows, T, L)
     if HAS_TE:
         if pid_c < N_TE_BLOCKS:
             cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
             cmask = cols < C_TE
             in_bias = _vec(te_in_bias_ptr, cols, cmask)
             acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + _vec(te_bias_ptr, cols, cmask)[None, :]
-            for q in tl.static_range(TE_TAPS):  # frame t + q - 1
+            for q in tl.static_range(_TE_TAPS):  # frame t + q - 1: rows ± L
                 ok = live & (t + q - 1 >= 0) & (t + q - 1 < T)
-                x = _te_input(z_ptr, r + (q - 1) * L, ok, t, stride_z, cols, cmask, in_bias,
-                              te_in_bias_ptr is not None)
-                acc += _vec(te_w_ptr + q, cols * TE_TAPS, cmask)[None, :] * x
-            tl.store(h_ptr + r[:, None] * stride_h + cols[None, :], acc.to(h_ptr.dtype.element_ty),
-                     mask=live[:, None] & cmask[None, :])
+                w = _vec(te_w_ptr + q * te_wq, cols * te_wc, cmask)
+                acc += w[None, :] * _tile(z, rows + (q - 1) * L, stride_z, cols, ok, cmask, EVEN_C)
+                acc += (w * in_bias)[None, :] * _rowf(ok)
+            _put(h, rows, stride_h, cols, acc, live, cmask, EVEN_C)
     if HAS_TD:
         if pid_c >= N_TE_BLOCKS:
             cols = (pid_c - N_TE_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
             cmask = cols < C_TD
-            is_patch, i, j = _patch_coords(r, R, L, GW, HAS_CLS)
+            is_patch, i, j = _patch(l, live, GW, HAS_CLS)
             in_bias = _vec(td_in_bias_ptr, cols, cmask)
             acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-            for q in tl.static_range(TD_TAPS):  # patch (i + q // 3 - 1, j + q % 3 - 1)
+            for q in tl.static_range(_TD_TAPS):  # patch (i + q // 3 - 1, j + q % 3 - 1)
                 if TD_SPATIAL or q == 4:
-                    ok = _grid_tap_ok(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
-                    x = _td_input(z_ptr + C_TE, r + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols, cmask,
-                                  in_bias, td_in_bias_ptr is not None, TD_DIFF)
+                    ok = _in_grid(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
+                    x = _td_input(z + C_TE, rows + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols, cmask,
+                                  in_bias, TD_DIFF, EVEN_C)
                     if TD_SPATIAL:
-                        acc += _vec(td_w_ptr + q, cols * TD_TAPS, cmask)[None, :] * x
+                        acc += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * x
                     else:
                         acc += x
-            if td_bias_ptr is not None:
-                acc += tl.where(is_patch[:, None], _vec(td_bias_ptr, cols, cmask)[None, :], 0.0)
-            tl.store(h_ptr + C_TE + r[:, None] * stride_h + cols[None, :], acc.to(h_ptr.dtype.element_ty),
-                     mask=live[:, None] & cmask[None, :])
+            if td_bias_ptr is not None:  # CLS rows of the TD part stay 0
+                acc += _vec(td_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)
+            _put(h + C_TE, rows, stride_h, cols, acc, live, cmask, EVEN_C)
 
 
 @triton.jit
-def _td_transposed(dh_ptr, r, ok_row, is_patch, i, j, GH, GW, stride_dh, cols, cmask, w_ptr,
-                   TD_SPATIAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """``dX[r] = Σ_q w[q] · dh[r - offset_q]`` over the in-grid taps (the 3×3 conv transposed)."""
-    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-    for q in tl.static_range(TD_TAPS):
-        if TD_SPATIAL or q == 4:
-            ok = ok_row & _grid_tap_ok(is_patch, i, j, 1 - q // 3, 1 - q % 3, GH, GW)
-            d = _load_rows(dh_ptr, r - (q // 3 - 1) * GW - (q % 3 - 1), stride_dh, cols, ok, cmask)
-            if TD_SPATIAL:
-                acc += _vec(w_ptr + q, cols * TD_TAPS, cmask)[None, :] * d
-            else:
-                acc += d
-    return acc
+def _add_to_tap(q: tl.constexpr, value, a0, a1, a2, a3, a4, a5, a6, a7, a8):
+    """``a_q += value`` for a compile-time tap index ``q`` (nine named accumulators)."""
+    if q == 0:
+        a0 += value
+    elif q == 1:
+        a1 += value
+    elif q == 2:
+        a2 += value
+    elif q == 3:
+        a3 += value
+    elif q == 4:
+        a4 += value
+    elif q == 5:
+        a5 += value
+    elif q == 6:
+        a6 += value
+    elif q == 7:
+        a7 += value
+    else:
+        a8 += value
+    return a0, a1, a2, a3, a4, a5, a6, a7, a8
+
+
+@triton.jit
+def _store_partials(part, C, cols, cmask, wc, wq, sum_dh, sum_dx, TAPS: tl.constexpr,
+                    a0, a1, a2, a3, a4, a5, a6, a7, a8):
+    """Reduce the per-tap and bias accumulators over rows into ``part = [weight | bias | in-bias]``, the
+    weight gradient laid out like the weight (tap q of channel c at ``c*wc + q*wq``)."""
+    for q in tl.static_range(TAPS):
+        if q == 0:
+            acc = a0
+        elif q == 1:
+            acc = a1
+        elif q == 2:
+            acc = a2
+        elif q == 3:
+            acc = a3
+        elif q == 4:
+            acc = a4
+        elif q == 5:
+            acc = a5
+        elif q == 6:
+            acc = a6
+        elif q == 7:
+            acc = a7
+        else:
+            acc = a8
+        tl.store(part + cols * wc + q * wq, tl.sum(acc, axis=0), mask=cmask)
+    tl.store(part + C * TAPS + cols, tl.sum(sum_dh, axis=0), mask=cmask)
+    tl.store(part + C * (TAPS + 1) + cols, tl.sum(sum_dx, axis=0), mask=cmask)
 
 
 @triton.jit
 def _stencil_bwd_kernel(
     dh_ptr, z_ptr, dz_ptr, te_part_ptr, td_part_ptr, te_in_bias_ptr, te_w_ptr, td_in_bias_ptr, td_w_ptr,
-    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_dh, stride_z, stride_dz,
+    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_dh, stride_z, stride_dz, te_wc, te_wq, td_wc, td_wq,
     HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
-    HAS_CLS: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_CLS: tl.constexpr, EVEN_C: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
-    """Grid ``(cdiv(R, ROWS_PER_PROGRAM), TE channel blocks + TD channel blocks)``.
+    """Grid ``(cdiv(R, ROWS_PER_PROGRAM), TE channel blocks + TD channel blocks)``; dz ``[R, C_TE + C_TD]``.
 
-    dz ``[R, C_TE + C_TD]``; this program's partial gradient sums go to row ``program_id(0)`` of
-    ``te_part [P, C_TE*5]`` / ``td_part [P, C_TD*11]`` as ``[weight (c*taps + q) | bias | in-bias]``.
-    One pass over the program's rows gives dz and the bias sums; then one pass per tap gives that
-    tap's kernel-gradient sum (only one ``[BLOCK_R, BLOCK_C]`` accumulator is live at a time, and each
-    sum is reduced across threads once per program).
+    With X the stencil's input (``z + in_bias``, or ``Δ_t z + in_bias``) and ``shift_q`` tap q's row offset:
+        dX[r] = Σ_q w[q] · dh[r - shift_q]                 (the transposed stencil; dz = dX, or its Δ_tᵀ)
+        dw[q] = Σ_r dh[r] · X[r + shift_q] = Σ_r X[r] · dh[r - shift_q]
+    so one pass over the program's rows loads each shifted ``dh`` tile once and feeds both. The sums stay
+    ``[BLOCK_R, BLOCK_C]`` accumulators and are reduced across threads once, at the end, into this
+    program's partial row ``[weight (c*taps + q) | bias | in-bias]`` of ``te_part`` / ``td_part``.
     """
     pid_c = tl.program_id(1)
-    first = tl.program_id(0).to(tl.int64) * ROWS_PER_PROGRAM
+    first = tl.program_id(0) * ROWS_PER_PROGRAM
+    dh = dh_ptr + first.to(tl.int64) * stride_dh  # 64-bit bases; per-element offsets stay 32-bit
+    z = z_ptr + first.to(tl.int64) * stride_z
+    dz = dz_ptr + first.to(tl.int64) * stride_dz
+    zero = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = zero, zero, zero, zero, zero, zero, zero, zero, zero
+    sum_dh, sum_dx = zero, zero
     if HAS_TE:
         if pid_c < N_TE_BLOCKS:
             cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
             cmask = cols < C_TE
             in_bias = _vec(te_in_bias_ptr, cols, cmask)
-            sum_dh = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-            sum_dx = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
             for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
-                r = first + r0 + tl.arange(0, BLOCK_R)
-                live = r < R
-                t = (r // L) % T
-                d_x = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-                for q in tl.static_range(TE_TAPS):  # transposed conv: dX[r] = Σ_q w[q] · dh[r - (q - 1)·L]
+                rows = r0 + tl.arange(0, BLOCK_R)
+                live = first + rows < R
+                t, _ = _coords(first, rows, T, L)
+                x = _tile(z, rows, stride_z, cols, live, cmask, EVEN_C) + in_bias[None, :] * _rowf(live)
+                d_x = zero
+                for q in tl.static_range(_TE_TAPS):  # dh of frame t - (q - 1)
                     ok = live & (t - q + 1 >= 0) & (t - q + 1 < T)
-                    d_x += _vec(te_w_ptr + q, cols * TE_TAPS, cmask)[None, :] * \
-                        _load_rows(dh_ptr, r - (q - 1) * L, stride_dh, cols, ok, cmask)
-                tl.store(dz_ptr + r[:, None] * stride_dz + cols[None, :], d_x.to(dz_ptr.dtype.element_ty),
-                         mask=live[:, None] & cmask[None, :])
-                sum_dh += _load_rows(dh_ptr, r, stride_dh, cols, live, cmask)
+                    g = _tile(dh, rows - (q - 1) * L, stride_dh, cols, ok, cmask, EVEN_C)
+                    d_x += _vec(te_w_ptr + q * te_wq, cols * te_wc, cmask)[None, :] * g
+                    a0, a1, a2, a3, a4, a5, a6, a7, a8 = _add_to_tap(q, x * g, a0, a1, a2, a3, a4, a5, a6, a7, a8)
+                    if q == 1:
+                        sum_dh += g
+                _put(dz, rows, stride_dz, cols, d_x, live, cmask, EVEN_C)
                 sum_dx += d_x
-            part = te_part_ptr + tl.program_id(0).to(tl.int64) * C_TE * (TE_TAPS + 2)
-            tl.store(part + C_TE * TE_TAPS + cols, tl.sum(sum_dh, axis=0), mask=cmask)
-            tl.store(part + C_TE * (TE_TAPS + 1) + cols, tl.sum(sum_dx, axis=0), mask=cmask)
-            for q in tl.static_range(TE_TAPS):  # dw[q] = Σ_r dh[r] · X[r + (q - 1)·L]
-                acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-                for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
-                    r = first + r0 + tl.arange(0, BLOCK_R)
-                    live = r < R
-                    t = (r // L) % T
-                    ok = live & (t + q - 1 >= 0) & (t + q - 1 < T)
-                    acc += _load_rows(dh_ptr, r, stride_dh, cols, live, cmask) * \
-                        _te_input(z_ptr, r + (q - 1) * L, ok, t, stride_z, cols, cmask, in_bias,
-                                  te_in_bias_ptr is not None)
-                tl.store(part + cols * TE_TAPS + q, tl.sum(acc, axis=0), mask=cmask)
+            part = te_part_ptr + tl.program_id(0).to(tl.int64) * C_TE * (_TE_TAPS + 2)
+            _store_partials(part, C_TE, cols, cmask, te_wc, te_wq, sum_dh, sum_dx, _TE_TAPS, a0, a1, a2, a3, a4, a5, a6, a7, a8)
     if HAS_TD:
         if pid_c >= N_TE_BLOCKS:
             cols = (pid_c - N_TE_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
             cmask = cols < C_TD
             in_bias = _vec(td_in_bias_ptr, cols, cmask)
-            sum_dh = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-            sum_dx = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
             for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
-                r = first + r0 + tl.arange(0, BLOCK_R)
-                live = r < R
-                t = (r // L) % T
-                is_patch, i, j = _patch_coords(r, R, L, GW, HAS_CLS)
-                d_x = _td_transposed(dh_ptr + C_TE, r, is_patch, is_patch, i, j, GH, GW, stride_dh, cols, cmask,
-                                     td_w_ptr, TD_SPATIAL, BLOCK_R, BLOCK_C)
-                d_z = d_x
-                if TD_DIFF:  # z_t enters Δ at frame t (+) and at frame t + 1 (−)
-                    d_next = _td_transposed(dh_ptr + C_TE, r + L, is_patch & (t + 1 < T), is_patch, i, j, GH, GW,
-                                            stride_dh, cols, cmask, td_w_ptr, TD_SPATIAL, BLOCK_R, BLOCK_C)
-                    d_z = tl.where((t > 0)[:, None], d_x, 0.0) - d_next
-                tl.store(dz_ptr + C_TE + r[:, None] * stride_dz + cols[None, :], d_z.to(dz_ptr.dtype.element_ty),
-                         mask=live[:, None] & cmask[None, :])
-                sum_dh += _load_rows(dh_ptr + C_TE, r, stride_dh, cols, is_patch, cmask)
+                rows = r0 + tl.arange(0, BLOCK_R)
+                live = first + rows < R
+                t, l = _coords(first, rows, T, L)
+                is_patch, i, j = _patch(l, live, GW, HAS_CLS)
+                if td_part_ptr is not None:
+                    x = _td_input(z + C_TE, rows, is_patch, t, L, stride_z, cols, cmask, in_bias, TD_DIFF, EVEN_C)
+                d_x = zero
+                d_next = zero
+                for q in tl.static_range(_TD_TAPS):
+                    if TD_SPATIAL or q == 4:
+                        ok = _in_grid(is_patch, i, j, 1 - q // 3, 1 - q % 3, GH, GW)
+                        shift = rows - (q // 3 - 1) * GW - (q % 3 - 1)
+                        if TD_SPATIAL:
+                            w = _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :]
+                        else:
+                            w = 1.0
+                        g = _tile(dh + C_TE, shift, stride_dh, cols, ok, cmask, EVEN_C)
+                        d_x += w * g
+                        if TD_DIFF:  # z_t enters Δ at frame t (+) and at frame t + 1 (−)
+                            d_next += w * _tile(dh + C_TE, shift + L, stride_dh, cols, ok & (t + 1 < T), cmask, EVEN_C)
+                        if td_part_ptr is not None:
+                            a0, a1, a2, a3, a4, a5, a6, a7, a8 = _add_to_tap(q, x * g, a0, a1, a2, a3, a4, a5, a6, a7,
+                                                                             a8)
+                            if q == 4:
+                                sum_dh += g
+                if TD_DIFF:
+                    d_z = d_x * _rowf(t > 0) - d_next
+                else:
+                    d_z = d_x
+                _put(dz + C_TE, rows, stride_dz, cols, d_z, live, cmask, EVEN_C)
                 sum_dx += d_x
             if td_part_ptr is not None:  # (the temporal difference alone has no parameters)
-                part = td_part_ptr + tl.program_id(0).to(tl.int64) * C_TD * (TD_TAPS + 2)
-                tl.store(part + C_TD * TD_TAPS + cols, tl.sum(sum_dh, axis=0), mask=cmask)
-                tl.store(part + C_TD * (TD_TAPS + 1) + cols, tl.sum(sum_dx, axis=0), mask=cmask)
-                if TD_SPATIAL:
-                    for q in tl.static_range(TD_TAPS):  # dw[q] = Σ_r dh[r] · X[r + offset_q]
-                        acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-                        for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
-                            r = first + r0 + tl.arange(0, BLOCK_R)
-                            t = (r // L) % T
-                            is_patch, i, j = _patch_coords(r, R, L, GW, HAS_CLS)
-                            ok = _grid_tap_ok(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
-                            acc += _load_rows(dh_ptr + C_TE, r, stride_dh, cols, is_patch, cmask) * \
-                                _td_input(z_ptr + C_TE, r + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols,
-                                          cmask, in_bias, td_in_bias_ptr is not None, TD_DIFF)
-                        tl.store(part + cols * TD_TAPS + q, tl.sum(acc, axis=0), mask=cmask)
+                part = td_part_ptr + tl.program_id(0).to(tl.int64) * C_TD * (_TD_TAPS + 2)
+                _store_partials(part, C_TD, cols, cmask, td_wc, td_wq, sum_dh, sum_dx, _TD_TAPS, a0, a1, a2, a3, a4, a5, a6, a7, a8)
+
+
+def tap_strides(weight: Optional[torch.Tensor]) -> tuple[int, int]:
+    """(channel stride, tap stride) of a depthwise weight ``[C, 1, 3]`` / ``[C, 1, 3, 3]``: ``(taps, 1)``
+    when contiguous, ``(1, C)`` when stored tap-major (as :func:`kernels.packing.tap_major` lays it out, so
+    that a program's channels are contiguous for every tap)."""
+    if weight is None:
+        return 0, 0
+    return weight.stride(0), weight.stride(-1)
 
 
 def _block_c(c_te: int, c_td: int, cap: int) -> int:
-    return min(cap, max(16, triton.next_power_of_2(max(c_te, c_td))))
+    return min(cap, max(16, next_power_of_2(max(c_te, c_td))))
 
 
 def stencil_forward(
@@ -266,11 +337,13 @@ def stencil_forward(
     c_td = width - c_te
     h = torch.empty((R, width), device=z.device, dtype=z.dtype)
     block = _block_c(c_te, c_td, MAX_BLOCK_C)
-    n_te, n_td = triton.cdiv(c_te, block), triton.cdiv(c_td, block)
-    launch(_stencil_fwd_kernel, (triton.cdiv(R, BLOCK_R), n_te + n_td),
+    n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
+    launch(_stencil_fwd_kernel, (cdiv(R, BLOCK_R), n_te + n_td),
            z, h, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
+           *tap_strides(te[1]), *tap_strides(td[1]),
            HAS_TE=c_te > 0, HAS_TD=c_td > 0, TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls,
-           BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd", num_warps=4)
+           EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd",
+           num_warps=4)
     return h
 
 
@@ -289,18 +362,19 @@ def stencil_backward(
     c_td = width - c_te
     dz = torch.empty((R, width), device=z.device, dtype=z.dtype)
     block = _block_c(c_te, c_td, BWD_BLOCK_C)
-    n_te, n_td = triton.cdiv(c_te, block), triton.cdiv(c_td, block)
+    n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
     launch(_stencil_bwd_kernel, (stencil_programs(R), n_te + n_td),
            dh, z, dz, te_part, td_part, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te,
-           dh.stride(0), z.stride(0), dz.stride(0),
+           dh.stride(0), z.stride(0), dz.stride(0), *tap_strides(te[1]), *tap_strides(td[1]),
            HAS_TE=c_te > 0, HAS_TD=c_td > 0, TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls,
-           ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R, BLOCK_C=block, name="stencil_bwd", num_warps=4)
+           EVEN_C=c_te % block == 0 and c_td % block == 0, ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R,
+           BLOCK_C=block, name="stencil_bwd", num_warps=4)
     return dz
 
 
 def stencil_programs(rows: int) -> int:
     """Row programs of the backward launch, i.e. the partial rows each part's gradients are cut into."""
-    return triton.cdiv(rows, ROWS_PER_PROGRAM)
+    return cdiv(rows, ROWS_PER_PROGRAM)
 
 
 # --- the stencil as an op of its own: temporal conv, temporal difference, spatial conv --------------------
@@ -383,7 +457,7 @@ class _StencilFunction(torch.autograd.Function):
                                       ctx.grad_dtype)
         if weight is None:
             return dz.view(ctx.x_shape), None, None, None, None, None, None, None
-        d_weight, d_bias = flat[:weight.numel()].view(weight.shape), flat[weight.numel():]
+        d_weight, d_bias = flat[:weight.numel()].as_strided(weight.shape, weight.stride()), flat[weight.numel():]
         return dz.view(ctx.x_shape), d_weight, (d_bias if ctx.has_bias else None), None, None, None, None, None
 
 
@@ -405,9 +479,8 @@ def _check_kernel(op: str, weight: torch.Tensor, bias: Optional[torch.Tensor], s
 def _run(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_frames: int,
          grid: tuple[int, int], is_te: bool, diff: bool) -> torch.Tensor:
     dtype = compute_dtype(x)
-    contiguous = lambda t: None if t is None else t.contiguous()  # noqa: E731
-    return _StencilFunction.apply(x.to(dtype), contiguous(weight), contiguous(bias), num_frames, grid[0], grid[1],
-                                  is_te, diff)
+    return _StencilFunction.apply(x.to(dtype), None if weight is None else dense_taps(weight),
+                                  None if bias is None else bias.contiguous(), num_frames, grid[0], grid[1], is_te, diff)
 
 
 def temporal_conv(

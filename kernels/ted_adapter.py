@@ -25,7 +25,7 @@ import torch
 
 from . import reference
 from .gemm import Blocks, colsum_rows, gemm, split_k_for
-from .packing import adjacent
+from .packing import adjacent, dense_taps
 from .reduce import Partials
 from .reference import BranchWeights
 from .stencil import TD_TAPS, TE_TAPS, partial_width, stencil_backward, stencil_forward, stencil_programs
@@ -155,8 +155,10 @@ class _TEDFunction(torch.autograd.Function):
         c_te = wt.shape[0]
         pieces = Partials.split(flat, _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
         d_in, d_out, d_wt, d_bt, d_b1 = pieces[:5]
+        d_wt = d_wt.as_strided(wt.shape, wt.stride())  # the kernel wrote it in the weight's own layout
         if ctx.has_td:
             d_ws, d_bs, d_b3, d_b2, d_b4 = pieces[5:]
+            d_ws = d_ws.as_strided(ws.shape, ws.stride())
             return (dx.view(ctx.x_shape), d_in[:c_te], d_b1, d_wt, d_bt, d_in[c_te:], d_b3, d_ws, d_bs,
                     d_out[0], d_b2, d_out[1], d_b4, None, None, None)
         return (dx.view(ctx.x_shape), d_in, d_b1, d_wt, d_bt, None, None, None, None, d_out[0], pieces[5],
@@ -198,9 +200,9 @@ def ted_adapter(
               f"1 + h*w = {1 + grid[0] * grid[1] if len(grid) == 2 else '?'}")
     if not can_run_triton(x, "ted_adapter"):
         return reference.ted_adapter(x, num_frames, grid, te, td)
-    # The kernels index depthwise weights and biases directly (fc weights go through any strides).
-    te = BranchWeights(*(t if t.is_contiguous() else t.contiguous() for t in te))
-    td = BranchWeights(*(t if t is None or t.is_contiguous() else t.contiguous() for t in td or (None,) * 6))
+    # The kernels index biases and depthwise weights directly (fc weights go through any strides).
+    te = BranchWeights(*(dense_taps(t) if t.dim() > 1 else t.contiguous() for t in te))
+    td = BranchWeights(*(t if t is None else dense_taps(t) if t.dim() > 1 else t.contiguous() for t in td or (None,) * 6))
     return _TEDFunction.apply(x, te.fc1_weight, te.fc1_bias, te.conv_weight, te.conv_bias, td.fc1_weight,
                               td.fc1_bias, td.conv_weight, td.conv_bias, te.fc2_weight, te.fc2_bias, td.fc2_weight,
                               td.fc2_bias, num_frames, grid[0] if td.fc1_weight is not None else 0,

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
-import triton
 import triton.language as tl
 
 # Read once, like Triton does when it decorates the kernels of this package.
@@ -25,7 +25,7 @@ def can_run_triton(x: torch.Tensor, op: str) -> bool:
 
     Otherwise warns once per op that the eager reference is used instead, and why.
     """
-    if x.is_cuda or (x.device.type == "cpu" and INTERPRET):
+    if x.is_cuda or (x.device.type == "cpu" and INTERPRET) or capturing is not None:
         return True
     if op not in _warned:
         _warned.add(op)
@@ -38,20 +38,34 @@ def can_run_triton(x: torch.Tensor, op: str) -> bool:
     return False
 
 
-def record_launch(name: str) -> None:
-    launch_counts[name] += 1
+class LaunchCapture(NamedTuple):
+    """Active while :func:`capture_launches` runs: launches go to ``hook`` instead of the GPU."""
+
+    hook: Callable
+    sm_count: int
 
 
-# Set by the static performance model (``benchmarks.static``) to capture launches instead of running them:
-# called as ``launch_hook(name, kernel, grid, args, meta)``.
-launch_hook: Optional[Callable] = None
+capturing: Optional[LaunchCapture] = None
+
+
+@contextlib.contextmanager
+def capture_launches(hook: Callable, sm_count: int = 132) -> Iterator[None]:
+    """Run the ops without running any kernel: every launch calls ``hook(name, kernel, grid, args, meta)``
+    instead, on any device (the static performance model traces the fused ops this way), and launch
+    decisions that depend on the GPU (split-K) assume ``sm_count`` multiprocessors."""
+    global capturing
+    previous, capturing = capturing, LaunchCapture(hook, sm_count)
+    try:
+        yield
+    finally:
+        capturing = previous
 
 
 def launch(kernel, grid, *args, name: str, **meta) -> None:
     """``kernel[grid](*args, **meta)``, counted under ``name`` (tests prove with it that Triton code ran)."""
     launch_counts[name] += 1
-    if launch_hook is not None:
-        launch_hook(name, kernel, grid, args, meta)
+    if capturing is not None:
+        capturing.hook(name, kernel, grid, args, meta)
     else:
         kernel[grid](*args, **meta)
 
@@ -111,7 +125,12 @@ def check_tensors(op: str, *tensors: Optional[torch.Tensor]) -> None:
 
 
 def cdiv(a: int, b: int) -> int:
-    return triton.cdiv(a, b)
+    """``ceil(a / b)`` in plain Python (host code: ``triton.cdiv`` costs microseconds a call)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def as_rows(x: torch.Tensor, width: int) -> torch.Tensor:

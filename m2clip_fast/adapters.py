@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kernels import reference
-from kernels.packing import pack_pairs
+from kernels.packing import pack_pairs, tap_major
 from kernels.reference import BranchWeights
 
 
@@ -43,6 +43,7 @@ class ConvBottleneck(nn.Module):
         self.fc2 = nn.Linear(width, dim)
         for p in (self.conv.weight, self.conv.bias, self.fc1.bias, self.fc2.bias):
             nn.init.zeros_(p)
+        self.conv.weight.data = tap_major(self.conv.weight.data)  # the fused stencil reads taps as vectors
 
     def weights(self) -> BranchWeights:
         return BranchWeights(

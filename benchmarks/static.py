@@ -1,0 +1,513 @@
+"""The static performance model: what one fused fwd+bwd costs on an H100, **predicted** without a GPU.
+
+    python -m benchmarks.static [--out benchmarks/results/static-sm90.json]
+
+For each op at the benchmark shape (ViT-B/16, B=8, T=8, bf16):
+1. **Trace** one forward+backward with every Triton launch captured instead of run
+   (:func:`kernels.utils.capture_launches`) and every aten op recorded (``TorchDispatchMode``): the
+   device kernels it launches (views and allocations excluded), HBM bytes (each tensor a kernel touches,
+   once) and FLOPs (GEMMs).
+2. **Compile** each Triton launch ahead of time for sm_90 with the specialisation the launch gets
+   (16-divisible integers and pointers, integers equal to 1), every autotune configuration; read
+   registers, spills (local memory) and shared memory (``cuobjdump --dump-resource-usage``) and the SASS
+   (``cuobjdump -sass``): instructions outside loops plus loop bodies times their trip counts give the
+   warp-instructions a program issues.
+3. **Predict** each kernel's lower bound: the largest of bytes / HBM bandwidth, FLOPs / (tensor peak ×
+   the fraction of SMs its programs keep busy) and warp-instructions / issue rate (H100 constants below).
+4. **Host time** per fwd+bwd with launches stubbed, fused vs eager, at a tiny shape (every aten op then
+   costs about what a CUDA launch does).
+
+Every number here is a prediction; a GPU run calibrates it (measured / predicted in the README).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+assert os.environ.get("TRITON_INTERPRET", "0") != "1", "the static model compiles for sm_90: unset TRITON_INTERPRET"
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+# H100 SXM, as named in the design document. "achieved" figures are what a device-to-device copy and an
+# 8k bf16 GEMM reach; the predictions use them.
+H100 = dict(
+    name="H100 SXM (sm_90)", sms=132, clock_hz=1.98e9, hbm_datasheet=3.35e12, hbm_achieved=3.0e12,
+    bf16_datasheet=989e12, bf16_achieved=790e12, tf32_achieved=395e12, issue_per_sm_cycle=4,
+    registers_per_sm=65536, shared_per_sm=228 * 1024, l2_bytes=50 << 20,
+)
+ISSUE_RATE = H100["issue_per_sm_cycle"] * H100["sms"] * H100["clock_hz"]  # warp-instructions per second
+TARGET = GPUTarget("cuda", 90, 32)
+BUDGETS = dict(stencil_vs_memory_floor=2.0, registers=128, spills=0, device_kernels=10, bytes_vs_plan=1.5,
+               host_vs_eager=1 / 3)
+
+_VIEW_OPS = {"view", "_unsafe_view", "as_strided", "t", "transpose", "permute", "unsqueeze", "squeeze", "expand",
+             "slice", "select", "detach", "alias", "split", "split_with_sizes", "unbind", "reshape", "unfold",
+             "empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "lift_fresh"}
+
+
+def _cuobjdump() -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+# --- 1. tracing ---------------------------------------------------------------------------------------
+
+@dataclass
+class Launch:
+    name: str
+    kernel: object
+    grid: object
+    args: tuple
+    meta: dict
+
+
+class _AtenRecorder(TorchDispatchMode):
+    """Records every aten op that launches a device kernel (not views or allocations), with its bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name not in _VIEW_OPS:
+            self.ops.append((name, _unique_bytes([*args, *(kwargs or {}).values(), out])))
+        return out
+
+
+def _tensors(values) -> list[torch.Tensor]:
+    found = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            found += _tensors(v)
+    return found
+
+
+def _unique_bytes(values) -> int:
+    """Bytes of the distinct tensors among ``values`` (each counted once, however often it is passed)."""
+    seen = {(t.data_ptr(), t.numel(), t.dtype) for t in _tensors(values) if t.numel()}
+    return sum(n * torch.empty(0, dtype=dt).element_size() for _, n, dt in seen)
+
+
+def trace(fn: Callable[[], None]) -> tuple[list[Launch], list[tuple[str, int]]]:
+    """Run ``fn`` (a forward+backward) with Triton launches captured and aten ops recorded."""
+    from kernels.utils import capture_launches
+
+    launches: list[Launch] = []
+    recorder = _AtenRecorder()
+    with capture_launches(lambda name, kernel, grid, args, meta: launches.append(Launch(name, kernel, grid, args, meta)),
+                          sm_count=H100["sms"]), recorder:
+        fn()
+    return launches, recorder.ops
+
+
+# --- 2. ahead-of-time compile and SASS ------------------------------------------------------------------
+
+@dataclass
+class Compiled:
+    registers: int
+    spills: int  # bytes of local memory (spilled registers) a thread
+    shared: int
+    instructions: int  # SASS instructions in the binary
+    outside_loops: int  # instructions not inside a loop
+    loop_bodies: list[int]  # instructions of each loop's body
+    wgmma: bool
+
+
+def _signature_and_specialisation(fn, values: dict) -> tuple[dict, dict, dict]:
+    """Triton signature, constexprs and divisibility attributes for a launch of ``fn`` with ``values``."""
+    dtypes = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int64: "i64",
+              torch.int32: "i32"}
+    signature, constexprs, attrs = {}, {}, {}
+    for i, param in enumerate(fn.params):
+        name, value = param.name, values[param.name]
+        if param.is_constexpr or value is None or isinstance(value, (str, bool)) or hasattr(value, "primitive_bitwidth"):
+            signature[name], constexprs[name] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            signature[name] = "*" + dtypes[value.dtype]
+            if value.data_ptr() % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, int):
+            if value == 1:  # Triton specialises integers equal to 1 as constants
+                signature[name], constexprs[name] = "constexpr", 1
+                continue
+            signature[name] = "i64" if abs(value) >= 2 ** 31 else "i32"
+            if value % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            signature[name] = "fp32"
+    return signature, constexprs, attrs
+
+
+def _parse_sass(sass: str) -> tuple[int, int, list[int]]:
+    """(instructions, outside loops, loop bodies) from ``cuobjdump -sass``; a loop is a backward branch."""
+    rows = re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
+    addresses = [int(a, 16) for a, _ in rows]
+    loops = []
+    for (address, text) in rows:
+        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
+        if m and int(m.group(1), 16) < int(address, 16):
+            loops.append((int(m.group(1), 16), int(address, 16)))
+    inner = [(lo, hi) for lo, hi in loops if not any(lo <= lo2 and hi2 <= hi and (lo2, hi2) != (lo, hi)
+                                                     for lo2, hi2 in loops)]
+    bodies = [sum(lo <= a <= hi for a in addresses) for lo, hi in inner]
+    inside = {a for lo, hi in loops for a in addresses if lo <= a <= hi}
+    return len(addresses), len(addresses) - len(inside), bodies
+
+
+@functools.lru_cache(maxsize=None)
+def _compile(fn, signature: tuple, constexprs: tuple, attrs: tuple, num_warps: int, num_stages: int) -> Compiled:
+    source = ASTSource(fn, dict(signature), dict(constexprs), {k: v for k, v in attrs})
+    kernel = triton.compile(source, target=TARGET, options=dict(num_warps=num_warps, num_stages=num_stages))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.check_output([_cuobjdump(), "--dump-resource-usage", f.name], text=True)
+        sass = subprocess.check_output([_cuobjdump(), "-sass", f.name], text=True)
+    reg = int(re.search(r"REG:(\d+)", usage).group(1))
+    local = int(re.search(r"LOCAL:(\d+)", usage).group(1))
+    stack = int(re.search(r"STACK:(\d+)", usage).group(1))
+    total, outside, bodies = _parse_sass(sass)
+    return Compiled(reg, max(local, stack), kernel.metadata.shared, total, outside, bodies,
+                    "wgmma" in kernel.asm["ptx"])
+
+
+def _resolve(launch: "Launch") -> tuple[object, list, dict, dict]:
+    """(JITFunction, autotune configs that survive pruning or [None], heuristics, argument values) of a launch."""
+    kernel, configs, heuristics = launch.kernel, [None], {}
+    if isinstance(kernel, triton.runtime.Autotuner):
+        autotuner, kernel = kernel, kernel.fn
+        configs = autotuner.configs
+    if isinstance(kernel, triton.runtime.Heuristics):
+        heuristics, kernel = kernel.values, kernel.fn
+    values = dict(zip([p.name for p in kernel.params], launch.args))
+    values.update({k: v for k, v in launch.meta.items() if k not in ("num_warps", "num_stages")})
+    if configs != [None] and autotuner.early_config_prune:
+        configs = autotuner.early_config_prune(configs, values, **launch.meta)
+    return kernel, configs, heuristics, values
+
+
+# --- 3. per-kernel prediction -------------------------------------------------------------------------------
+
+@dataclass
+class KernelRow:
+    name: str
+    programs: int
+    warps: int
+    bytes: int
+    flops: float
+    config: str
+    registers: int
+    spills: int
+    shared: int
+    sass_instructions: int
+    warp_instructions: float
+    memory_us: float
+    compute_us: float
+    issue_us: float
+    predicted_us: float
+    variants: list = field(default_factory=list)  # (config, registers, spills) of every autotune config
+
+    @property
+    def bound(self) -> str:
+        return max((self.memory_us, "memory"), (self.compute_us, "tensor cores"), (self.issue_us, "issue"))[1]
+
+
+def _trips(name: str, values: dict, plan_rows: Optional[torch.Tensor]) -> float:
+    """Iterations of each loop of a program of kernel ``name``."""
+    if name == "gemm":
+        return max(1.0, min(values["K_SPLIT"], values["K"]) / values["BLOCK_K"])
+    if name == "stencil_bwd":
+        return values["ROWS_PER_PROGRAM"] / values["BLOCK_R"]
+    if name == "sum_partials":
+        return float(plan_rows[:, 2].double().mean()) if plan_rows is not None else 1.0
+    return 1.0
+
+
+def _program_mix(launch: Launch, values: dict) -> list[tuple[dict, float]]:
+    """Variants of a launch whose programs run different code, with their share of the programs: a stencil
+    launch's TE and TD programs, compiled apart so each is charged only its own instructions."""
+    if launch.name.startswith("stencil") and values["HAS_TE"] and values["HAS_TD"]:
+        n_te = values["N_TE_BLOCKS"]
+        share = n_te / (n_te + triton.cdiv(values["C_TD"], values["BLOCK_C"]))
+        return [({"HAS_TD": False}, share), ({"HAS_TE": False}, 1 - share)]
+    return [({}, 1.0)]
+
+
+def predict(launch: Launch) -> KernelRow:
+    fn, configs, heuristics, base = _resolve(launch)
+    tensors = [a for a in launch.args if isinstance(a, torch.Tensor)]
+    flops = 2.0 * base["M"] * base["N"] * base["K"] if launch.name == "gemm" else 0.0
+    dot_fp32 = launch.name == "gemm" and str(base["DOT_DTYPE"]) == "fp32"
+    peak = H100["tf32_achieved"] if dot_fp32 else H100["bf16_achieved"]
+    best, variants = None, []
+    for config in configs:
+        values = dict(base)
+        warps, stages = launch.meta.get("num_warps", 4), launch.meta.get("num_stages", 3)
+        if config is not None:
+            values.update(config.kwargs)
+            warps, stages = config.num_warps, config.num_stages
+        values.update({k: h(values) for k, h in heuristics.items()})
+        grid = launch.grid(values) if callable(launch.grid) else launch.grid
+        programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
+        full = _compile(fn, *_freeze(fn, values), warps, stages)
+        variants.append((_config_name(config), full.registers, full.spills))
+        trips = _trips(launch.name, values, launch.args[2] if launch.name == "sum_partials" else None)
+        warp_instructions = 0.0
+        for overrides, share in _program_mix(launch, values):
+            part = full if not overrides else _compile(fn, *_freeze(fn, {**values, **overrides}), warps, stages)
+            per_program = part.outside_loops + sum(part.loop_bodies) * trips
+            warp_instructions += programs * share * warps * per_program
+        busy = programs / (triton.cdiv(programs, H100["sms"]) * H100["sms"])  # last wave's idle SMs
+        row = KernelRow(
+            name=launch.name, programs=programs, warps=warps, bytes=_unique_bytes(tensors), flops=flops,
+            config=_config_name(config), registers=full.registers, spills=full.spills, shared=full.shared,
+            sass_instructions=full.instructions, warp_instructions=warp_instructions,
+            memory_us=_unique_bytes(tensors) / H100["hbm_achieved"] * 1e6,
+            compute_us=flops / (peak * min(1.0, busy)) * 1e6, issue_us=warp_instructions / ISSUE_RATE * 1e6,
+            predicted_us=0.0,
+        )
+        row.predicted_us = max(row.memory_us, row.compute_us, row.issue_us)
+        if best is None or row.predicted_us < best.predicted_us:
+            best = row
+    best.variants = variants
+    return best
+
+
+def _config_name(config) -> str:
+    if config is None:
+        return "-"
+    k = config.kwargs
+    return f"{k['BLOCK_M']}x{k['BLOCK_N']}x{k['BLOCK_K']} w{config.num_warps} s{config.num_stages}"
+
+
+def _freeze(fn, values: dict) -> tuple:
+    signature, constexprs, attrs = _signature_and_specialisation(fn, values)
+    return (tuple(signature.items()), tuple(constexprs.items()), tuple((k, tuple(map(tuple, v))) for k, v in attrs.items()))
+
+
+# --- 4. the ops at the benchmark shapes ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shape:
+    B: int = 8
+    T: int = 8
+    grid: tuple = (14, 14)
+    C: int = 768
+    Ca: int = 384
+    dtype: torch.dtype = torch.bfloat16
+
+    @property
+    def L(self) -> int:
+        return 1 + self.grid[0] * self.grid[1]
+
+    @property
+    def R(self) -> int:
+        return self.B * self.T * self.L
+
+
+VIT_B16 = Shape()
+TINY = Shape(B=1, T=2, grid=(2, 2), C=16, Ca=8, dtype=torch.float32)
+
+
+def _ted_inputs(s: Shape):
+    from kernels import BranchWeights
+    from kernels.packing import pack_pairs, tap_major
+
+    def branch(kernel):  # laid out as TEDAdapter stores them: depthwise weights tap-major, fc weights packed
+        return [torch.randn(s.Ca, s.C), torch.zeros(s.Ca), tap_major(torch.randn(s.Ca, 1, *kernel)), torch.zeros(s.Ca),
+                torch.randn(s.C, s.Ca), torch.zeros(s.C)]
+
+    te, td = (BranchWeights(*(t.to(s.dtype).requires_grad_() for t in branch(k))) for k in ((3,), (3, 3)))
+    pack_pairs([(te.fc1_weight, td.fc1_weight), (te.fc2_weight, td.fc2_weight)])
+    x = torch.randn(s.B * s.T, s.L, s.C, dtype=s.dtype, requires_grad=True)
+    return x, te, td
+
+
+def ted_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
+    """One TED-Adapter forward+backward of ``impl`` (kernels or kernels.reference) at shape ``s``."""
+    x, te, td = _ted_inputs(s)
+    grad = torch.randn(x.shape, dtype=s.dtype)
+
+    def run():
+        impl.ted_adapter(x, s.T, s.grid, te, td).backward(grad)
+        for t in (x, *te, *td):
+            t.grad = None
+    return run
+
+
+def text_fwd_bwd(impl, s: Shape, prompts: int = 400, tokens: int = 24, width: int = 512) -> Callable[[], None]:
+    """The text adapter at its place in the K400 recipe: 400 class prompts of 24 tokens, D = 512."""
+    x = torch.randn(prompts, tokens, width, dtype=s.dtype, requires_grad=True)
+    w = [torch.randn(width // 2, width), torch.zeros(width // 2), torch.randn(width, width // 2), torch.zeros(width)]
+    w = [t.to(s.dtype).requires_grad_() for t in w]
+    grad = torch.randn(x.shape, dtype=s.dtype)
+
+    def run():
+        impl.text_adapter(x, *w).backward(grad)
+        for t in (x, *w):
+            t.grad = None
+    return run
+
+
+def ideal_ted_bytes(s: Shape) -> int:
+    """The plan: every kernel of DESIGN's fused TED-Adapter reads its activations once and writes its
+    outputs once; weights read, and their gradients written, once per pass.
+    fwd: x→z; z→h; h,x→out.  bwd: dout→dh; dout,h→dW_out; dh,z→dz; dz,dout→dx; dz,x→dW_in."""
+    e = torch.empty(0, dtype=s.dtype).element_size()
+    x, z = s.R * s.C * e, s.R * 2 * s.Ca * e  # [R, C] and [R, 2Ca] activations
+    activations = (x + z) + 2 * z + (z + 2 * x) + (x + z) + (x + z) + 3 * z + (z + 2 * x) + (z + x)
+    weights = 4 * s.C * s.Ca * e
+    return activations + 4 * weights  # read in the forward, twice in the backward, gradients written once
+
+
+def host_us(fn: Callable[[], None], repeats: int = 60) -> float:
+    """Median microseconds of ``fn`` (after a warm-up)."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def fused_host_us(s: Shape = TINY, repeats: int = 60) -> float:
+    """Host time of one fused TED fwd+bwd with every launch stubbed (captured and dropped)."""
+    import kernels
+    from kernels.utils import capture_launches
+
+    run = ted_fwd_bwd(kernels, s)
+    with capture_launches(lambda *a: None):
+        return host_us(run, repeats)
+
+
+def eager_host_us(s: Shape = TINY, repeats: int = 60) -> float:
+    from kernels import reference
+
+    return host_us(ted_fwd_bwd(reference, s), repeats)
+
+
+def registration_host_us(repeats: int = 200) -> dict:
+    """Host microseconds of a trivial op's forward+backward registered three ways."""
+    lib_ns = "m2clip_static_probe"
+
+    @torch.library.custom_op(f"{lib_ns}::scale", mutates_args=())
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    scale.register_fake(lambda x: torch.empty_like(x))
+    scale.register_autograd(lambda ctx, g: g, setup_context=lambda ctx, inputs, output: None)
+
+    class Scale(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    x = torch.randn(4, requires_grad=True)
+    return {"custom_op": host_us(lambda: scale(x).sum().backward(), repeats),
+            "autograd.Function": host_us(lambda: Scale.apply(x).sum().backward(), repeats),
+            "plain aten (clone)": host_us(lambda: x.clone().sum().backward(), repeats)}
+
+
+def analyse_op(name: str, make: Callable, s: Shape) -> dict:
+    import kernels
+    from kernels import reference
+
+    launches, aten = trace(make(kernels, s))
+    _, eager_aten = trace(make(reference, s))
+    rows = [predict(launch) for launch in launches]
+    return dict(
+        op=name, shape=asdict(s) | {"dtype": str(s.dtype).replace("torch.", "")},
+        device_kernels=len(rows) + len(aten), triton_kernels=len(rows), aten_kernels=[n for n, _ in aten],
+        bytes=sum(r.bytes for r in rows) + sum(b for _, b in aten),
+        flops=sum(r.flops for r in rows),
+        predicted_us=sum(r.predicted_us for r in rows) + sum(b for _, b in aten) / H100["hbm_achieved"] * 1e6,
+        kernels=[asdict(r) | {"bound": r.bound} for r in rows],
+        eager=dict(device_kernels=len(eager_aten), ops=[n for n, _ in eager_aten],
+                   bytes=sum(b for _, b in eager_aten),
+                   floor_us=sum(b for _, b in eager_aten) / H100["hbm_achieved"] * 1e6),
+    )
+
+
+def run(out_path: Optional[str] = None, host_repeats: int = 60) -> dict:
+    torch.manual_seed(0)
+    ted = analyse_op("ted_adapter fwd+bwd", ted_fwd_bwd, VIT_B16)
+    ted["ideal_bytes"] = ideal_ted_bytes(VIT_B16)
+    text = analyse_op("text_adapter fwd+bwd", text_fwd_bwd, VIT_B16)
+    fused, eager = fused_host_us(repeats=host_repeats), eager_host_us(repeats=host_repeats)
+    report = dict(
+        hardware=H100, budgets=BUDGETS, issue_rate=ISSUE_RATE, triton=triton.__version__, torch=torch.__version__,
+        ops=[ted, text],
+        host=dict(shape=asdict(TINY) | {"dtype": "float32"}, fused_us=fused, eager_us=eager, ratio=fused / eager,
+                  registration=registration_host_us()),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    report["checks"] = check_budgets(report)
+    if out_path:
+        with open(out_path, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+    return report
+
+
+def check_budgets(report: dict) -> dict:
+    """Each budget of issue 9 with the value it holds to and whether it is met."""
+    ted = report["ops"][0]
+    stencil = [k for k in ted["kernels"] if k["name"].startswith("stencil")]
+    every = [k for op in report["ops"] for k in op["kernels"]]
+    worst_regs = max(v[1] for k in every for v in k["variants"])
+    spills = max(v[2] for k in every for v in k["variants"])
+    checks = {
+        "stencil passes ≤ 2× memory floor": (max(k["predicted_us"] / k["memory_us"] for k in stencil),
+                                            BUDGETS["stencil_vs_memory_floor"]),
+        "registers ≤ 128 (every variant)": (worst_regs, BUDGETS["registers"]),
+        "spills = 0 (every variant)": (spills, BUDGETS["spills"]),
+        "device kernels per TED fwd+bwd ≤ 10": (ted["device_kernels"], BUDGETS["device_kernels"]),
+        "HBM bytes ≤ 1.5× plan": (ted["bytes"] / ted["ideal_bytes"], BUDGETS["bytes_vs_plan"]),
+        "host time ≤ 1/3 of eager": (report["host"]["ratio"], BUDGETS["host_vs_eager"]),
+    }
+    return {name: dict(value=value, budget=budget, met=value <= budget) for name, (value, budget) in checks.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "static-sm90.json"))
+    args = parser.parse_args()
+    report = run(args.out)
+    for op in report["ops"]:
+        print(f"{op['op']}: {op['device_kernels']} device kernels, {op['bytes'] / 1e6:.0f} MB, predicted "
+              f"{op['predicted_us']:.0f} µs (eager: {op['eager']['device_kernels']} kernels, "
+              f"{op['eager']['bytes'] / 1e6:.0f} MB, floor {op['eager']['floor_us']:.0f} µs)")
+        for k in op["kernels"]:
+            print(f"  {k['name']:13s} {k['config']:20s} {k['programs']:6d} programs  {k['registers']:3d} regs  "
+                  f"{k['bytes'] / 1e6:6.1f} MB  mem {k['memory_us']:6.1f}  tc {k['compute_us']:6.1f}  "
+                  f"issue {k['issue_us']:6.1f}  -> {k['predicted_us']:6.1f} µs ({k['bound']})")
+    host = report["host"]
+    print(f"host per TED fwd+bwd (launches stubbed): fused {host['fused_us']:.0f} µs, eager {host['eager_us']:.0f} µs")
+    for name, c in report["checks"].items():
+        print(f"{'met ' if c['met'] else 'MISSED'} {name}: {c['value']:.3g} (budget {c['budget']:.3g})")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
