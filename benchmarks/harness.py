@@ -18,7 +18,10 @@ from typing import Callable, Optional, Sequence
 import torch
 import triton
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# Where the suite writes <card>.json: the committed results folder, or M2CLIP_BENCH_RESULTS (a scratch
+# folder: CI's runs must not rewrite tracked files; the GPU script writes straight into $OUT).
+RESULTS_DIR = os.environ.get("M2CLIP_BENCH_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                      "results")
 HAS_CUDA = torch.cuda.is_available()
 NO_CUDA_REASON = "GPU benchmark: no CUDA device on this machine (the fused ops are not timed under the interpreter)"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}

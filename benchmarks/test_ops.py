@@ -42,8 +42,21 @@ def _param(*shape, dtype, scale=0.02):
 
 
 def _branch(width, ca, kernel, dtype):
-    return [_param(ca, width, dtype=dtype), _param(ca, dtype=dtype), _param(ca, 1, *kernel, dtype=dtype, scale=0.3),
+    """One bottleneck branch laid out as the adapter modules store it (depthwise weight tap-major)."""
+    from kernels.packing import tap_major
+
+    conv = tap_major(_param(ca, 1, *kernel, dtype=dtype, scale=0.3).detach()).requires_grad_()
+    return [_param(ca, width, dtype=dtype), _param(ca, dtype=dtype), conv,
             _param(ca, dtype=dtype), _param(width, ca, dtype=dtype), _param(width, dtype=dtype)]
+
+
+def _ted_inputs(x, C, Ca, dtype):
+    """x and both branches, the fc weights of the two branches packed back to back as ``TEDAdapter`` does."""
+    from kernels.packing import pack_pairs
+
+    te, td = _branch(C, Ca, (3,), dtype), _branch(C, Ca, (3, 3), dtype)
+    pack_pairs([(te[0], td[0]), (te[4], td[4])])
+    return [x, *te, *td]
 
 
 def _ted(impl, w: Width, T):
@@ -66,7 +79,7 @@ def _ops(w: Width, B: int, T: int) -> dict[str, OpCase]:
     gemm_pair = lambda rows, c, ca, e: (2 * rows * c * e, 4 * rows * c * ca, 3 * rows * c * e, 8 * rows * c * ca)  # noqa: E731
     return {
         "ted_adapter": OpCase(
-            lambda dt: [x((B * T, w.L, C), dt), *_branch(C, Ca, (3,), dt), *_branch(C, Ca, (3, 3), dt)],
+            lambda dt: _ted_inputs(x((B * T, w.L, C), dt), C, Ca, dt),
             _ted(kernels, w, T), _ted(reference, w, T),
             lambda e: (2 * R * C * e, 8 * R * C * Ca + 26 * R * Ca, 3 * R * C * e, 16 * R * C * Ca + 52 * R * Ca)),
         "temporal_adapter": OpCase(

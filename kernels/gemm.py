@@ -26,8 +26,11 @@ import triton.language as tl
 from . import utils
 from .utils import INTERPRET, cdiv, dot_dtype, fp32_dot_precision, launch, next_power_of_2
 
-EPILOGUES = {"none": 0, "gelu": 1, "gelu_grad": 2}
-COLSUM_OF = {None: 0, "output": 1, "residual": 2}
+# Epilogue and column-sum choices, as the kernel's constexpr flags see them.
+NONE, GELU, GELU_GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+OF_OUTPUT, OF_RESIDUAL = tl.constexpr(1), tl.constexpr(2)
+EPILOGUES = {"none": NONE.value, "gelu": GELU.value, "gelu_grad": GELU_GRAD.value}
+COLSUM_OF = {None: NONE.value, "output": OF_OUTPUT.value, "residual": OF_RESIDUAL.value}
 # Column sums are written per BLOCK_M rows: the host sizes their buffer before autotuning picks a tile.
 COLSUM_BLOCK_M = 32 if INTERPRET else 64
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
@@ -62,7 +65,8 @@ def _configs() -> list[triton.Config]:
                              num_warps=warps)
 
     return [config(128, 128, 8, 3), config(128, 64, 4, 4), config(64, 128, 4, 4),
-            config(128, 64, 8, 4), config(64, 128, 8, 4), config(64, 64, 4, 4)]
+            config(128, 64, 8, 4), config(64, 128, 8, 4), config(64, 64, 4, 4),
+            triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 16, "GROUP_M": 8}, num_stages=2, num_warps=4)]
 
 
 def _accumulator_registers(config: triton.Config) -> int:
@@ -74,6 +78,9 @@ def _fitting_configs(configs: list[triton.Config], named_args: dict, **constexpr
     only costs compile time); small accumulators where the epilogue holds a second tile; for column sums,
     the row tile the host sized their buffer for. The smallest tile always stays."""
     args = {**named_args, **constexprs}
+    # IEEE fp32 multiplies run on the FMA units with both operand tiles in registers: a short K step only.
+    ieee = args.get("INPUT_PRECISION") == "ieee" and str(args.get("DOT_DTYPE")) == "fp32"
+    configs = [c for c in configs if (c.kwargs["BLOCK_K"] == 16) == ieee] or configs
     if args.get("COLSUM"):
         configs = [c for c in configs if c.kwargs["BLOCK_M"] == COLSUM_BLOCK_M]
     if args.get("COLSUM") or args.get("EPILOGUE") or any(args.get(k) is not None for k in ("res_ptr", "bias2_ptr")):
@@ -177,12 +184,12 @@ def _gemm_kernel(
     if bias2_ptr is not None:
         bias2 = tl.load(bias2_ptr + n0 + rn, mask=n_mask, other=0.0).to(tl.float32)
         acc += tl.where(gated[:, None], bias2[None, :], 0.0)
-    if EPILOGUE == 1:  # GELU, keeping the pre-activation for the backward
+    if EPILOGUE == GELU:  # keeping the pre-activation for the backward
         if pre_ptr is not None:
             pre = pre_ptr + m0.to(tl.int64) * N + n0
             tl.store(pre + (rm * N)[:, None] + rn[None, :], acc.to(pre_ptr.dtype.element_ty), mask=mn_mask)
         acc = _gelu(acc)
-    elif EPILOGUE == 2:  # multiply by GELU'(pre-activation)
+    elif EPILOGUE == GELU_GRAD:  # multiply by GELU'(pre-activation)
         aux = aux_ptr + m0.to(tl.int64) * stride_auxm + n0
         acc = acc * _gelu_grad(tl.load(aux + (rm * stride_auxm)[:, None] + rn[None, :], mask=mn_mask,
                                        other=0.0).to(tl.float32))
@@ -190,8 +197,8 @@ def _gemm_kernel(
         res_tile = res_ptr + m0.to(tl.int64) * stride_resm + n0
         res = tl.load(res_tile + (rm * stride_resm)[:, None] + rn[None, :], mask=mn_mask, other=0.0).to(tl.float32)
         acc += res
-    if COLSUM != 0:  # [all rows, gated rows] column sums of this row tile, for bias gradients
-        summed = acc if COLSUM == 1 else res
+    if COLSUM != NONE:  # [all rows, gated rows] column sums of this row tile, for bias gradients
+        summed = acc if COLSUM == OF_OUTPUT else res
         sums = colsum_ptr + pid_m.to(tl.int64) * N * (2 if COLSUM_GATED else 1) + n0
         tl.store(sums + rn, tl.sum(tl.where(m_mask[:, None], summed, 0.0), axis=0), mask=n_mask)
         if COLSUM_GATED:
@@ -272,23 +279,29 @@ def gemm(
     b, stride_bk, stride_bn, b_block, stride_b_block, b_along_k = _b_layout(b)
     if out is None:
         out = torch.empty(1, M, N, device=a.device, dtype=out_dtype or a.dtype)
-    c_block = out.shape[-1] if out.dim() == 4 else N
-    stride_c_block = out.stride(1) if out.dim() == 4 else 0
-    stride_cm = out.stride(-2)
+    blocked = out.dim() == 4
+    out_strides = out.stride()
     k_split = k_slice(K, split_k)
     dot = dot or a.dtype
-    variant = f"e{epilogue}-b{bias is not None}{bias2 is not None}-r{residual is not None}-c{colsum}{colsum_gated}-k{b_along_k}"
-    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]),  # noqa: E731
-                         cdiv(K, k_split))
+    meta = _meta(epilogue, bias is not None, bias2 is not None, residual is not None, colsum, colsum_gated, b_along_k,
+                 dot, fp32_dot_precision() if dot == torch.float32 else "tf32")
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]), cdiv(K, k_split))  # noqa: E731
     launch(_gemm_kernel, grid, a, b, out, bias, bias2, aux, residual, pre, colsum_out,
            M, N, K, next_power_of_2(M), k_split,
            a.stride(0), a.stride(1), stride_bk, stride_bn, b_block, stride_b_block,
-           out.stride(0), stride_cm, c_block, stride_c_block,
+           out_strides[0], out_strides[-2], out.shape[-1] if blocked else N, out_strides[1] if blocked else 0,
            0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0), bias2_period,
-           VARIANT=variant, EPILOGUE=EPILOGUES[epilogue], COLSUM=COLSUM_OF[colsum], COLSUM_GATED=colsum_gated, B_BLOCKS_ALONG_K=b_along_k,
-           DOT_DTYPE=dot_dtype(dot), INPUT_PRECISION=fp32_dot_precision() if dot == torch.float32 else "tf32",
-           name="gemm")
-    return out[0] if out.dim() == 3 else out
+           name="gemm", **meta)
+    return out if blocked else out[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _meta(epilogue: str, has_bias: bool, has_bias2: bool, has_res: bool, colsum: Optional[str], gated: bool,
+          b_along_k: bool, dot: torch.dtype, precision: str) -> dict:
+    """The constexpr arguments of one GEMM variant (made once per variant: host time matters, see issue 9)."""
+    variant = f"e{epilogue}-b{has_bias:d}{has_bias2:d}-r{has_res:d}-c{colsum}{gated:d}-k{b_along_k:d}"
+    return dict(VARIANT=variant, EPILOGUE=EPILOGUES[epilogue], COLSUM=COLSUM_OF[colsum], COLSUM_GATED=gated,
+                B_BLOCKS_ALONG_K=b_along_k, DOT_DTYPE=dot_dtype(dot), INPUT_PRECISION=precision)
 
 
 def colsum_rows(M: int) -> int:

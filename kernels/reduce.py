@@ -83,9 +83,5 @@ class Partials:
     @staticmethod
     def split(flat: torch.Tensor, shapes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         """Views of ``flat`` (from :meth:`sum`) with the given shapes, consecutive from offset 0."""
-        views, offset = [], 0
-        for shape in shapes:
-            n = math.prod(shape)
-            views.append(flat[offset:offset + n].view(*shape))
-            offset += n
-        return views
+        pieces = flat.split([math.prod(shape) for shape in shapes])
+        return [piece.view(shape) for piece, shape in zip(pieces, shapes)]

@@ -63,8 +63,10 @@ def _put(base, rows, stride, cols, value, ok, cmask, EVEN_C: tl.constexpr):
 def _vec(ptr, cols, cmask):
     """``[BLOCK_C]`` fp32 vector of ``ptr[cols]`` (0 past the end); ``ptr`` None gives zeros."""
     if ptr is None:
-        return tl.zeros(cols.shape, dtype=tl.float32)
-    return tl.load(ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+        v = tl.zeros(cols.shape, dtype=tl.float32)
+    else:
+        v = tl.load(ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    return v
 
 
 @triton.jit

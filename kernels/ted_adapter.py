@@ -167,14 +167,20 @@ class _TEDFunction(torch.autograd.Function):
 
 def _check_branch(name: str, p: BranchWeights, width: int, kernel: tuple[int, ...]) -> int:
     ca = p.fc1_weight.shape[0]
-    shapes = {
-        "fc1_weight": (ca, width), "fc1_bias": (ca,), "conv_weight": (ca, 1, *kernel), "conv_bias": (ca,),
-        "fc2_weight": (width, ca), "fc2_bias": (width,),
-    }
-    for field, shape in shapes.items():
-        got = tuple(getattr(p, field).shape)
-        check(got == shape, f"ted_adapter: {name}.{field} must be {list(shape)} for C = {width}, got {list(got)}")
+    shapes = ((ca, width), (ca,), (ca, 1, *kernel), (ca,), (width, ca), (width,))
+    if tuple(t.shape for t in p) != shapes:  # one comparison in the common case; the details on failure
+        for field, shape, t in zip(BranchWeights._fields, shapes, p):
+            check(t.shape == shape, f"ted_adapter: {name}.{field} must be {list(shape)} for C = {width}, "
+                                    f"got {list(t.shape)}")
     return ca
+
+
+def _kernel_layout(p: BranchWeights) -> BranchWeights:
+    """Biases contiguous and depthwise weights contiguous or tap-major: what the kernels index directly
+    (fc weights go through any strides). No copy when they already are."""
+    if p.fc1_bias.is_contiguous() and p.conv_bias.is_contiguous() and p.fc2_bias.is_contiguous():
+        return p._replace(conv_weight=dense_taps(p.conv_weight))
+    return BranchWeights(*(dense_taps(t) if t.dim() > 1 else t.contiguous() for t in p))
 
 
 def ted_adapter(
@@ -200,9 +206,8 @@ def ted_adapter(
               f"1 + h*w = {1 + grid[0] * grid[1] if len(grid) == 2 else '?'}")
     if not can_run_triton(x, "ted_adapter"):
         return reference.ted_adapter(x, num_frames, grid, te, td)
-    # The kernels index biases and depthwise weights directly (fc weights go through any strides).
-    te = BranchWeights(*(dense_taps(t) if t.dim() > 1 else t.contiguous() for t in te))
-    td = BranchWeights(*(t if t is None else dense_taps(t) if t.dim() > 1 else t.contiguous() for t in td or (None,) * 6))
+    te = _kernel_layout(te)
+    td = BranchWeights(*(None,) * 6) if td is None else _kernel_layout(td)
     return _TEDFunction.apply(x, te.fc1_weight, te.fc1_bias, te.conv_weight, te.conv_bias, td.fc1_weight,
                               td.fc1_bias, td.conv_weight, td.conv_bias, te.fc2_weight, te.fc2_bias, td.fc2_weight,
                               td.fc2_bias, num_frames, grid[0] if td.fc1_weight is not None else 0,

@@ -52,7 +52,7 @@ class ConvBottleneck(nn.Module):
 
 
 class TEDAdapter(nn.Module):
-    """Temporal Enhancement + temporal Difference adapter (DESIGN.md §1.1). Identity at init.
+    """Temporal Enhancement + temporal Difference adapter (docs/DESIGN.md §1.1). Identity at init.
 
     forward: x ``[B*T, 1 + h*w, C]`` (CLS first, frame-major) -> ``[B*T, 1 + h*w, C]``.
     """

@@ -3,6 +3,7 @@ rebuilding a model from a checkpoint."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from typing import Any, Optional
@@ -38,10 +39,20 @@ def atomic_save(obj: Any, path: str) -> None:
 
 
 def load(path: str) -> dict:
-    """Load a checkpoint without unpickling arbitrary objects."""
+    """Load a checkpoint without unpickling arbitrary objects. A file that is not a checkpoint, or that holds
+    objects other than tensors and plain data, raises ``ValueError`` with one line saying so (nothing in it
+    is run, and nothing suggests turning that safety off)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a global: code or objects we do not load
+        raise ValueError(f"{path} holds objects that are not allowed in a checkpoint (only tensors and plain "
+                         "data are loaded); it was refused and nothing in it was run") from None
+    except Exception as err:  # truncated, corrupt or not a torch file at all
+        detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
+        reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        raise ValueError(f"{path} is not a valid checkpoint (torch.load could not read it: {reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an m2clip_fast training checkpoint")
     return ckpt

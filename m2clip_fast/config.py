@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class M2CLIPConfig:
-    """Everything that defines an M2-CLIP model (see DESIGN.md §1).
+    """Everything that defines an M2-CLIP model (see docs/DESIGN.md §1).
 
     backbone: an open_clip model name (``"ViT-B-16-quickgelu"``) or an open_clip model-config dict
         with ``embed_dim``, ``vision_cfg``, ``text_cfg`` and ``quick_gelu``.

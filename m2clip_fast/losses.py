@@ -1,4 +1,4 @@
-"""The four losses of the multi-task decoder (DESIGN.md §1.3). All return fp32 scalars."""
+"""The four losses of the multi-task decoder (docs/DESIGN.md §1.3). All return fp32 scalars."""
 from __future__ import annotations
 
 import torch

@@ -73,7 +73,7 @@ def _project(x: torch.Tensor, proj: nn.Module | torch.Tensor) -> torch.Tensor:
 
 
 class M2CLIP(nn.Module):
-    """M2-CLIP (DESIGN.md §1). Build with :func:`build_model`.
+    """M2-CLIP (docs/DESIGN.md §1). Build with :func:`build_model`.
 
     Submodules: ``clip`` (the frozen open_clip CLIP), ``visual_adapters`` (one :class:`BlockAdapters` of
     TED-Adapters per vision block), ``temporal_adapter``, ``visual_head`` (Linear C→K), ``text_adapters``
@@ -238,7 +238,7 @@ class M2CLIP(nn.Module):
         mlm_labels: Optional[torch.Tensor] = None,
         class_prefix: Optional[torch.Tensor] = None,
     ) -> dict[str, torch.Tensor]:
-        """The four losses and their weighted ``total`` (DESIGN.md §1.3).
+        """The four losses and their weighted ``total`` (docs/DESIGN.md §1.3).
 
         video ``[B, 3, T, H, W]``; labels ``[B]`` int64 in ``[0, K)`` (range-checked when on the CPU);
         class_tokens ``[K, S]``: the prompts of all K classes (a sample's prompt is ``class_tokens[label]``);

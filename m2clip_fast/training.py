@@ -234,9 +234,15 @@ def run(args: argparse.Namespace) -> dict:
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp == "fp16")
     epoch, step, batches_done, best = 0, 0, 0, None
 
-    if not resume and not args.eval_only and checkpointing.latest(out_dir) and runtime.is_main:
-        print(f"note: {out_dir} holds a checkpoint; starting afresh and overwriting it (--resume auto continues it)",
-              flush=True)
+    if not resume and not args.eval_only and runtime.is_main:
+        if checkpointing.latest(out_dir):
+            print(f"note: {out_dir} holds a checkpoint; starting afresh and overwriting it (--resume auto continues "
+                  "it)", flush=True)
+        if os.path.exists(log_path):  # a fresh run starts a fresh log; the old one is kept aside
+            aside = os.path.join(out_dir, time.strftime("metrics.%Y%m%d-%H%M%S.jsonl",
+                                                        time.localtime(os.path.getmtime(log_path))))
+            os.replace(log_path, aside)
+            print(f"note: the previous run's metrics.jsonl is now {os.path.basename(aside)}", flush=True)
     if ckpt is not None:
         if not args.eval_only:
             optimizer.load_state_dict(ckpt["optimizer"])

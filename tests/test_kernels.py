@@ -11,8 +11,8 @@ import kernels
 from kernels import BranchWeights, reference
 from kernels import utils as kutils
 
-FP32_TOL = 1e-5  # DESIGN.md §3: fp32 with IEEE multiplies (the interpreter; the GPU under PyTorch's default)
-TF32_TOL = 1e-3  # DESIGN.md §3: fp32 on a GPU with TF32 matmuls allowed
+FP32_TOL = 1e-5  # docs/DESIGN.md §3: fp32 with IEEE multiplies (the interpreter; the GPU under PyTorch's default)
+TF32_TOL = 1e-3  # docs/DESIGN.md §3: fp32 on a GPU with TF32 matmuls allowed
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -275,7 +275,7 @@ def tf32_matmuls(on: bool):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-# (dtype, TF32 allowed, tolerance): DESIGN.md §3. IEEE fp32 at ViT-B/16 width sums up to 3152 products per
+# (dtype, TF32 allowed, tolerance): docs/DESIGN.md §3. IEEE fp32 at ViT-B/16 width sums up to 3152 products per
 # weight-gradient element (~1e-6 expected), so 1e-4 there: still 10× inside DESIGN's GPU fp32 bound.
 GPU_PRECISIONS = [(torch.float32, False, 1e-4), (torch.float32, True, TF32_TOL),
                   (torch.bfloat16, False, 2e-2), (torch.float16, False, 5e-3)]
@@ -334,19 +334,3 @@ def test_cuda_backward_is_deterministic():
 
     for a, b in zip(grads(), grads()):
         assert torch.equal(a, b)
-
-
-def test_every_kernel_variant_compiles_for_sm90():
-    """The interpreter never runs the GPU compiler: compile each launcher's kernel variants for an H100
-    (PTX and cubin through Triton's bundled ptxas) in a process without TRITON_INTERPRET, and check that
-    the bf16 GEMM uses wgmma with a pipelined main loop there."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = os.path.join(os.path.dirname(__file__), "compile_for_gpu.py")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, cwd=root, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count(": ok") == 10 + 16 + 2

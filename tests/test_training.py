@@ -140,3 +140,14 @@ def test_mixed_precision_and_gradient_accumulation(data, tmp_path, amp):
     assert [r["step"] for r in train] == [1, 2]  # 4 batches, one optimizer step per 2
     assert all(torch.isfinite(torch.tensor(r["total"])) for r in train)
     assert bool(checkpointing.load(str(tmp_path / "last.pt"))["scaler"]) == (amp == "fp16")  # fp16: a grad scaler
+
+
+def test_a_fresh_run_starts_a_fresh_metrics_log(data, tmp_path, capsys):
+    main(_args(data, tmp_path, "--epochs", "1", "--log-interval", "1"))
+    first = _records(tmp_path)
+    main(_args(data, tmp_path, "--epochs", "1", "--log-interval", "1"))  # not --resume: a new run
+    assert len(_records(tmp_path)) == len(first)  # not appended to the old run's lines
+    aside = [name for name in os.listdir(tmp_path) if name.startswith("metrics.") and name != "metrics.jsonl"]
+    assert len(aside) == 1 and "is now " + aside[0] in capsys.readouterr().out
+    with open(tmp_path / aside[0]) as f:
+        assert [json.loads(line) for line in f] == first

@@ -1,0 +1,56 @@
+"""The static performance model (``python -m benchmarks.static``) holds the kernels to issue 9's budgets at
+ViT-B/16, B=8, T=8, bf16 on sm_90 — without a GPU: every launch of one fwd+bwd traced, every kernel variant
+compiled ahead of time for an H100 (the interpreter never runs the GPU compiler, so this also catches what
+only it rejects), SASS read. One subprocess without TRITON_INTERPRET; about a minute and a half."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("static") / "static-sm90.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.static", "--out", str(out)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def test_every_budget_is_met(report):
+    missed = {name: c for name, c in report["checks"].items() if not c["met"]}
+    assert not missed, missed
+    assert len(report["checks"]) == 6
+
+
+def test_ted_adapter_is_nine_launches_and_nothing_else(report):
+    ted = report["ops"][0]
+    names = [k["name"] for k in ted["kernels"]]
+    assert ted["aten_kernels"] == []  # no zero-fill, cast, copy or reduction outside the Triton kernels
+    assert names.count("gemm") == 6 and names.count("sum_partials") == 1
+    assert names.count("stencil_fwd") == names.count("stencil_bwd") == 1
+    assert ted["eager"]["device_kernels"] > 3 * ted["device_kernels"]
+
+
+def test_bf16_gemms_use_hopper_tensor_cores_with_a_pipelined_main_loop(report):
+    for op in report["ops"]:
+        if op["shape"]["dtype"] != "bfloat16":
+            continue
+        for k in op["kernels"]:
+            if k["name"] == "gemm":
+                m, n, kk = (int(v) for v in k["config"].split()[0].split("x"))
+                assert k["wgmma"], (op["op"], k["config"])
+                assert k["shared"] >= 2 * (m + n) * kk * 2, (op["op"], k["config"], k["shared"])
+
+
+def test_the_model_names_its_constants_and_predicts_every_kernel(report):
+    assert report["hardware"]["sms"] == 132 and report["hardware"]["hbm_achieved"] == 3.0e12
+    for op in report["ops"]:
+        for k in op["kernels"]:
+            assert k["predicted_us"] == max(k["memory_us"], k["compute_us"], k["issue_us"]) > 0
+            assert k["sass_instructions"] > 0 and k["registers"] > 0
