@@ -1,5 +1,6 @@
-"""Fused Triton kernels (forward and backward) for M2-CLIP's adapters, as autograd-aware
-``torch.library`` custom ops (``torch.compile(fullgraph=True)`` sees no graph break).
+"""Fused Triton kernels (forward and backward) for M2-CLIP's adapters, as autograd-aware ops: an
+``autograd.Function`` per op that launches the kernels directly, running the same code inside
+``torch.library`` custom ops under ``torch.compile`` (``fullgraph=True`` sees no graph break).
 
 CUDA tensors run compiled kernels. CPU tensors run the same kernels through Triton's interpreter when
 ``TRITON_INTERPRET=1`` was set before the first fused op was imported, and otherwise the eager

@@ -31,12 +31,12 @@ from .utils import INTERPRET, can_run_triton, cdiv, check, check_tensors, comput
 
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
-# Tile sizes. The backward walks ROWS_PER_PROGRAM rows in BLOCK_R steps so the partial buffer stays small.
-BLOCK_R = 16
-BWD_BLOCK_R = 16
-BWD_BLOCK_C = 32  # [16, 32] fp32 accumulators: 4 registers a thread each
+# Tiles (4 warps), chosen with the static model (benchmarks/static.py) at ViT-B/16: the forward's [16, 64]
+# tile keeps its 18 shifted loads within 128 registers; the backward's [16, 32] tile keeps eleven fp32
+# accumulators (4 registers a thread each) and walks ROWS_PER_PROGRAM rows, so its partial buffer stays small.
+BLOCK_R, MAX_BLOCK_C = 16, 64
+BWD_BLOCK_R, BWD_BLOCK_C = 16, 32
 ROWS_PER_PROGRAM = 32 if INTERPRET else 128
-MAX_BLOCK_C = 64
 
 
 def partial_width(channels: int, taps: int) -> int:
@@ -195,30 +195,25 @@ def _add_to_tap(q: tl.constexpr, value, a0, a1, a2, a3, a4, a5, a6, a7, a8):
 
 
 @triton.jit
+def _store_tap(part, cols, cmask, wc, wq, q: tl.constexpr, acc):
+    """Tap ``q``'s kernel gradient, reduced over rows, laid out like the weight (``c*wc + q*wq``)."""
+    tl.store(part + cols * wc + q * wq, tl.sum(acc, axis=0), mask=cmask)
+
+
+@triton.jit
 def _store_partials(part, C, cols, cmask, wc, wq, sum_dh, sum_dx, TAPS: tl.constexpr,
                     a0, a1, a2, a3, a4, a5, a6, a7, a8):
-    """Reduce the per-tap and bias accumulators over rows into ``part = [weight | bias | in-bias]``, the
-    weight gradient laid out like the weight (tap q of channel c at ``c*wc + q*wq``)."""
-    for q in tl.static_range(TAPS):
-        if q == 0:
-            acc = a0
-        elif q == 1:
-            acc = a1
-        elif q == 2:
-            acc = a2
-        elif q == 3:
-            acc = a3
-        elif q == 4:
-            acc = a4
-        elif q == 5:
-            acc = a5
-        elif q == 6:
-            acc = a6
-        elif q == 7:
-            acc = a7
-        else:
-            acc = a8
-        tl.store(part + cols * wc + q * wq, tl.sum(acc, axis=0), mask=cmask)
+    """Reduce the per-tap and bias accumulators over rows into ``part = [weight | bias | in-bias]``."""
+    _store_tap(part, cols, cmask, wc, wq, 0, a0)
+    _store_tap(part, cols, cmask, wc, wq, 1, a1)
+    _store_tap(part, cols, cmask, wc, wq, 2, a2)
+    if TAPS == 9:
+        _store_tap(part, cols, cmask, wc, wq, 3, a3)
+        _store_tap(part, cols, cmask, wc, wq, 4, a4)
+        _store_tap(part, cols, cmask, wc, wq, 5, a5)
+        _store_tap(part, cols, cmask, wc, wq, 6, a6)
+        _store_tap(part, cols, cmask, wc, wq, 7, a7)
+        _store_tap(part, cols, cmask, wc, wq, 8, a8)
     tl.store(part + C * TAPS + cols, tl.sum(sum_dh, axis=0), mask=cmask)
     tl.store(part + C * (TAPS + 1) + cols, tl.sum(sum_dx, axis=0), mask=cmask)
 
