@@ -37,6 +37,14 @@ REAL_DEFAULTS = dict(preset="vit-b16-k400", num_frames=8, sampling_rate=16, batc
                      lr=None, output_dir="runs/m2clip", views="4x3", flip=True, workers=4)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a default only where it does not depend on the mode (real data or the demo)."""
 
@@ -67,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="no horizontal flips (direction-sensitive data such as SSv2; the demo never flips)")
     d.add_argument("--randaugment", action="store_true", help="RandAugment, one draw per clip")
-    d.add_argument("--workers", type=int, help="DataLoader worker processes per rank [4; demo 2]")
+    d.add_argument("--workers", type=int, help="DataLoader worker processes per rank [4, or the CPUs this process "
+                                                "may use if fewer; demo 2]")
     m = p.add_argument_group("model")
     m.add_argument("--preset", choices=sorted(PRESETS), help="model preset [vit-b16-k400; demo tiny]")
     m.add_argument("--pretrained", help="local CLIP weights: OpenAI .pt archive or open_clip state dict")
@@ -105,9 +114,12 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.synthetic = args.train_list is None and args.eval_only is False
     defaults = SYNTHETIC_DEFAULTS if args.synthetic else REAL_DEFAULTS
+    workers_given = args.workers is not None
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if not workers_given:  # by default no more workers than CPUs this process may use
+        args.workers = min(args.workers, available_cpus())
     if args.synthetic:
         paths = make_synthetic_dataset(os.path.join(args.cache_dir, "synthetic-v1"))
         args.train_list, args.val_list, args.classes, args.data_root = (
@@ -316,8 +328,10 @@ def run(args: argparse.Namespace) -> dict:
         chance = 100.0 / len(eval_names)
         elapsed = time.time() - start
         if metrics:
-            parts = [f"top-1 {metrics['top1']:.1f}%", f"top-5 {metrics['top5']:.1f}%",
-                     f"cross-modal {metrics['top1_crossmodal']:.1f}%"]
+            parts = [f"top-1 {metrics['top1']:.1f}%"]
+            if len(eval_names) > 5:  # with five classes or fewer, top-5 is 100% by construction
+                parts.append(f"top-5 {metrics['top5']:.1f}%")
+            parts.append(f"cross-modal {metrics['top1_crossmodal']:.1f}%")
             if metrics.get("top1_visual") is not None:
                 parts.append(f"visual {metrics['top1_visual']:.1f}%")
             print(f"done in {elapsed:.0f}s: {', '.join(parts)} on {metrics['videos']} videos "

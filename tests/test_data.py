@@ -121,3 +121,24 @@ def test_large_videos_are_scaled_by_the_decoder(tmp_path):
     assert decode_frames(path, lambda n: np.arange(n), short_side=90).shape == (4, 96, 128, 3)  # within 10%: native
     test = VideoDataset([VideoRecord(path, 0)], 2, 48, train=False, spatial_views=3)
     assert test[0]["video"].shape == (3, 3, 2, 48, 48)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("id,name\n0,a\nx,b\n", r"c.csv:3: expected an integer class id, got 'x'"),
+    ("id,name\n0,a\n1\n", r"c.csv:3: class 1 has no name"),
+    ("id,name\n0,a\n1,  \n", r"c.csv:3: class 1 has no name"),
+    ("id,name\n0,a\n0,b\n", r"c.csv:3: class id 0 appears twice"),
+    ("name,label\na,0\n", r"expected a header 'id,name'"),
+])
+def test_class_csv_errors_name_the_file_and_line(tmp_path, text, match):
+    csv = tmp_path / "c.csv"
+    csv.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_class_names(str(csv))
+
+
+def test_list_file_says_when_the_label_is_not_an_integer(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.mp4 0\nb.mp4 dog\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: the label must be an integer class id, got 'dog'"):
+        read_video_list(str(bad), "", 4)

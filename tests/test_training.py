@@ -151,3 +151,18 @@ def test_a_fresh_run_starts_a_fresh_metrics_log(data, tmp_path, capsys):
     assert len(aside) == 1 and "is now " + aside[0] in capsys.readouterr().out
     with open(tmp_path / aside[0]) as f:
         assert [json.loads(line) for line in f] == first
+
+
+def test_default_workers_follow_the_cpus_this_process_may_use(data, tmp_path, monkeypatch):
+    from m2clip_fast import training
+
+    monkeypatch.setattr(training, "available_cpus", lambda: 1)
+    base = ["--train-list", data.train_list, "--classes", data.classes_csv, "--data-root", data.root]
+    assert training.resolve_args(base).workers == 1  # the default 4 would oversubscribe one CPU
+    assert training.resolve_args([*base, "--workers", "3"]).workers == 3  # an explicit choice stands
+
+
+def test_top5_is_shown_only_when_there_are_more_than_five_classes(data, tmp_path, capsys):
+    main(_args(data, tmp_path, "--epochs", "1"))
+    summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done in")][-1]
+    assert "top-1" in summary and "top-5" not in summary  # the test data has 4 classes

@@ -33,7 +33,17 @@ def read_class_names(csv_path: str) -> list[str]:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"id", "name"} <= set(reader.fieldnames):
             raise ValueError(f"{csv_path}: expected a header 'id,name', got {reader.fieldnames}")
-        rows = {int(row["id"]): row["name"].strip() for row in reader}
+        rows: dict[int, str] = {}
+        for row in reader:
+            where = f"{csv_path}:{reader.line_num}"
+            ident, name = (row.get("id") or "").strip(), (row.get("name") or "").strip()
+            if not ident.isdigit():
+                raise ValueError(f"{where}: expected an integer class id, got {ident!r} (rows are 'id,name')")
+            if not name:
+                raise ValueError(f"{where}: class {ident} has no name (rows are 'id,name')")
+            if int(ident) in rows:
+                raise ValueError(f"{where}: class id {ident} appears twice")
+            rows[int(ident)] = name
     if sorted(rows) != list(range(len(rows))) or not rows:
         raise ValueError(f"{csv_path}: class ids must be 0..K-1 without gaps")
     return [rows[i] for i in range(len(rows))]
@@ -49,8 +59,11 @@ def read_video_list(list_file: str, root: str, num_classes: int) -> list[VideoRe
             if not line.strip():
                 continue
             parts = line.rstrip("\n").rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            if len(parts) != 2:
                 raise ValueError(f"{list_file}:{lineno}: expected '<video path> <label>', got {line.strip()!r}")
+            if not parts[1].lstrip("-").isdigit():
+                raise ValueError(f"{list_file}:{lineno}: the label must be an integer class id, got {parts[1]!r} "
+                                 f"(lines are '<video path> <label>')")
             label = int(parts[1])
             if not 0 <= label < num_classes:
                 raise ValueError(f"{list_file}:{lineno}: label {label} is out of range for {num_classes} classes")
