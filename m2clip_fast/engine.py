@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 from tqdm import tqdm
 
+from .data import UnreadableData
 from .distributed import Runtime, all_reduce_sum
 from .model import M2CLIP
 from .text import MLMVocabulary, PromptMasker
@@ -66,6 +67,13 @@ def make_prompts(model: M2CLIP, class_names: list[str], device: torch.device, au
     return Prompts(tokens, prefix, masker)
 
 
+def report_unreadable(batch: dict, what: str) -> None:
+    """Print the batch's unreadable videos above the progress bar (``tqdm.write``), one line each."""
+    for lines in batch["unreadable"]:
+        for line in filter(None, lines.split("\n")):
+            tqdm.write(f"{what} {line}")
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -103,6 +111,7 @@ def train_one_epoch(
         video = batch["video"].to(runtime.device, non_blocking=True)
         labels = batch["label"].to(runtime.device, non_blocking=True)
         skipped += int(batch["skipped"].sum())
+        report_unreadable(batch, "replaced unreadable video")
         masks = torch.Generator().manual_seed(hash((seed, epoch, b, runtime.rank)) % 2**62)
         mlm_tokens, mlm_labels = prompts.masker(batch["label"], mask_rate, masks)
         sync = (i + 1) % grad_accum == 0 or i == last
@@ -132,7 +141,8 @@ def train_one_epoch(
                 speed["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
             lr = scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{means['total']:.3f}", lr=f"{lr:.2e}")
-            log({"split": "train", "epoch": epoch, "step": step, "lr": lr, **means, **speed})
+            # "batches": how many the means cover (fewer than the interval right after a resume)
+            log({"split": "train", "epoch": epoch, "step": step, "lr": lr, "batches": window_n, **means, **speed})
             window.zero_()
             window_n, window_start = 0, time.perf_counter()
         done = b + 1
@@ -155,16 +165,24 @@ def evaluate(
 ) -> dict:
     """Top-1/top-5 of the cross-modal head, the visual head and their combination (mean of the two
     probability maps), each averaged over a video's views, summed over ranks. ``visual_head=False``
-    (zero-shot on other classes): cross-modal only, and ``top1``/``top5`` are the cross-modal ones."""
+    (zero-shot on other classes): cross-modal only, and ``top1``/``top5`` are the cross-modal ones.
+
+    Unreadable videos (the dataset marks them) are excluded and counted: ``videos`` were scored out of
+    ``listed``, ``unreadable`` were not. More than half of the list unreadable stops with an error."""
     model.eval()
     with autocast():
         class_emb = F.normalize(model.encode_text(class_tokens, class_prefix).embedding.float(), dim=-1)
     heads = ("crossmodal", "visual", "combined") if visual_head else ("crossmodal",)
     k5 = min(5, class_tokens.shape[0])
-    sums = torch.zeros(len(heads) * 2 + 2, dtype=torch.float64, device=runtime.device)
+    sums = torch.zeros(len(heads) * 2 + 3, dtype=torch.float64, device=runtime.device)
     for batch in tqdm(loader, desc=desc, disable=not runtime.is_main, dynamic_ncols=True):
-        video = batch["video"].to(runtime.device, non_blocking=True)  # [B, V, 3, T, S, S]
-        labels = batch["label"].to(runtime.device)
+        readable = batch["readable"]
+        sums[-1] += int((~readable).sum())
+        report_unreadable(batch, "not scoring unreadable video")
+        if not readable.any():
+            continue
+        video = batch["video"][readable].to(runtime.device, non_blocking=True)  # [B, V, 3, T, S, S]
+        labels = batch["label"][readable].to(runtime.device)
         b, v = video.shape[:2]
         with autocast():
             vf = model.encode_video(video.flatten(0, 1))
@@ -178,12 +196,16 @@ def evaluate(
             sums[2 * j] += (top[:, 0] == labels).sum()
             sums[2 * j + 1] += (top == labels[:, None]).any(-1).sum()
         sums[-2] += b
-        sums[-1] += int(batch["skipped"].sum())
     all_reduce_sum(sums, runtime)
-    n = max(sums[-2].item(), 1.0)
+    scored, unreadable = int(sums[-2].item()), int(sums[-1].item())
+    if unreadable > scored:
+        raise UnreadableData(f"{unreadable} of {scored + unreadable} evaluation videos are unreadable (each is named in "
+                           "the warnings above): check --data-root and the list file")
+    n = max(scored, 1)
     metrics = {f"top{k}_{head}": 100.0 * sums[2 * j + (k == 5)].item() / n for j, head in enumerate(heads) for k in (1, 5)}
     best = "combined" if visual_head else "crossmodal"
-    metrics.update(top1=metrics[f"top1_{best}"], top5=metrics[f"top5_{best}"], videos=int(n), skipped=int(sums[-1]))
+    metrics.update(top1=metrics[f"top1_{best}"], top5=metrics[f"top5_{best}"], videos=scored,
+                   listed=scored + unreadable, unreadable=unreadable)
     if not visual_head:
         metrics.update(top1_visual=None, top5_visual=None)
     return metrics

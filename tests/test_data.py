@@ -57,17 +57,7 @@ def test_lists_and_class_csvs(synthetic, tmp_path):
     assert read_class_names(synthetic.classes_csv) == list(CLASSES)
     records = read_video_list(synthetic.train_list, synthetic.root, len(CLASSES))
     assert len(records) == 12 and all(os.path.isfile(r.path) for r in records)
-    bad = tmp_path / "bad.txt"
-    bad.write_text("a.mp4 0\nb.mp4 7\n")
-    with pytest.raises(ValueError, match=r"bad.txt:2: label 7 is out of range for 4 classes"):
-        read_video_list(str(bad), "", 4)
-    bad.write_text("just-a-path.mp4\n")
-    with pytest.raises(ValueError, match="expected '<video path> <label>'"):
-        read_video_list(str(bad), "", 4)
-    csv = tmp_path / "c.csv"
-    csv.write_text("id,name\n0,a\n2,b\n")
-    with pytest.raises(ValueError, match="without gaps"):
-        read_class_names(str(csv))
+    assert [r.label for r in records] == [i % len(CLASSES) for i in range(12)]  # (bad lists: test_bad_inputs.py)
 
 
 def test_train_and_test_items(synthetic):
@@ -90,10 +80,10 @@ def test_corrupt_and_missing_videos_are_skipped_and_counted(synthetic, tmp_path,
     listing.write_text("".join(f"{r.path} {r.label}\n" for r in good) + f"{corrupt} 0\nmissing.mp4 1\n")
     records = read_video_list(str(listing), "", len(CLASSES))
     ds = VideoDataset(records, 4, 32, train=True, sampling_rate=2)
-    with caplog.at_level("WARNING"):
-        assert ds[4]["skipped"] >= 1 and ds[4]["video"].shape == (3, 4, 32, 32)
-        assert ds[5]["skipped"] >= 1
-    assert "corrupt.mp4" in caplog.text and "missing.mp4" in caplog.text
+    corrupt_item, missing_item = ds[4], ds[5]
+    assert corrupt_item["skipped"] >= 1 and corrupt_item["video"].shape == (3, 4, 32, 32)
+    assert missing_item["skipped"] >= 1
+    assert "corrupt.mp4 (" in corrupt_item["unreadable"] and "missing.mp4 (" in missing_item["unreadable"]
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
     batches = list(loader)
     assert sum(int(b["skipped"].sum()) for b in batches) >= 2
@@ -123,22 +113,18 @@ def test_large_videos_are_scaled_by_the_decoder(tmp_path):
     assert test[0]["video"].shape == (3, 3, 2, 48, 48)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("id,name\n0,a\nx,b\n", r"c.csv:3: expected an integer class id, got 'x'"),
-    ("id,name\n0,a\n1\n", r"c.csv:3: class 1 has no name"),
-    ("id,name\n0,a\n1,  \n", r"c.csv:3: class 1 has no name"),
-    ("id,name\n0,a\n0,b\n", r"c.csv:3: class id 0 appears twice"),
-    ("name,label\na,0\n", r"expected a header 'id,name'"),
-])
-def test_class_csv_errors_name_the_file_and_line(tmp_path, text, match):
-    csv = tmp_path / "c.csv"
-    csv.write_text(text)
-    with pytest.raises(ValueError, match=match):
-        read_class_names(str(csv))
 
+def test_the_demo_data_set_is_the_same_bytes_every_time(tmp_path):
+    """The built-in demo must be reproducible across runs and machines (encoder threads and lossy
+    decisions made it differ before)."""
+    import hashlib
 
-def test_list_file_says_when_the_label_is_not_an_integer(tmp_path):
-    bad = tmp_path / "bad.txt"
-    bad.write_text("a.mp4 0\nb.mp4 dog\n")
-    with pytest.raises(ValueError, match=r"bad.txt:2: the label must be an integer class id, got 'dog'"):
-        read_video_list(str(bad), "", 4)
+    def digest(root):
+        paths = make_synthetic_dataset(str(root), train_per_class=6, val_per_class=1, num_frames=8)
+        h = hashlib.sha256()
+        for name in sorted(os.listdir(os.path.join(paths.root, "videos"))):
+            with open(os.path.join(paths.root, "videos", name), "rb") as f:
+                h.update(f.read())
+        return h.hexdigest()
+
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")

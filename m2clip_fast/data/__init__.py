@@ -1,6 +1,6 @@
 """Video data: sampling, clip-consistent transforms, the decord dataset and the synthetic default."""
-from .dataset import VideoDataset, VideoRecord, decode_frames, read_class_names, read_video_list
+from .dataset import UnreadableData, VideoDataset, VideoRecord, decode_frames, read_class_names, read_video_list
 from .synthetic import make_synthetic_dataset
 
-__all__ = ["VideoDataset", "VideoRecord", "decode_frames", "make_synthetic_dataset", "read_class_names",
+__all__ = ["UnreadableData", "VideoDataset", "VideoRecord", "decode_frames", "make_synthetic_dataset", "read_class_names",
            "read_video_list"]

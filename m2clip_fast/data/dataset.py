@@ -19,6 +19,10 @@ from .transforms import test_views, train_clip
 log = logging.getLogger(__name__)
 
 
+class UnreadableData(RuntimeError):
+    """Too much of a data set could not be read to go on (the message says what to check)."""
+
+
 @dataclass(frozen=True)
 class VideoRecord:
     path: str
@@ -109,9 +113,13 @@ class VideoDataset(Dataset):
     """Clips for training (``train=True``: one augmented clip ``[3, T, S, S]``) or test (all views
     ``[spatial*temporal, 3, T, S, S]``).
 
-    Each item is ``{"video", "label", "skipped"}``; ``skipped`` counts unreadable, missing or empty videos
-    that were logged and replaced by another sample before this one decoded. Randomness depends only
-    on ``(seed, epoch, index)``, so results do not depend on workers or on resuming.
+    Each item is ``{"video", "label", "skipped", "readable", "unreadable"}``. In training an unreadable,
+    missing or empty video is replaced by another sample (``skipped`` counts the replacements). In test mode
+    it is *not* replaced: the item has ``readable=False`` and a zero video, so that evaluation can exclude
+    it and count it — an evaluated set is exactly the listed videos that could be read. ``unreadable``
+    names each such video and why, one per line, for the training loop to report in the main process
+    (above its progress bar, whatever the worker count).
+    Randomness depends only on ``(seed, epoch, index)``, so results do not depend on workers or on resuming.
     """
 
     def __init__(
@@ -169,15 +177,23 @@ class VideoDataset(Dataset):
         seed = [self.seed, self.epoch, index]
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        candidate = index
+        candidate, problems = index, []
         for attempt in range(self.max_tries):
             record = self.records[candidate]
             try:
-                return {"video": self._load(record, rng, gen), "label": record.label, "skipped": attempt}
+                return {"video": self._load(record, rng, gen), "label": record.label, "skipped": attempt,
+                        "readable": True, "unreadable": "\n".join(problems)}
             except Exception as err:  # decord raises its own error types; every failure is reported
-                log.warning("skipping unreadable video %s (%s: %s)", record.path, type(err).__name__, err)
+                problems.append(f"{record.path} ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})"
+                                if str(err).strip() else f"{record.path} ({type(err).__name__})")
+                log.debug("unreadable video %s", problems[-1])
+                if not self.train:
+                    views = self.spatial_views * self.temporal_views
+                    empty = torch.zeros(views, 3, self.num_frames, self.crop_size, self.crop_size)
+                    return {"video": empty, "label": record.label, "skipped": 0, "readable": False,
+                            "unreadable": problems[0]}
                 candidate = int(rng.integers(len(self.records)))
-        raise RuntimeError(
+        raise UnreadableData(
             f"{self.max_tries} videos in a row were unreadable (last: {record.path}); most of the data set "
             "seems unreadable — check --data-root and the list file"
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CLASSES = ("moving left", "moving right", "moving up", "moving down")
-VERSION = "v1"
+VERSION = "v2"  # v2: lossless and byte-identical on every run (v1's lossy x264 output varied between runs)
 
 
 @dataclass(frozen=True)
@@ -22,16 +22,34 @@ class SyntheticPaths:
     classes_csv: str
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB (even H, W) -> the planar ``[H * 3 // 2, W]`` yuv420p layout (BT.601, limited
+    range), computed here so that no library's threaded or SIMD conversion enters the data."""
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+
+    def half(c: np.ndarray) -> np.ndarray:
+        return c.reshape(c.shape[0] // 2, 2, c.shape[1] // 2, 2).mean((1, 3))
+
+    planes = (y, half(u), half(v))
+    return np.concatenate([p.round().clip(0, 255).astype(np.uint8).ravel() for p in planes]).reshape(-1, rgb.shape[1])
+
+
 def write_mp4(path: str, frames: np.ndarray, fps: int = 8) -> None:
-    """uint8 ``[T, H, W, 3]`` (even H, W) -> an H.264 mp4 via PyAV."""
+    """uint8 ``[T, H, W, 3]`` (even H, W) -> a lossless H.264 mp4 via PyAV. Lossless (qp 0), from our own
+    yuv420p conversion, on one encoder thread: the file is the same bytes on every machine and run (x264's
+    lossy decisions and libswscale's conversion are not, which made the demo data differ between runs)."""
     import av
 
     with av.open(path, mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "12"})
+        stream = container.add_stream("libx264", rate=fps, options={"qp": "0", "threads": "1"})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        stream.thread_count = 1
         for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")))
         container.mux(stream.encode())
 
 
@@ -62,6 +80,7 @@ def make_synthetic_dataset(
     if os.path.isfile(os.path.join(root, f"DONE-{VERSION}")):
         return paths
     os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+    print(f"generating the demo data set into {root} (once; about ten seconds)", flush=True)
     tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=os.path.dirname(os.path.abspath(root)))
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(tmp, "videos"))
