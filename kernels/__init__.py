@@ -2,24 +2,18 @@
 ``autograd.Function`` per op that launches the kernels directly, running the same code inside
 ``torch.library`` custom ops under ``torch.compile`` (``fullgraph=True`` sees no graph break).
 
-CUDA tensors run compiled kernels. CPU tensors run the same kernels through Triton's interpreter when
-``TRITON_INTERPRET=1`` was set before the first fused op was imported, and otherwise the eager
-reference (:mod:`kernels.reference`) with a one-time warning. Attributes load lazily: importing
-``kernels`` (or ``kernels.reference``) decorates no Triton kernel.
+CUDA tensors run compiled kernels. CPU tensors run the same kernels through Triton's interpreter, which
+must be switched on (``TRITON_INTERPRET=1``) before this package is imported — importing it decorates the
+kernels, and Triton reads the variable then. Anywhere else the ops run the eager reference
+(:mod:`kernels.reference`) and say so once (a warning). ``launch_counts`` counts the launches per kernel.
 """
-import importlib
-
+from .ops.gemm import gemm
+from .ops.linear import linear
+from .ops.stencil import spatial_conv, temporal_conv, temporal_difference
+from .ops.ted_adapter import ted_adapter, temporal_adapter
+from .ops.text_adapter import text_adapter
 from .reference import BranchWeights
+from .utils import INTERPRET, launch_counts
 
-_LAZY = {name: "ops" for name in ("gemm", "linear", "spatial_conv", "temporal_adapter", "temporal_conv",
-                                  "temporal_difference", "ted_adapter", "text_adapter")}
-_LAZY.update(INTERPRET="utils", launch_counts="utils")
-__all__ = ["BranchWeights", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__all__ = ["BranchWeights", "INTERPRET", "gemm", "launch_counts", "linear", "spatial_conv", "temporal_adapter",
+           "temporal_conv", "temporal_difference", "ted_adapter", "text_adapter"]

@@ -1,8 +1,9 @@
 """m2clip_fast: M2-CLIP (AAAI 2024) on open_clip backbones, with fused Triton TED-Adapters."""
-from .checkpoint import LoadReport, build_model, load_released_checkpoint, released_state_dict
 from .config import PRESETS, M2CLIPConfig
+from .factory import build_model
 from .losses import contrastive_kl_loss, crossmodal_classification_loss, masked_lm_loss
 from .model import M2CLIP, TextFeatures, VideoFeatures
+from .released import LoadReport, load_released_checkpoint, released_state_dict
 from .text import MLMVocabulary, PromptMasker, format_prompts, tokenize, truncate_to_longest
 
 __all__ = [

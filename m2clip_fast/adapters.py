@@ -10,21 +10,15 @@ from typing import Callable
 import torch
 from torch import nn
 
+import kernels
 from kernels import reference
 from kernels.packing import pack_pairs, tap_major
 from kernels.reference import BranchWeights
 
 
 def _ops(use_fused: bool) -> types.ModuleType:
-    """The namespace with ``ted_adapter``, ``temporal_adapter``, ``text_adapter``: fused or eager.
-
-    The fused ops are imported on first use, so ``TRITON_INTERPRET`` may be set until then.
-    """
-    if not use_fused:
-        return reference
-    import kernels.ops
-
-    return kernels.ops
+    """The namespace with ``ted_adapter``, ``temporal_adapter``, ``text_adapter``: fused or eager."""
+    return kernels if use_fused else reference
 
 
 class ConvBottleneck(nn.Module):

@@ -1,7 +1,9 @@
-"""Training checkpoints: atomic writes, safe loading (``weights_only=True``), RNG states, and
-rebuilding a model from a checkpoint."""
+"""The training checkpoint format, in one place: what a checkpoint holds (:func:`training_state`), how it is
+written (atomically) and read (safely, ``weights_only=True``), how a run resumes from it
+(:func:`restore`), and how its model is rebuilt (:func:`model_from_checkpoint`)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -11,12 +13,18 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .checkpoint import build_model
+from .factory import build_model
 from .config import M2CLIPConfig
 from .model import M2CLIP
 
 FORMAT = "m2clip_fast/1"
 LATEST = "last.pt"
+# What defines a run, stored in its checkpoints: a resumed run continues with these, an --eval-only run
+# evaluates with the data settings among them, unless the command line says otherwise (m2clip_fast.cli).
+RUN_SETTINGS = ("num_frames", "sampling_rate", "sampling", "views", "flip", "randaugment", "batch_size", "grad_accum",
+                "epochs", "warmup_epochs", "lr", "base_lr", "weight_decay", "clip_grad", "amp", "seed",
+                "mlm_mask_rate", "crossmodal_loss")
+DATA_SETTINGS = ("num_frames", "sampling_rate", "sampling", "views")
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -81,6 +89,32 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy(), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def training_state(model: M2CLIP, optimizer: torch.optim.Optimizer, scheduler, scaler, class_names: list[str],
+                   pretrained: Optional[str], settings: dict, epoch: int, step: int, batches_done: int,
+                   best: Optional[float]) -> dict:
+    """Everything a run needs to go on exactly where it stopped, and to be evaluated or rebuilt later:
+    the model's config and weights, the classes, the optimizer/scheduler/scaler states, the position
+    (epoch, step, batches done in the epoch), the best score, the RNG states and the run's settings."""
+    return {
+        "format": FORMAT, "config": dataclasses.asdict(model.cfg), "class_names": class_names,
+        "pretrained": os.path.abspath(pretrained) if pretrained else None,
+        "model": model_weights(model, pretrained),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        "epoch": epoch, "step": step, "batches_done": batches_done, "best": best, "rng": rng_state(),
+        "settings": settings,
+    }
+
+
+def restore(ckpt: dict, optimizer: torch.optim.Optimizer, scheduler, scaler) -> tuple[int, int, int, Optional[float]]:
+    """Put a run back where ``ckpt`` left it (optimizer, scheduler, scaler, RNG); returns (epoch, step,
+    batches done in the epoch, best score)."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["epoch"], ckpt["step"], ckpt["batches_done"], ckpt.get("best")
 
 
 def model_weights(model: M2CLIP, pretrained: Optional[str]) -> dict[str, torch.Tensor]:

@@ -3,68 +3,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from .data import UnreadableData
 from .distributed import Runtime, all_reduce_sum
 from .model import M2CLIP
-from .text import MLMVocabulary, PromptMasker
+from .text import Prompts
 
 LOSS_NAMES = ("total", "contrastive", "crossmodal", "visual", "mlm")
-
-
-class EpochSampler(Sampler[int]):
-    """This rank's share of a (shuffled) epoch, deterministic in ``(seed, epoch)``, that can start
-    part-way through (to resume mid-epoch). Training pads the epoch so every rank gets as many samples."""
-
-    def __init__(self, size: int, runtime: Runtime, shuffle: bool, seed: int = 0, pad: bool = True) -> None:
-        self.size, self.rank, self.world = size, runtime.rank, runtime.world_size
-        self.shuffle, self.seed, self.pad = shuffle, seed, pad
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        else:
-            order = list(range(self.size))
-        if self.pad:
-            order += order[: (-len(order)) % self.world]
-        return order[self.rank :: self.world]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices()[self.start :])
-
-    def __len__(self) -> int:
-        return len(self._indices()) - self.start
-
-
-@dataclass
-class Prompts:
-    """Class prompts on the device, their cached frozen text prefix, and the MLM masker."""
-
-    tokens: torch.Tensor  # [K, S]
-    prefix: torch.Tensor  # [K, S, W]
-    masker: PromptMasker
-
-
-def make_prompts(model: M2CLIP, class_names: list[str], device: torch.device, autocast) -> Prompts:
-    vocab = MLMVocabulary.from_class_names(class_names)
-    if len(vocab) > model.cfg.mlm_vocab_size:
-        raise ValueError(f"the class names have {len(vocab)} MLM words; mlm_vocab_size is {model.cfg.mlm_vocab_size}")
-    masker = PromptMasker(class_names, vocab, model.cfg.mlm_mask_token_id, context_length=model.context_length)
-    tokens = masker.class_tokens().to(device)
-    with torch.no_grad(), autocast():
-        prefix = model.text_prefix(tokens)
-    return Prompts(tokens, prefix, masker)
 
 
 def report_unreadable(batch: dict, what: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from .text import IGNORE_INDEX
+
 
 
 def contrastive_kl_loss(

@@ -5,7 +5,6 @@ import copy
 from dataclasses import dataclass
 from typing import Optional
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -280,22 +279,3 @@ class M2CLIP(nn.Module):
             losses["mlm"] = masked_lm_loss(self.mlm_logits(hidden, vf.frame_embeddings), mlm_labels)
         losses["total"] = sum(cfg.loss_weights[k] * losses[k] for k in ("contrastive", "crossmodal", "visual", "mlm"))
         return losses
-
-
-def create_clip(backbone: str | dict) -> nn.Module:
-    """A randomly initialised open_clip ``CLIP`` from a model name or a model-config dict."""
-    if isinstance(backbone, str):
-        model_cfg = open_clip.get_model_config(backbone)
-        if model_cfg is None:
-            raise ValueError(f"unknown open_clip model {backbone!r}; see open_clip.list_models()")
-    else:
-        model_cfg = dict(backbone)
-    missing = {"embed_dim", "vision_cfg", "text_cfg"} - set(model_cfg)
-    if missing:
-        raise ValueError(f"backbone config lacks {sorted(missing)}")
-    return open_clip.model.CLIP(
-        embed_dim=model_cfg["embed_dim"],
-        vision_cfg=model_cfg["vision_cfg"],
-        text_cfg=model_cfg["text_cfg"],
-        quick_gelu=model_cfg.get("quick_gelu", False),
-    )

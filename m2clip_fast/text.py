@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
-from .losses import IGNORE_INDEX
+if TYPE_CHECKING:
+    from .model import M2CLIP
+
+IGNORE_INDEX = -100  # MLM targets at positions that are not masked words (cross-entropy skips them)
+
 
 PROMPT_TEMPLATE = "A video of {}"
 SPECIAL_WORDS = ("[PAD]", "[UNK]", "[MASK]")
@@ -121,3 +126,23 @@ class PromptMasker:
                     tokens[i, start:end] = self.mask_token_id
                     targets[i, start] = word_id
         return tokens.to(labels.device), targets.to(labels.device)
+
+
+@dataclass
+class Prompts:
+    """Class prompts on the device, their cached frozen text prefix, and the MLM masker."""
+
+    tokens: torch.Tensor  # [K, S]
+    prefix: torch.Tensor  # [K, S, W]
+    masker: PromptMasker
+
+
+def make_prompts(model: "M2CLIP", class_names: list[str], device: torch.device, autocast) -> Prompts:
+    vocab = MLMVocabulary.from_class_names(class_names)
+    if len(vocab) > model.cfg.mlm_vocab_size:
+        raise ValueError(f"the class names have {len(vocab)} MLM words; mlm_vocab_size is {model.cfg.mlm_vocab_size}")
+    masker = PromptMasker(class_names, vocab, model.cfg.mlm_mask_token_id, context_length=model.context_length)
+    tokens = masker.class_tokens().to(device)
+    with torch.no_grad(), autocast():
+        prefix = model.text_prefix(tokens)
+    return Prompts(tokens, prefix, masker)

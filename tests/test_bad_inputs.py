@@ -7,9 +7,13 @@ import shutil
 import pytest
 import torch
 
-from m2clip_fast import checkpointing, training
+import kernels
+from m2clip_fast import checkpointing
+from m2clip_fast import cli
 from m2clip_fast.data import read_class_names, read_video_list
 from m2clip_fast.data.synthetic import make_synthetic_dataset
+
+from .parity import branch
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +26,7 @@ def data(tmp_path_factory):
 def trained(data, tmp_path_factory):
     """A finished 1-epoch run on 4-frame clips, stride 2, 1x1 views."""
     out = tmp_path_factory.mktemp("run")
-    training.main(_args(data, out, "--epochs", "1"))
+    cli.main(_args(data, out, "--epochs", "1"))
     return out
 
 
@@ -36,6 +40,36 @@ def _args(data, out, *extra):
 def _records(out):
     with open(os.path.join(out, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+# --- fused ops ----------------------------------------------------------------------------------------
+
+_G = torch.Generator().manual_seed(0)
+_TE, _TD = branch(16, 8, (3,), _G), branch(16, 8, (3, 3), _G)
+_X = torch.randn(4, 5, 16)
+BAD_OP_CALLS = {  # what was wrong -> (the call, the message that must say so)
+    "x not [B*T, L, C]": (lambda: kernels.ted_adapter(_X[0], 2, (2, 2), _TE, _TD), r"x must be \[B\*T, L, C\]"),
+    "B*T not a multiple of T": (lambda: kernels.ted_adapter(_X, 3, (2, 2), _TE, _TD), "multiple of num_frames"),
+    "grid does not match L": (lambda: kernels.ted_adapter(_X, 2, (2, 3), _TE, _TD), "L = 5 tokens"),
+    "width does not match": (lambda: kernels.ted_adapter(torch.randn(4, 5, 12), 2, (2, 2), _TE, _TD),
+                             r"te.fc1_weight must be \[8, 12\]"),
+    "fp64": (lambda: kernels.ted_adapter(_X.double(), 2, (2, 2), _TE, _TD), "float32/bfloat16/float16"),
+    "mixed dtypes outside autocast": (lambda: kernels.ted_adapter(_X.bfloat16(), 2, (2, 2), _TE, _TD), "share a dtype"),
+    "mixed devices": (lambda: kernels.ted_adapter(_X.to("meta"), 2, (2, 2), _TE, _TD), "one device"),
+    "text adapter weight shape": (lambda: kernels.text_adapter(_X, _TE.fc1_weight, _TE.fc1_bias, _TE.fc2_weight[:, :4],
+                                                               _TE.fc2_bias), r"fc2_weight must be \[16, 8\]"),
+    "grid does not tile the tokens": (lambda: kernels.spatial_conv(_X[:, 1:], (3, 2), _TD.conv_weight), "does not tile"),
+    "temporal conv given a 3x3 kernel": (lambda: kernels.temporal_conv(_X, 2, _TD.conv_weight),
+                                         r"weight must be \[16, 1, 3\]"),
+    "linear K mismatch": (lambda: kernels.linear(_X, _TE.fc1_weight.t()), "agree on K"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OP_CALLS))
+def test_bad_op_calls_raise_a_value_error_that_says_what_was_wrong(case):
+    call, match = BAD_OP_CALLS[case]
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
@@ -67,7 +101,7 @@ def test_bad_checkpoint_is_refused_with_one_clear_line(tmp_path, kind, capsys):
     val = tmp_path / "val.txt"
     val.write_text("a.mp4 0\n")
     with pytest.raises(SystemExit):
-        training.main(["--resume", str(path), "--eval-only", "--val-list", str(val), "--device", "cpu"])
+        cli.main(["--resume", str(path), "--eval-only", "--val-list", str(val), "--device", "cpu"])
     stderr = capsys.readouterr().err
     assert f"--resume: {message}" in stderr and "Traceback" not in stderr and "weights_only" not in stderr
 
@@ -106,14 +140,14 @@ def test_forgotten_data_root_fails_fast_with_the_hint(data, tmp_path, capsys):
     elsewhere = tmp_path / "train.txt"
     shutil.copy(data.train_list, elsewhere)  # relative paths, but not relative to this folder
     with pytest.raises(SystemExit):
-        training.main(["--train-list", str(elsewhere), "--classes", data.classes_csv, "--device", "cpu"])
+        cli.main(["--train-list", str(elsewhere), "--classes", data.classes_csv, "--device", "cpu"])
     err = capsys.readouterr().err
     assert "none of 16 sampled videos exist" in err and "give --data-root" in err
     assert "unreadable" not in err and "Traceback" not in err
 
 
 def test_without_data_root_the_list_files_folder_is_tried_and_said(data, capsys):
-    args = training.resolve_args(["--train-list", data.train_list, "--classes", data.classes_csv, "--device", "cpu"])
+    args = cli.resolve_args(["--train-list", data.train_list, "--classes", data.classes_csv, "--device", "cpu"])
     assert all(os.path.isfile(r.path) for r in args.train_records)
     assert f"relative to its folder {os.path.dirname(os.path.abspath(data.train_list))}" in capsys.readouterr().out
 
@@ -133,7 +167,7 @@ def _val_with_broken(data, tmp_path, good: int):
 def test_evaluation_scores_exactly_the_readable_listed_videos(data, trained, tmp_path, capsys):
     val = _val_with_broken(data, tmp_path, good=3)
     capsys.readouterr()
-    training.main(["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", str(val), "--workers", "0",
+    cli.main(["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", str(val), "--workers", "0",
                    "--output-dir", str(tmp_path), "--device", "cpu"])
     record = _records(tmp_path)[-1]
     assert (record["videos"], record["listed"], record["unreadable"]) == (3, 5, 2)  # none replaced, none twice
@@ -146,7 +180,7 @@ def test_evaluation_scores_exactly_the_readable_listed_videos(data, trained, tmp
 def test_evaluation_with_mostly_unreadable_videos_stops_clearly(data, trained, tmp_path):
     val = _val_with_broken(data, tmp_path, good=1)
     with pytest.raises(SystemExit) as err:
-        training.main(["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", str(val), "--workers",
+        cli.main(["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", str(val), "--workers",
                        "0", "--output-dir", str(tmp_path), "--device", "cpu"])
     assert "2 of 3 evaluation videos are unreadable" in str(err.value) and "--data-root" in str(err.value)
 
@@ -155,7 +189,7 @@ def test_evaluation_with_mostly_unreadable_videos_stops_clearly(data, trained, t
 
 def test_resume_refuses_a_flag_that_changes_the_run(data, trained, capsys):
     with pytest.raises(SystemExit):
-        training.resolve_args(_args(data, trained, "--resume", "auto", "--epochs", "3"))
+        cli.resolve_args(_args(data, trained, "--resume", "auto", "--epochs", "3"))
     err = capsys.readouterr().err
     assert "continues the run in" in err and "--epochs 3 (the run used 1)" in err and "--allow-changes" in err
 
@@ -163,7 +197,7 @@ def test_resume_refuses_a_flag_that_changes_the_run(data, trained, capsys):
 def test_resuming_a_finished_run_says_so_and_trains_nothing(data, trained, capsys):
     before = _records(trained)
     capsys.readouterr()
-    training.main(["--resume", "auto", "--output-dir", str(trained), "--train-list", data.train_list, "--data-root",
+    cli.main(["--resume", "auto", "--output-dir", str(trained), "--train-list", data.train_list, "--data-root",
                    data.root, "--workers", "0", "--device", "cpu"])  # settings: the run's own
     out = capsys.readouterr().out
     assert "resumed from" in out and "(epoch 1, step " in out and "is a finished run (1 of 1 epochs" in out
@@ -173,7 +207,7 @@ def test_resuming_a_finished_run_says_so_and_trains_nothing(data, trained, capsy
 def test_an_allowed_change_is_applied_and_announced(data, trained, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
-    training.main(_args(data, out, "--resume", "auto", "--epochs", "2", "--allow-changes"))
+    cli.main(_args(data, out, "--resume", "auto", "--epochs", "2", "--allow-changes"))
     printed = capsys.readouterr().out
     assert "note: --epochs 2, where the checkpoint's run used 1" in printed
     assert checkpointing.load(str(out / "last.pt"))["epoch"] == 2
@@ -182,9 +216,9 @@ def test_an_allowed_change_is_applied_and_announced(data, trained, tmp_path, cap
 def test_eval_only_takes_the_checkpoints_data_settings(data, trained, capsys):
     base = ["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", data.val_list, "--data-root",
             data.root, "--device", "cpu"]
-    args = training.resolve_args(base)
+    args = cli.resolve_args(base)
     assert (args.num_frames, args.sampling_rate, args.views) == (4, 2, "1x1") and args.changes == []
-    args = training.resolve_args([*base, "--views", "2x1"])
+    args = cli.resolve_args([*base, "--views", "2x1"])
     assert args.changes == [("views", "1x1", "2x1")]
 
 
@@ -194,7 +228,7 @@ def test_training_replaces_unreadable_videos_and_says_which_above_the_bar(data, 
     train = tmp_path / "train.txt"
     train.write_text("".join(f"{os.path.join(data.root, line)}\n" for line in open(data.train_list).read().splitlines())
                      + f"{corrupt} 0\n")
-    training.main(["--train-list", str(train), "--classes", data.classes_csv, "--preset", "tiny", "--num-frames", "4",
+    cli.main(["--train-list", str(train), "--classes", data.classes_csv, "--preset", "tiny", "--num-frames", "4",
                    "--sampling-rate", "2", "--batch-size", "4", "--epochs", "1", "--workers", "2", "--lr", "1e-3",
                    "--output-dir", str(tmp_path / "run"), "--device", "cpu", "--no-flip"])
     out = capsys.readouterr().out

@@ -6,7 +6,7 @@ import kernels
 import m2clip_fast as m2
 
 from .conftest import randomize_adapters
-from .test_kernels import FP32_TOL, rel_err
+from .parity import FP32_TOL, rel_err
 
 
 def _batch(masker, device, seed=0):
@@ -69,10 +69,27 @@ def test_fused_model_trains_with_no_other_change(kernel_device, tiny_cfg, masker
     assert loss.item() < first
 
 
-def test_set_fused_switches_every_adapter(tiny_model):
-    tiny_model.set_fused(True)
-    flags = [m.use_fused for m in tiny_model.modules() if hasattr(m, "use_fused")]
-    assert flags and all(flags) and tiny_model.cfg.use_fused
+def test_set_fused_switches_every_adapter_to_the_kernels_and_back(kernel_device, tiny_cfg, masker):
+    """Counted launches, not flags: eager runs no kernel; fused runs one stencil per TED-Adapter and one for
+    the global temporal adapter per video forward; switching back runs none again."""
+    from m2clip_fast.adapters import TEDAdapter
+
+    torch.manual_seed(0)
+    model = m2.build_model(tiny_cfg).to(kernel_device).eval()
+    video = _batch(masker, kernel_device)[0]
+    teds = sum(isinstance(m, TEDAdapter) for m in model.modules())
+
+    def stencil_launches() -> int:
+        before = kernels.launch_counts["stencil_fwd"]
+        with torch.no_grad():
+            model.encode_video(video)
+        return kernels.launch_counts["stencil_fwd"] - before
+
+    assert teds > 0 and stencil_launches() == 0
+    model.set_fused(True)
+    assert model.cfg.use_fused and stencil_launches() == teds + 1
+    model.set_fused(False)
+    assert stencil_launches() == 0
 
 
 def test_fused_path_sees_the_eager_dtypes_under_autocast(kernel_device, tiny_cfg, masker):

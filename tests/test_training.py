@@ -8,7 +8,7 @@ import torch
 
 from m2clip_fast import checkpointing, predict
 from m2clip_fast.data.synthetic import CLASSES, make_synthetic_dataset
-from m2clip_fast.training import main
+from m2clip_fast.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,9 +90,16 @@ def test_zero_shot_eval_and_predict(data, tmp_path, capsys):
     assert zero_shot["top1"] == zero_shot["top1_crossmodal"]
 
     model = checkpointing.model_from_checkpoint(checkpointing.load(str(tmp_path / "last.pt")))
-    result = predict.predict(model, os.path.join(data.root, "videos/val_0001.mp4"), ["moving right", "a dog"], top_k=2)
-    assert [label for label, _ in result] in (["moving right", "a dog"], ["a dog", "moving right"])
-    assert abs(sum(p for _, p in result) - 1.0) < 1e-5
+    clip = os.path.join(data.root, "videos/val_0001.mp4")
+    labels = ["moving right", "a dog", "moving up"]
+    result = predict.predict(model, clip, labels, top_k=3)
+    probs = [p for _, p in result]
+    assert sorted(label for label, _ in result) == sorted(labels) and probs == sorted(probs, reverse=True)
+    assert abs(sum(probs) - 1.0) < 1e-5
+    # Each probability belongs to its label, whatever order the labels come in.
+    shuffled = dict(predict.predict(model, clip, labels[::-1], top_k=3))
+    assert all(abs(shuffled[label] - p) < 1e-5 for label, p in result)
+    assert predict.predict(model, clip, labels, top_k=1) == result[:1]
     predict.main([os.path.join(data.root, "videos/val_0001.mp4"), "--checkpoint", str(tmp_path / "last.pt"),
                   "--classes", data.classes_csv, "--top-k", "2", "--device", "cpu"])
     printed = capsys.readouterr().out.strip().splitlines()[-2:]
@@ -122,7 +129,7 @@ def test_cli_errors_are_clear(data, tmp_path, capsys, change, message):
 
 
 def test_two_process_ddp_with_torchrun(data, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
            os.path.join(ROOT, "train.py"), *_args(data, tmp_path, "--epochs", "1")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -154,12 +161,12 @@ def test_a_fresh_run_starts_a_fresh_metrics_log(data, tmp_path, capsys):
 
 
 def test_default_workers_follow_the_cpus_this_process_may_use(data, tmp_path, monkeypatch):
-    from m2clip_fast import training
+    from m2clip_fast import cli
 
-    monkeypatch.setattr(training, "available_cpus", lambda: 1)
+    monkeypatch.setattr(cli, "available_cpus", lambda: 1)
     base = ["--train-list", data.train_list, "--classes", data.classes_csv, "--data-root", data.root]
-    assert training.resolve_args(base).workers == 1  # the default 4 would oversubscribe one CPU
-    assert training.resolve_args([*base, "--workers", "3"]).workers == 3  # an explicit choice stands
+    assert cli.resolve_args(base).workers == 1  # the default 4 would oversubscribe one CPU
+    assert cli.resolve_args([*base, "--workers", "3"]).workers == 3  # an explicit choice stands
 
 
 def test_top5_is_shown_only_when_there_are_more_than_five_classes(data, tmp_path, capsys):

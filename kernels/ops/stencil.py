@@ -14,7 +14,7 @@ Each program owns a ``[BLOCK_R rows, BLOCK_C channels]`` tile. A tap is one shif
 neighbouring rows; depthwise weights and biases are loaded once per program. The forward has no
 cross-thread reduction. The backward applies the transposed stencil the same way and reduces the
 depthwise weight/bias gradients and the in-bias gradient over its rows into a per-program partial row
-(``[C*TAPS weight | C bias | C in-bias]``), summed later in a fixed order (:mod:`kernels.reduce`):
+(``[C*TAPS weight | C bias | C in-bias]``), summed later in a fixed order (:mod:`kernels.ops.reduce`):
 deterministic, no atomics.
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import reference
-from .packing import dense_taps
-from .utils import INTERPRET, can_run_triton, cdiv, check, check_tensors, compute_dtype, launch, next_power_of_2
+from .. import reference
+from ..packing import dense_taps
+from ..utils import INTERPRET, can_run_triton, cdiv, check, check_tensors, compute_dtype, launch, next_power_of_2
 
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import INTERPRET, launch
+from ..utils import INTERPRET, launch
 
 BLOCK = 256 if INTERPRET else 1024
 

@@ -11,7 +11,7 @@ Backward (``z`` and ``h`` saved):
     dz, depthwise kernel/bias and b1/b3 partial sums             stencil backward
     dx = dout + dz · W_in; column sums of dout → b2, b4          GEMM; residual and bias partials in the epilogue
     dW_in = dzᵀ · x                                              GEMM, split-K partials
-    every partial summed in a fixed order, in the parameters' dtype      one launch (:mod:`kernels.reduce`)
+    every partial summed in a fixed order, in the parameters' dtype      one launch (:mod:`kernels.ops.reduce`)
 Without the TD branch this is the TE path alone — on ``[B*T, 1, D]`` the global temporal adapter.
 
 Eager calls run the launchers straight from an ``autograd.Function``; under ``torch.compile`` the same
@@ -23,13 +23,13 @@ from typing import Optional
 
 import torch
 
-from . import reference
+from .. import reference
+from ..packing import adjacent, dense_taps
+from ..reference import BranchWeights
+from ..utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 from .gemm import Blocks, colsum_rows, gemm, split_k_for
-from .packing import adjacent, dense_taps
 from .reduce import Partials
-from .reference import BranchWeights
 from .stencil import TD_TAPS, TE_TAPS, partial_width, stencil_backward, stencil_forward, stencil_programs
-from .utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 
 
 def _stacked(first: torch.Tensor, second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -4,7 +4,7 @@
 ``m % bias2_period != 0`` (the TED-Adapter adds ``b4`` to patch rows only, never to CLS rows); then GELU
 (optionally storing the pre-activation) or multiplication by ``GELU'(aux[m, n])``; then ``+ residual``.
 The epilogue can also write the column sums of the output or of the residual over the tile's rows
-(all rows, and optionally only the gated rows) — bias gradients, summed later by :mod:`kernels.reduce`.
+(all rows, and optionally only the gated rows) — bias gradients, summed later by :mod:`kernels.ops.reduce`.
 
 Operands are read through arbitrary strides, so transposed operands cost nothing. ``B`` and ``C`` may
 also be *column blocks* (:class:`Blocks`): ``cat([W2, W4], dim=1)`` read straight from two contiguous
@@ -23,8 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import utils
-from .utils import INTERPRET, cdiv, dot_dtype, fp32_dot_precision, launch, next_power_of_2
+from .. import utils
+from ..utils import INTERPRET, cdiv, dot_dtype, fp32_dot_precision, launch, next_power_of_2
 
 # Epilogue and column-sum choices, as the kernel's constexpr flags see them.
 NONE, GELU, GELU_GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)

@@ -6,16 +6,16 @@ Forward:  a = GELU(u), u = x·W1ᵀ + b1 (GEMM; bias, GELU and the store of ``u`
 Backward: du = (dout·W2) ⊙ GELU'(u) (GEMM; GELU' and the column sums of du — b1's gradient — in the epilogue);
           dW2 = doutᵀ·a (split-K partials); dx = dout + du·W1 (GEMM; residual and the column sums of dout —
           b2's gradient — in the epilogue); dW1 = duᵀ·x (split-K partials); every partial summed in a fixed
-          order into the parameters' dtype (one launch, :mod:`kernels.reduce`).
+          order into the parameters' dtype (one launch, :mod:`kernels.ops.reduce`).
 """
 from __future__ import annotations
 
 import torch
 
-from . import reference
+from .. import reference
+from ..utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 from .gemm import colsum_rows, gemm, split_k_for
 from .reduce import Partials
-from .utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 
 
 def _forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor):

@@ -5,8 +5,8 @@ from typing import Optional
 
 import torch
 
+from ..utils import can_run_triton, check, check_tensors, compute_dtype
 from .gemm import gemm
-from .utils import can_run_triton, check, check_tensors, compute_dtype
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor],

@@ -1,0 +1,209 @@
+"""``python train.py`` / ``m2clip-train``: the command line — options, their defaults for real data and for
+the built-in demo, a resumed run's own settings, and every file and value checked before anything runs
+(clear errors, exit code 2). The run itself is :mod:`m2clip_fast.trainer`.
+
+With no ``--train-list`` it runs the built-in default: a small synthetic motion-direction data set
+(generated once into a cache folder), the ``tiny`` preset, on the CPU in about a minute.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from . import checkpointing
+from .config import PRESETS
+from .data import UnreadableData, make_synthetic_dataset, read_class_names, read_video_list
+from .trainer import run
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "m2clip_fast")
+# The built-in default run (no --train-list): what each unset option becomes.
+COMMON_DEFAULTS = dict(sampling="dense", randaugment=False, grad_accum=1, base_lr=1e-3, weight_decay=1e-2, clip_grad=1.0,
+                       amp="auto", seed=0, mlm_mask_rate=0.2, crossmodal_loss="released")
+SYNTHETIC_DEFAULTS = dict(COMMON_DEFAULTS, preset="tiny", num_frames=8, sampling_rate=2, batch_size=16, epochs=20,
+                          warmup_epochs=1, lr=2e-3, output_dir="runs/synthetic", views="1x1", flip=False, workers=2)
+REAL_DEFAULTS = dict(COMMON_DEFAULTS, preset="vit-b16-k400", num_frames=8, sampling_rate=16, batch_size=8, epochs=12,
+                     warmup_epochs=2, lr=None, output_dir="runs/m2clip", views="4x3", flip=True, workers=4)
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it does not depend on the mode (real data or the demo)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train and evaluate M2-CLIP on video. Without --train-list: the built-in synthetic demo "
+        "(tiny model, 20 epochs on the CPU: about a minute on 2 cores). Multi-GPU: torchrun --nproc_per_node N "
+        "train.py ...",
+        formatter_class=_HelpFormatter,
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--train-list", help="training list file, '<video path> <label>' per line")
+    d.add_argument("--val-list", help="validation list file (same format)")
+    d.add_argument("--data-root", default="", help="folder the list files' video paths are relative to (default: "
+                   "as written, else the list file's own folder if the videos are there)")
+    d.add_argument("--classes", help="class-name CSV 'id,name' (e.g. kinetics_400_labels.csv)")
+    d.add_argument("--eval-classes", help="zero-shot: evaluate --val-list against this other class CSV "
+                   "(cross-modal head only; labels in --val-list refer to it)")
+    d.add_argument("--num-frames", type=int, help="frames per clip (T) [8]")
+    d.add_argument("--sampling-rate", type=int, help="frame stride of dense sampling [16; demo 2]")
+    d.add_argument("--sampling", choices=("dense", "segment"), help="dense clips or TSN segments [dense]")
+    d.add_argument("--views", help="test views SxT: spatial crops x temporal clips, scores averaged [4x3; demo 1x1]")
+    d.add_argument("--no-flip", dest="flip", action="store_false", default=None,
+                   help="no horizontal flips (direction-sensitive data such as SSv2; the demo never flips)")
+    d.add_argument("--randaugment", action="store_true", default=None, help="RandAugment, one draw per clip")
+    d.add_argument("--workers", type=int, help="DataLoader worker processes per rank [4, or the CPUs this process "
+                                                "may use if fewer; demo 2]")
+    m = p.add_argument_group("model")
+    m.add_argument("--preset", choices=sorted(PRESETS), help="model preset [vit-b16-k400; demo tiny]")
+    m.add_argument("--pretrained", help="local CLIP weights: OpenAI .pt archive or open_clip state dict")
+    m.add_argument("--use-fused", action="store_true", help="fused Triton adapters (CUDA)")
+    m.add_argument("--mlm-mask-rate", type=float, help="share of class-name words masked for the MLM head [0.2]")
+    m.add_argument("--crossmodal-loss", choices=("released", "logits"),
+                   help="'released': CE on softmax probabilities (reproduces the paper; the default); 'logits': CE "
+                   "on logits")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--batch-size", type=int, help="videos per rank per step [8; demo 16]")
+    o.add_argument("--grad-accum", type=int, help="gradient accumulation steps [1]")
+    o.add_argument("--epochs", type=int, help="training epochs [12; demo 20]")
+    o.add_argument("--warmup-epochs", type=float, help="linear warmup epochs, then cosine [2; demo 1]")
+    o.add_argument("--lr", type=float, help="learning rate (default: base-lr x total batch / 256; demo 2e-3)")
+    o.add_argument("--base-lr", type=float, help="learning rate at a total batch of 256 [1e-3]")
+    o.add_argument("--weight-decay", type=float, help="AdamW weight decay, 0 on biases and norms [1e-2]")
+    o.add_argument("--clip-grad", type=float, help="gradient-norm clipping before the step, 0: off [1.0]")
+    o.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision; auto (the default) = bf16 on GPU, off on CPU")
+    o.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (benchmarks, smoke tests)")
+    r = p.add_argument_group("run")
+    r.add_argument("--output-dir", help="checkpoints and metrics.jsonl [runs/m2clip; demo runs/synthetic]")
+    r.add_argument("--resume", help="'auto' (the latest checkpoint in --output-dir, if any) or a checkpoint path. A "
+                   "resumed run continues with its own settings (epochs, schedule, batch, data); a flag that "
+                   "changes one is refused unless --allow-changes; --eval-only takes its data settings")
+    r.add_argument("--allow-changes", action="store_true",
+                   help="let flags change a resumed run's settings (each change is announced)")
+    r.add_argument("--eval-only", action="store_true", help="only evaluate (the --resume checkpoint, or the fresh model)")
+    r.add_argument("--save-every", type=int, default=0, help="also checkpoint every N optimizer steps (0: per epoch)")
+    r.add_argument("--log-interval", type=int, default=10, help="optimizer steps between train log points")
+    r.add_argument("--seed", type=int, help="random seed [0]")
+    r.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    r.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the demo data set is generated")
+    return p
+
+
+def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse, fill mode-dependent defaults, and check files and values (clear errors, exit code 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.synthetic = args.train_list is None and args.eval_only is False
+    defaults = SYNTHETIC_DEFAULTS if args.synthetic else REAL_DEFAULTS
+    workers_given = args.workers is not None
+    args.output_dir = args.output_dir or defaults["output_dir"]
+    # The checkpoint first: a resumed (or evaluated) run's own settings come before the mode's defaults.
+    if args.resume not in (None, "auto") and not os.path.isfile(args.resume):
+        parser.error(f"--resume: checkpoint not found: {args.resume}")
+    args.resume_path = checkpointing.latest(args.output_dir) if args.resume == "auto" else args.resume
+    try:
+        args.checkpoint = checkpointing.load(args.resume_path) if args.resume_path else None
+    except ValueError as err:
+        parser.error(f"--resume: {err}")
+    args.changes = _apply_saved(args, parser)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if not workers_given:  # by default no more workers than CPUs this process may use
+        args.workers = min(args.workers, available_cpus())
+    if args.synthetic:
+        paths = make_synthetic_dataset(os.path.join(args.cache_dir, "synthetic-v2"))
+        args.train_list, args.val_list, args.classes, args.data_root = (
+            paths.train_list, paths.val_list, paths.classes_csv, paths.root)
+    if args.train_list is None and args.val_list is None:
+        parser.error("give --train-list (training) or --val-list (with --eval-only)")
+    for name in ("train_list", "val_list", "classes", "eval_classes", "pretrained"):
+        path = getattr(args, name)
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"--{name.replace('_', '-')}: file not found: {path}")
+    if args.data_root and not os.path.isdir(args.data_root):
+        parser.error(f"--data-root: folder not found: {args.data_root}")
+    try:
+        spatial, temporal = (int(v) for v in args.views.lower().split("x"))
+        assert spatial >= 1 and temporal >= 1
+    except (ValueError, AssertionError):
+        parser.error(f"--views must look like 4x3 (spatial x temporal), got {args.views!r}")
+    args.spatial_views, args.temporal_views = spatial, temporal
+    for name in ("num_frames", "sampling_rate", "batch_size", "grad_accum", "epochs", "log_interval"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.classes is None and args.checkpoint is None:
+        parser.error("--classes is required (or --resume a checkpoint, whose classes are used)")
+    try:
+        args.class_names = read_class_names(args.classes) if args.classes else list(args.checkpoint["class_names"])
+        args.eval_class_names = read_class_names(args.eval_classes) if args.eval_classes else None
+        eval_k = len(args.eval_class_names or args.class_names)
+        args.train_records = _read_videos(args.train_list, args.data_root, len(args.class_names), parser) \
+            if args.train_list and not args.eval_only else None
+        args.val_records = _read_videos(args.val_list, args.data_root, eval_k, parser) if args.val_list else None
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def _apply_saved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, object, object]]:
+    """Fill unset run settings from the checkpoint's (all of them to resume training, the data settings
+    for --eval-only). Returns the flags that differ from the checkpoint's run as (name, run's, given); to
+    resume training they are refused unless --allow-changes."""
+    saved = (args.checkpoint or {}).get("settings") or {}
+    keys = checkpointing.DATA_SETTINGS if args.eval_only else checkpointing.RUN_SETTINGS
+    given = {k: getattr(args, k) for k in keys if k in saved and getattr(args, k) is not None}
+    changes = [(k, saved[k], v) for k, v in given.items() if str(v).lower() != str(saved[k]).lower()]
+    if changes and not args.eval_only and not args.allow_changes:
+        listed = "; ".join(f"--{k.replace('_', '-')} {new} (the run used {old})" for k, old, new in changes)
+        parser.error(f"--resume continues the run in {args.resume_path} with its own settings, but {listed}: drop "
+                     "the flag, or pass --allow-changes to apply it")
+    for k in keys:
+        if getattr(args, k) is None and k in saved:
+            setattr(args, k, saved[k])
+    return changes
+
+
+def _read_videos(list_file: str, root: str, num_classes: int, parser: argparse.ArgumentParser) -> list:
+    """The list's records, with their paths checked up front on a sample: a forgotten --data-root fails
+    here with a hint instead of as a stream of unreadable videos. With no --data-root and paths that do
+    not exist as written, the list file's own folder is tried (and said)."""
+    records = read_video_list(list_file, root, num_classes)
+    sample = records[:: max(1, len(records) // 16)][:16]
+    if any(os.path.exists(r.path) for r in sample):
+        return records
+    here = os.path.dirname(os.path.abspath(list_file))
+    if not root:
+        nearby = read_video_list(list_file, here, num_classes)
+        if any(os.path.exists(r.path) for r in nearby[:: max(1, len(nearby) // 16)][:16]):
+            print(f"note: no --data-root; the videos of {list_file} are relative to its folder {here}", flush=True)
+            return nearby
+    parser.error(f"{list_file}: none of {len(sample)} sampled videos exist (e.g. {sample[0].path}); give --data-root, "
+                 "the folder the list's paths are relative to")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = resolve_args(argv)
+    try:
+        run(args)
+    except UnreadableData as err:
+        sys.exit(f"train.py: error: {err}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

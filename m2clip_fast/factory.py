@@ -1,0 +1,102 @@
+"""Making a model: an open_clip CLIP from a name or config, its weights from a local file, and the
+M2-CLIP around it."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+import zipfile
+from typing import Mapping, Optional, Union
+
+import open_clip
+import torch
+from torch import nn
+
+from .config import M2CLIPConfig
+from .model import M2CLIP
+
+StateDict = dict[str, torch.Tensor]
+PathLike = Union[str, os.PathLike]
+# Keys of TorchScript archives that are not weights (OpenAI's metadata; traced constant buffers).
+_NON_WEIGHTS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+
+
+def create_clip(backbone: Union[str, dict]) -> nn.Module:
+    """A randomly initialised open_clip ``CLIP`` from a model name or a model-config dict."""
+    if isinstance(backbone, str):
+        model_cfg = open_clip.get_model_config(backbone)
+        if model_cfg is None:
+            raise ValueError(f"unknown open_clip model {backbone!r}; see open_clip.list_models()")
+    else:
+        model_cfg = dict(backbone)
+    missing = {"embed_dim", "vision_cfg", "text_cfg"} - set(model_cfg)
+    if missing:
+        raise ValueError(f"backbone config lacks {sorted(missing)}")
+    return open_clip.model.CLIP(
+        embed_dim=model_cfg["embed_dim"],
+        vision_cfg=model_cfg["vision_cfg"],
+        text_cfg=model_cfg["text_cfg"],
+        quick_gelu=model_cfg.get("quick_gelu", False),
+    )
+
+
+def _is_torchscript(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.endswith("constants.pkl") for name in zf.namelist())
+
+
+def read_state_dict(path: PathLike) -> StateDict:
+    """Tensors from ``.safetensors``, a ``torch.save`` file (loaded with ``weights_only=True``) or an
+    OpenAI TorchScript archive. Unwraps ``{"state_dict": ...}``/``{"model": ...}`` and ``module.``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        sd = load_file(path)
+    elif _is_torchscript(path):
+        with warnings.catch_warnings():  # OpenAI's archives are TorchScript; jit.load warns it is deprecated
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.14; torch 2.11 says DeprecationWarning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            sd = torch.jit.load(path, map_location="cpu").state_dict()
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(sd, Mapping) and isinstance(sd.get(wrapper), Mapping):
+            sd = sd[wrapper]
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in sd.items() if k not in _NON_WEIGHTS}
+
+
+def load_clip_weights(clip: torch.nn.Module, path: PathLike) -> None:
+    """Load an OpenAI CLIP archive or an open_clip state dict into an open_clip ``CLIP`` (strict)."""
+    sd = read_state_dict(path)
+    own = clip.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    mismatched = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{path} does not fit this backbone: missing {missing[:8]}, unexpected {unexpected[:8]}, "
+            f"shape mismatches {mismatched[:8]} (counts {len(missing)}/{len(unexpected)}/{len(mismatched)})"
+        )
+    clip.load_state_dict(sd)
+
+
+def build_model(
+    cfg: M2CLIPConfig, pretrained: Optional[PathLike] = None, use_fused: Optional[bool] = None
+) -> M2CLIP:
+    """An M2-CLIP for ``cfg``. ``pretrained``: a local OpenAI CLIP TorchScript archive (``ViT-B-16.pt``)
+    or an open_clip state dict (``.pt``/``.bin``/``.safetensors``); nothing is downloaded. The extra text
+    block is a copy of the (loaded) last text block. ``use_fused`` overrides ``cfg.use_fused``."""
+    if use_fused is not None:
+        cfg = dataclasses.replace(cfg, use_fused=use_fused)
+    clip = create_clip(cfg.backbone)
+    if pretrained is not None:
+        load_clip_weights(clip, pretrained)
+    return M2CLIP(cfg, clip)

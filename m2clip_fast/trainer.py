@@ -1,0 +1,274 @@
+"""One run of training and/or evaluation (:class:`Trainer`), from resolved command-line arguments
+(:mod:`m2clip_fast.cli`): the model (fresh, or the checkpoint's own), its data, the optimiser state, where
+the run stands, checkpoints and the metrics log."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import time
+from functools import partial
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from . import checkpointing
+from .config import M2CLIPConfig
+from .data import EpochSampler, UnreadableData, VideoDataset
+from .distributed import init_runtime, shutdown
+from .engine import evaluate, train_one_epoch
+from .factory import build_model
+from .model import M2CLIP
+from .optim import param_groups, warmup_cosine
+from .text import MLMVocabulary, make_prompts
+
+
+def _autocast(amp: str, device: torch.device):
+    """(autocast context factory, the precision it means) for ``--amp``."""
+    amp = amp if amp != "auto" else ("bf16" if device.type == "cuda" else "off")
+    if amp == "off":
+        return contextlib.nullcontext, amp
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return partial(torch.autocast, device.type, dtype=dtype), amp
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per log point, written by the main rank."""
+
+    def __init__(self, out_dir: str, enabled: bool) -> None:
+        self.path, self.enabled = os.path.join(out_dir, "metrics.jsonl"), enabled
+        if enabled:
+            os.makedirs(out_dir, exist_ok=True)
+
+    def start_fresh(self) -> Optional[str]:
+        """A fresh run starts a fresh log: an old one is renamed aside (its name is returned), never appended to."""
+        if not (self.enabled and os.path.exists(self.path)):
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(self.path)))
+        aside = os.path.join(os.path.dirname(self.path), f"metrics.{stamp}.jsonl")
+        os.replace(self.path, aside)
+        return aside
+
+    def __call__(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """A run: built from the arguments, then :meth:`run` trains (resuming where a checkpoint left off) and
+    evaluates, or only evaluates."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.runtime = runtime = init_runtime(args.device)
+        torch.manual_seed(args.seed)
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        self.model, self.pretrained = self._build_model()
+        self.model.to(runtime.device)
+        self.autocast, self.amp = _autocast(args.amp, runtime.device)
+        self.log = MetricsLog(args.output_dir, runtime.is_main)
+        self.eval_names = args.eval_class_names or args.class_names
+        self.val_loader = self._loader(args.val_records, train=False) if args.val_records else None
+        self.eval_prompts = make_prompts(self.model, self.eval_names, runtime.device, self.autocast)
+        self.train_loader = (self._loader(args.train_records, train=True)
+                             if args.train_records and not args.eval_only else None)
+        self.steps_per_epoch = max(1, len(self.train_loader) // args.grad_accum) if self.train_loader else 1
+        self.world_batch = args.batch_size * runtime.world_size * args.grad_accum
+        self.lr = args.lr if args.lr is not None else args.base_lr * self.world_batch / 256
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, self.lr, args.weight_decay), lr=self.lr)
+        self.scheduler = warmup_cosine(self.optimizer, self.steps_per_epoch * args.epochs,
+                                       round(args.warmup_epochs * self.steps_per_epoch))
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=self.amp == "fp16")
+        self.epoch, self.step, self.batches_done, self.best = 0, 0, 0, None
+
+    @property
+    def cfg(self) -> M2CLIPConfig:
+        return self.model.cfg
+
+    def _build_model(self) -> tuple[M2CLIP, Optional[str]]:
+        """The checkpoint's own model (config, weights, backbone source), or a fresh one; and where its
+        frozen backbone comes from."""
+        args, ckpt = self.args, self.args.checkpoint
+        if ckpt is not None:
+            model = checkpointing.model_from_checkpoint(ckpt, use_fused=args.use_fused, pretrained=args.pretrained)
+            if model.cfg.num_classes != len(args.class_names):
+                raise SystemExit(f"error: {args.resume_path} was trained on {model.cfg.num_classes} classes; "
+                                 f"--classes lists {len(args.class_names)}")
+            return model, args.pretrained or ckpt.get("pretrained")
+        cfg = M2CLIPConfig.preset(
+            args.preset, num_classes=len(args.class_names), num_frames=args.num_frames,
+            mlm_vocab_size=max(len(MLMVocabulary.from_class_names(args.class_names)), 1),
+            mlm_mask_rate=args.mlm_mask_rate, crossmodal_loss=args.crossmodal_loss, use_fused=args.use_fused,
+        )
+        return build_model(cfg, pretrained=args.pretrained), args.pretrained
+
+    def _loader(self, records: list, train: bool) -> torch.utils.data.DataLoader:
+        args, runtime = self.args, self.runtime
+        randaugment = None
+        if train and args.randaugment:
+            from torchvision.transforms import v2
+
+            randaugment = v2.RandAugment()
+        crop = self.model.image_size[0]  # the backbone's positional embedding fixes the input size
+        dataset = VideoDataset(records, args.num_frames, crop, train=train, sampling_mode=args.sampling,
+                               sampling_rate=args.sampling_rate, flip=args.flip, randaugment=randaugment,
+                               spatial_views=1 if train else args.spatial_views,
+                               temporal_views=1 if train else args.temporal_views, seed=args.seed)
+        sampler = EpochSampler(len(dataset), runtime, shuffle=train, seed=args.seed, pad=train)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+            pin_memory=runtime.device.type == "cuda", drop_last=train and len(sampler) >= args.batch_size,
+            generator=torch.Generator().manual_seed(args.seed),  # leaves the global RNG (dropout) alone: exact resume
+        )
+
+    def save(self, name: str, epoch: int, step: int, batches_done: int) -> None:
+        if self.runtime.is_main:
+            settings = {k: getattr(self.args, k) for k in checkpointing.RUN_SETTINGS}
+            state = checkpointing.training_state(self.model, self.optimizer, self.scheduler, self.scaler,
+                                                 self.args.class_names, self.pretrained, settings, epoch, step,
+                                                 batches_done, self.best)
+            checkpointing.atomic_save(state, os.path.join(self.args.output_dir, name))
+
+    def validate(self) -> dict:
+        metrics = evaluate(self.model, self.val_loader, self.eval_prompts.tokens, self.eval_prompts.prefix,
+                           self.autocast, self.runtime, visual_head=self.args.eval_class_names is None,
+                           desc=f"eval {self.epoch}")
+        self.log({"split": "val", "epoch": self.epoch, "step": self.step, **metrics})
+        return metrics
+
+    def _start_or_resume(self) -> None:
+        args, main = self.args, self.runtime.is_main
+        ckpt = args.checkpoint
+        if ckpt is None:
+            if not args.eval_only and main:
+                if checkpointing.latest(args.output_dir):
+                    print(f"note: {args.output_dir} holds a checkpoint; starting afresh and overwriting it "
+                          "(--resume auto continues it)", flush=True)
+                aside = self.log.start_fresh()
+                if aside:
+                    print(f"note: the previous run's metrics.jsonl is now {os.path.basename(aside)}", flush=True)
+            return
+        position = f"epoch {ckpt['epoch']}, step {ckpt['step']}"
+        if not args.eval_only:
+            self.epoch, self.step, self.batches_done, self.best = checkpointing.restore(
+                ckpt, self.optimizer, self.scheduler, self.scaler)
+        args.checkpoint = None  # its tensors now live in the model and optimizer: free the copies
+        if main:
+            print(f"{'evaluating' if args.eval_only else 'resumed from'} {args.resume_path} ({position})", flush=True)
+
+    def _train(self) -> dict:
+        """Epochs from where the run stands; validation and checkpoints after each. -> the last metrics."""
+        args, runtime, loader = self.args, self.runtime, self.train_loader
+        model = self.model
+        if runtime.distributed:
+            model = DistributedDataParallel(self.model,
+                                            device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+        prompts = make_prompts(self.model, args.class_names, runtime.device, self.autocast)
+        metrics: dict = {}
+        while self.epoch < args.epochs and (args.max_steps is None or self.step < args.max_steps):
+            loader.sampler.set_epoch(self.epoch, start=self.batches_done * args.batch_size)
+            loader.dataset.set_epoch(self.epoch)
+
+            def on_step(step: int, batches_done: int, epoch: int = self.epoch) -> None:
+                if args.save_every and step % args.save_every == 0:
+                    self.save(checkpointing.LATEST, epoch, step, batches_done)
+
+            self.step, skipped, stopped_at = train_one_epoch(
+                model, loader, prompts, self.optimizer, self.scheduler, self.scaler, self.autocast, runtime,
+                self.epoch, self.step, grad_accum=args.grad_accum, clip_grad=args.clip_grad,
+                mask_rate=args.mlm_mask_rate, seed=args.seed, log_interval=args.log_interval, log=self.log,
+                on_step=on_step, max_steps=args.max_steps, first_batch=self.batches_done,
+            )
+            if runtime.is_main and skipped:
+                print(f"epoch {self.epoch}: {skipped} unreadable videos were skipped and replaced", flush=True)
+            if skipped > len(loader.sampler):
+                raise UnreadableData(f"epoch {self.epoch}: {skipped} unreadable videos against {len(loader.sampler)} "
+                                     "read: most of the data set is unreadable — check --data-root and the list")
+            if stopped_at >= 0:  # --max-steps ended the run mid-epoch: resume from this batch
+                self.save(checkpointing.LATEST, self.epoch, self.step, stopped_at)
+                break
+            if self.val_loader is not None:
+                metrics = self.validate()
+            self.epoch, self.batches_done = self.epoch + 1, 0
+            if metrics and (self.best is None or metrics["top1"] > self.best):
+                self.best = metrics["top1"]
+                self.save("best.pt", self.epoch, self.step, 0)
+            self.save(checkpointing.LATEST, self.epoch, self.step, 0)
+        return metrics
+
+    def run(self) -> dict:
+        """The whole job; returns the final validation metrics (empty without a validation list)."""
+        args, runtime = self.args, self.runtime
+        self._start_or_resume()
+        if runtime.is_main:
+            self._print_summary()
+        start = time.time()
+        metrics: dict = {}
+        if self.train_loader is not None and args.resume_path and self.epoch >= args.epochs:
+            if runtime.is_main:
+                print(f"{args.resume_path} is a finished run ({self.epoch} of {args.epochs} epochs, step {self.step}): "
+                      "nothing to train. --eval-only evaluates it; without --resume (or with another --output-dir) "
+                      "a new run starts.", flush=True)
+            shutdown(runtime)
+            return metrics
+        if self.train_loader is not None:
+            metrics = self._train()
+        elif self.val_loader is not None:
+            metrics = self.validate()
+        if runtime.is_main:
+            self._print_result(metrics, time.time() - start)
+        shutdown(runtime)
+        return metrics
+
+    def _print_summary(self) -> None:
+        """What this run is about to do, in a few lines, with the settings a user most often gets wrong."""
+        args, runtime = self.args, self.runtime
+        videos = [f"{len(self.train_loader.dataset)} training videos" if self.train_loader is not None else None,
+                  f"{len(self.val_loader.dataset)} validation videos ({args.views} views)"
+                  if self.val_loader is not None else None]
+        model = f"preset {args.preset}" if not args.resume_path else f"the model of {os.path.basename(args.resume_path)}"
+        print(f"m2clip_fast: {runtime.device} x {runtime.world_size}, {model}, {self.cfg.num_frames} frames, fused "
+              f"adapters {'on' if self.cfg.use_fused else 'off'}; " + ", ".join(v for v in videos if v), flush=True)
+        for name, old, new in args.changes:
+            print(f"note: --{name.replace('_', '-')} {new}, where the checkpoint's run used {old}", flush=True)
+        if self.train_loader is None:
+            return
+        how = "" if args.lr is not None else f" (base-lr {args.base_lr:g} x total batch {self.world_batch} / 256)"
+        print(f"training: {args.epochs} epochs x {self.steps_per_epoch} steps, total batch {self.world_batch}, lr "
+              f"{self.lr:.3g}{how}, flips {'on' if args.flip else 'off'}, {args.workers} loader workers, mixed "
+              f"precision {self.amp}", flush=True)
+        if args.lr is None and self.lr < 1e-4:
+            print(f"warning: the learning rate scaled to a total batch of {self.world_batch} is {self.lr:.2g}: "
+                  "training will be slow to learn; set --lr (or a larger batch)", flush=True)
+        if args.flip:
+            print("note: clips are flipped left-right at random; classes that depend on direction (SSv2 and the "
+                  "like) need --no-flip", flush=True)
+
+    def _print_result(self, metrics: dict, elapsed: float) -> None:
+        out_dir = self.args.output_dir
+        if not metrics:
+            print(f"done in {elapsed:.0f}s; output in {out_dir}", flush=True)
+            return
+        parts = [f"top-1 {metrics['top1']:.1f}%"]
+        if len(self.eval_names) > 5:  # with five classes or fewer, top-5 is 100% by construction
+            parts.append(f"top-5 {metrics['top5']:.1f}%")
+        parts.append(f"cross-modal {metrics['top1_crossmodal']:.1f}%")
+        if metrics.get("top1_visual") is not None:
+            parts.append(f"visual {metrics['top1_visual']:.1f}%")
+        scored = f"{metrics['videos']} videos"
+        if metrics["unreadable"]:
+            scored = (f"{metrics['videos']} of {metrics['listed']} listed videos ({metrics['unreadable']} "
+                      "unreadable, named in the warnings above)")
+        print(f"done in {elapsed:.0f}s: {', '.join(parts)} on {scored} (chance {100.0 / len(self.eval_names):.1f}%); "
+              f"output in {out_dir}", flush=True)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train and/or evaluate as ``args`` (from :func:`m2clip_fast.cli.resolve_args`) say."""
+    return Trainer(args).run()

@@ -1,0 +1,95 @@
+"""kernels/ops/gemm.py (and the ``linear`` op on it): epilogues, column-block operands, split-K, tile choice,
+fp32 precision — against PyTorch on the ``kernel_device``."""
+import pytest
+import torch
+
+import kernels
+
+from .parity import FP32_TOL, TF32_TOL, assert_matches_reference, cuda, rel_err, tf32_matmuls
+import triton
+
+from kernels.ops import gemm as gemm_ops
+
+
+@pytest.mark.parametrize("activation, residual", [("none", False), ("gelu", True)])
+def test_linear_with_epilogues_matches_reference(kernel_device, activation, residual):
+    g = torch.Generator().manual_seed(0)
+    x, w, b, r = (t.to(kernel_device) for t in (
+        torch.randn(3, 11, 40, generator=g), torch.randn(36, 40, generator=g), torch.randn(36, generator=g),
+        torch.randn(3, 11, 36, generator=g)))
+
+    def ref(x, w, b, *r):
+        y = torch.nn.functional.linear(x, w, b)
+        y = torch.nn.functional.gelu(y) if activation == "gelu" else y
+        return y + r[0] if r else y
+
+    inputs = [x, w, b, r] if residual else [x, w, b]
+    assert_matches_reference(lambda x, w, b, *r: kernels.linear(x, w, b, activation, r[0] if r else None), ref, inputs)
+
+
+def test_gemm_autotunes_only_tiles_that_fit_the_problem():
+    gemm = gemm_ops
+    tiles = [(128, 128), (128, 256), (128, 64), (64, 128), (64, 64)]
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": 64, "GROUP_M": 8}) for m, n in tiles]
+
+    def kept(M, N):
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in gemm._fitting_configs(configs, dict(M=M, N=N))]
+
+    assert kept(40, 36) == [(64, 64)]  # test-sized: one compile instead of five
+    assert kept(8 * 8 * 197, 768) == tiles  # ViT-B/16 at B=8, T=8: the whole list
+    assert kept(12608, 64) == [(128, 64), (64, 64)]
+    # Column sums are written per COLSUM_BLOCK_M rows: only that row tile may run.
+    rows = [gemm.COLSUM_BLOCK_M, 2 * gemm.COLSUM_BLOCK_M]
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}) for m in rows]
+    colsum = gemm._fitting_configs(configs, dict(M=12608, N=768), COLSUM=2)
+    assert [c.kwargs["BLOCK_M"] for c in colsum] == [gemm.COLSUM_BLOCK_M]
+
+
+@pytest.mark.parametrize("split_k, K", [(1, 70), (3, 200), (4, 130)])
+def test_split_k_gemm_matches_matmul(kernel_device, split_k, K):
+    """K cut into slices (fp32 partial tiles summed on the host); 4 slices of K = 130 leave 3 non-empty."""
+    gemm = gemm_ops.gemm
+    g = torch.Generator().manual_seed(K)
+    a, b = (torch.randn(*shape, generator=g).to(kernel_device) for shape in ((K, 40), (K, 24)))
+    out = torch.full((split_k, 40, 24), float("nan"), device=kernel_device)
+    with tf32_matmuls(False):
+        gemm(a.t(), b, out=out, split_k=split_k)  # a weight gradient: aᵀ·b, as fp32 partial tiles
+    slices = -(-K // gemm_ops.k_slice(K, split_k))
+    assert torch.isnan(out[slices:]).all() and not torch.isnan(out[:slices]).any()  # no empty slice was written
+    assert rel_err(out[:slices].sum(0).cpu(), a.double().cpu().t() @ b.double().cpu()) < FP32_TOL
+
+
+def test_split_k_heuristic_fills_the_gpu_only_where_tiles_are_few():
+    split = gemm_ops.auto_split_k
+    assert split(768, 768, 8 * 8 * 197, sms=132) == 4  # TED weight gradients: 36 output tiles -> 144 programs
+    assert split(8 * 8 * 197, 768, 768, sms=132) == 1  # activations: 594 tiles already
+    assert split(768, 768, 1500, sms=132) == 1  # K too short to slice
+    assert split(64, 64, 1 << 20, sms=132) == 8  # capped
+
+
+@cuda
+def test_cuda_fp32_gemms_follow_the_tf32_setting():
+    """TF32 only where PyTorch allows it for its own fp32 matmuls: the two settings round differently."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(256, 512, generator=g).cuda(), torch.randn(384, 512, generator=g).cuda()
+    with tf32_matmuls(False):
+        ieee = kernels.linear(x, w)
+    with tf32_matmuls(True):
+        tf32 = kernels.linear(x, w)
+    exact = x.double() @ w.double().t()
+    assert rel_err(ieee, exact) < 1e-5 < rel_err(tf32, exact) < TF32_TOL  # expected: ~4e-7 and ~3e-4
+
+
+def test_column_block_operands_read_and_write_in_place(kernel_device):
+    """``Blocks``: ``[W2, W4]`` read as B (as is, and transposed) and a gradient written back as two blocks —
+    the same numbers as the concatenated matrix, without making it."""
+    g = torch.Generator().manual_seed(7)
+    blocks = torch.randn(2, 24, 40, generator=g).to(kernel_device)  # two [24, 40] blocks of a [24, 80] matrix
+    whole = torch.cat([blocks[0], blocks[1]], dim=1)
+    a, c = torch.randn(30, 24, generator=g).to(kernel_device), torch.randn(30, 80, generator=g).to(kernel_device)
+    exact = lambda x, y: x.double().cpu() @ y.double().cpu()  # noqa: E731
+    assert rel_err(gemm_ops.gemm(a, gemm_ops.Blocks(blocks)).cpu(), exact(a, whole)) < FP32_TOL  # blocks along N
+    assert rel_err(gemm_ops.gemm(c, gemm_ops.Blocks(blocks).T).cpu(), exact(c, whole.t())) < FP32_TOL  # along K
+    out = torch.full((1, 2, 24, 40), float("nan"), device=kernel_device)
+    gemm_ops.gemm(a.t(), c, out=out)  # aᵀ·c = [24, 80], written as two [24, 40] blocks
+    assert rel_err(torch.cat([out[0, 0], out[0, 1]], dim=1).cpu(), exact(a.t(), c)) < FP32_TOL

@@ -1,0 +1,157 @@
+"""kernels/ops/ted_adapter.py: the fused TED-Adapter and global temporal adapter against the reference —
+values and every gradient, odd shapes, parameter layouts, that kernels ran, the fallback rule,
+``torch.compile``, and on a GPU bf16/fp16/fp32 parity and a deterministic backward."""
+import warnings
+
+import pytest
+import torch
+
+import kernels
+from kernels import BranchWeights, reference
+
+from .parity import FP32_TOL, GPU_PRECISIONS, assert_matches_reference, branch, cuda, rel_err, tf32_matmuls
+from kernels import utils as kutils
+from kernels.packing import pack_pairs, tap_major
+
+
+SHAPES = [  # (T, grid, C, Ca): T = 1, odd and non-square grids, widths off the block size
+    (1, (2, 3), 24, 20),
+    (2, (3, 2), 40, 12),
+    (3, (1, 1), 17, 33),
+    (8, (2, 2), 33, 17),
+]
+
+
+@pytest.mark.parametrize("T, grid, C, Ca", SHAPES)
+def test_ted_adapter_matches_reference(kernel_device, T, grid, C, Ca):
+    g = torch.Generator().manual_seed(T)
+    x = torch.randn(2 * T, 1 + grid[0] * grid[1], C, generator=g).to(kernel_device)
+    te, td = branch(C, Ca, (3,), g, kernel_device), branch(C, Ca, (3, 3), g, kernel_device)
+
+    def run(impl):
+        return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
+
+    assert_matches_reference(run(kernels), run(reference), [x, *te, *td])
+
+
+@pytest.mark.parametrize("T", [1, 3, 8])
+def test_temporal_adapter_matches_reference(kernel_device, T):
+    g = torch.Generator().manual_seed(T)
+    f = torch.randn(3 * T, 24, generator=g).to(kernel_device)
+    w = branch(24, 12, (3,), g, kernel_device)
+
+    def run(impl):
+        return lambda f, *p: impl.temporal_adapter(f, T, BranchWeights(*p))
+
+    assert_matches_reference(run(kernels), run(reference), [f, *w])
+
+
+def test_non_contiguous_input(kernel_device):
+    g = torch.Generator().manual_seed(0)
+    T, grid, C = 2, (2, 2), 24
+    base = torch.randn(2 * T, C, 1 + 4, generator=g).to(kernel_device)
+    x = base.transpose(1, 2)  # [B*T, L, C], not contiguous
+    assert not x.is_contiguous()
+    te, td = branch(C, 8, (3,), g, kernel_device), branch(C, 8, (3, 3), g, kernel_device)
+    torch.testing.assert_close(kernels.ted_adapter(x, T, grid, te, td), reference.ted_adapter(x, T, grid, te, td),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_kernels_actually_ran(kernel_device):
+    assert kutils.INTERPRET == (kernel_device == "cpu"), "tests/conftest.py sets TRITON_INTERPRET before kernels is imported"
+    before = dict(kernels.launch_counts)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 16, generator=g).to(kernel_device).requires_grad_()
+    out = kernels.ted_adapter(x, 2, (2, 2), branch(16, 8, (3,), g, kernel_device), branch(16, 8, (3, 3), g, kernel_device))
+    out.sum().backward()
+    ran = {k: kernels.launch_counts[k] - before.get(k, 0) for k in kernels.launch_counts}
+    # One stencil launch covers TE and TD; every small gradient comes out of one sum_partials launch.
+    assert {k: n for k, n in ran.items() if n} == {"gemm": 6, "stencil_fwd": 1, "stencil_bwd": 1, "sum_partials": 1}
+
+
+def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(kutils, "INTERPRET", False)
+    monkeypatch.setattr(kutils, "_warned", set())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 16, generator=g)
+    te, td = branch(16, 8, (3,), g), branch(16, 8, (3, 3), g)
+    before = kernels.launch_counts["gemm"]
+    with pytest.warns(UserWarning, match="TRITON_INTERPRET=1 was not set"):
+        out = kernels.ted_adapter(x, 2, (2, 2), te, td)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        kernels.ted_adapter(x, 2, (2, 2), te, td)
+    assert kernels.launch_counts["gemm"] == before
+    torch.testing.assert_close(out, reference.ted_adapter(x, 2, (2, 2), te, td))
+
+
+def test_torch_compile_fullgraph_of_a_fused_adapter(kernel_device):
+    from m2clip_fast.adapters import TEDAdapter
+
+    torch.manual_seed(0)
+    adapter = TEDAdapter(16, 8, use_fused=True).to(kernel_device)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    x = torch.randn(4, 5, 16, device=kernel_device, requires_grad=True)
+    compiled = torch.compile(adapter, fullgraph=True)
+    out = compiled(x, 2, (2, 2))
+    out.sum().backward()
+    grad_compiled = x.grad.clone()
+    x.grad = None
+    adapter.use_fused = False
+    expected = adapter(x, 2, (2, 2))
+    expected.sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_compiled, x.grad, rtol=1e-5, atol=1e-5)
+
+
+@cuda
+@pytest.mark.parametrize("dtype, tf32, tol", GPU_PRECISIONS)
+def test_cuda_ted_adapter_parity(dtype, tf32, tol):
+    g = torch.Generator().manual_seed(0)
+    T, grid, C, Ca = 8, (14, 14), 768, 384
+    x = torch.randn(2 * T, 1 + 196, C, generator=g).cuda().to(dtype)
+    te, td = branch(C, Ca, (3,), g, "cuda", dtype), branch(C, Ca, (3, 3), g, "cuda", dtype)
+
+    def run(impl):
+        return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
+
+    with tf32_matmuls(tf32):
+        assert_matches_reference(run(kernels), run(reference), [x, *te, *td], tol=tol)
+
+
+@cuda
+def test_cuda_backward_is_deterministic():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 197, 768, generator=g).cuda().bfloat16()
+    te, td = branch(768, 384, (3,), g, "cuda", torch.bfloat16), branch(768, 384, (3, 3), g, "cuda", torch.bfloat16)
+
+    def grads():
+        leaves = [t.detach().clone().requires_grad_() for t in (x, *te, *td)]
+        out = kernels.ted_adapter(leaves[0], 8, (14, 14), BranchWeights(*leaves[1:7]), BranchWeights(*leaves[7:]))
+        out.square().sum().backward()
+        return [t.grad for t in leaves]
+
+    for a, b in zip(grads(), grads()):
+        assert torch.equal(a, b)
+
+
+def test_packed_parameters_are_read_in_place_and_give_the_same_gradients(kernel_device):
+    """As TEDAdapter stores them: fc weights of both branches back to back, depthwise weights tap-major.
+    Values and every gradient match the same parameters stored plainly, and each gradient has its
+    parameter's layout."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 1 + 6, 24, generator=g).to(kernel_device)
+    plain = [*branch(24, 12, (3,), g, kernel_device), *branch(24, 12, (3, 3), g, kernel_device)]
+    packed = [(tap_major(t) if t.dim() > 2 else t.clone()).requires_grad_() for t in plain]
+    pack_pairs([(packed[0], packed[6]), (packed[4], packed[10])])
+    plain = [t.clone().requires_grad_() for t in plain]
+    results = []
+    for params in (plain, packed):
+        out = kernels.ted_adapter(x, 3, (2, 3), BranchWeights(*params[:6]), BranchWeights(*params[6:]))
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad for p in params]))
+    assert rel_err(results[1][0].cpu(), results[0][0].cpu()) < FP32_TOL
+    for p, a, b in zip(packed, results[1][1], results[0][1]):
+        assert a.stride() == p.stride() and rel_err(a.cpu(), b.cpu()) < FP32_TOL

@@ -1,0 +1,30 @@
+"""kernels/ops/text_adapter.py against the reference: values and every gradient, on CPU (interpreter) and
+on a GPU in bf16/fp16/fp32."""
+import pytest
+import torch
+
+import kernels
+from kernels import reference
+
+from .parity import GPU_PRECISIONS, assert_matches_reference, cuda, tf32_matmuls
+
+
+@pytest.mark.parametrize("shape, C, Ca", [((2, 5), 24, 20), ((3, 7), 40, 17)])
+def test_text_adapter_matches_reference(kernel_device, shape, C, Ca):
+    g = torch.Generator().manual_seed(C)
+    x = torch.randn(*shape, C, generator=g)
+    w = [torch.randn(Ca, C, generator=g) * 0.2, torch.randn(Ca, generator=g),
+         torch.randn(C, Ca, generator=g) * 0.2, torch.randn(C, generator=g)]
+    inputs = [t.to(kernel_device) for t in (x, *w)]
+    assert_matches_reference(kernels.text_adapter, reference.text_adapter, inputs)
+
+
+@cuda
+@pytest.mark.parametrize("dtype, tf32, tol", GPU_PRECISIONS)
+def test_cuda_text_adapter_parity(dtype, tf32, tol):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 24, 512, generator=g).cuda().to(dtype)
+    w = [t.cuda().to(dtype) for t in (torch.randn(384, 512, generator=g) * 0.05, torch.randn(384, generator=g),
+                                      torch.randn(512, 384, generator=g) * 0.05, torch.randn(512, generator=g))]
+    with tf32_matmuls(tf32):
+        assert_matches_reference(kernels.text_adapter, reference.text_adapter, [x, *w], tol=tol)
