@@ -20,21 +20,29 @@ _warned: set[str] = set()
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 
-def can_run_triton(x: torch.Tensor, op: str) -> bool:
-    """True where the Triton kernels can run on ``x``'s device: CUDA, or CPU under ``TRITON_INTERPRET=1``.
+def backend(device: torch.device) -> str:
+    """What the fused ops run on ``device`` — the one rule: compiled Triton kernels on CUDA; the same kernels
+    through Triton's interpreter on the CPU when ``TRITON_INTERPRET=1`` was set before ``kernels`` was
+    imported; anywhere else the eager reference (each op warns once)."""
+    device = torch.device(device)
+    if device.type == "cuda" or capturing is not None:
+        return "triton"
+    if device.type == "cpu" and INTERPRET:
+        return "triton (interpreter)"
+    why = ("TRITON_INTERPRET=1 was not set before `kernels` was imported" if device.type == "cpu"
+           else f"Triton kernels do not run on {device.type}")
+    return f"eager reference ({why})"
 
-    Otherwise warns once per op that the eager reference is used instead, and why.
-    """
-    if x.is_cuda or (x.device.type == "cpu" and INTERPRET) or capturing is not None:
+
+def can_run_triton(x: torch.Tensor, op: str) -> bool:
+    """True where the Triton kernels run on ``x``'s device (:func:`backend`); otherwise warns once per op
+    that the eager reference runs instead, and why."""
+    where = backend(x.device)
+    if where.startswith("triton"):
         return True
     if op not in _warned:
         _warned.add(op)
-        why = (
-            "TRITON_INTERPRET=1 was not set when `kernels` was imported"
-            if x.device.type == "cpu"
-            else f"Triton kernels do not run on {x.device.type}"
-        )
-        warnings.warn(f"kernels.{op}: running the eager reference on {x.device} ({why})", stacklevel=3)
+        warnings.warn(f"kernels.{op}: running the {where} on {x.device}", stacklevel=3)
     return False
 
 

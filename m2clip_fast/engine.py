@@ -102,28 +102,51 @@ def train_one_epoch(
     return step, skipped, done if done < first_batch + len(loader) else -1
 
 
+def class_embeddings(model: M2CLIP, prompts: Prompts, autocast: Callable[[], contextlib.AbstractContextManager]
+                     ) -> torch.Tensor:
+    """L2-normalised text embeddings of the class prompts ``[K, D]`` (fp32)."""
+    with autocast():
+        return F.normalize(model.encode_text(prompts.tokens, prompts.prefix).embedding.float(), dim=-1)
+
+
+def view_probabilities(model: M2CLIP, video: torch.Tensor, class_emb: torch.Tensor,
+                       autocast: Callable[[], contextlib.AbstractContextManager], visual_head: bool = True
+                       ) -> dict[str, torch.Tensor]:
+    """Class probabilities of each clip, averaged over its views: the one scoring rule of evaluation and
+    prediction. video ``[B, V, 3, T, S, S]``, class_emb ``[K, D]`` -> ``{"crossmodal"[, "visual", "combined"]:
+    [B, K]}`` (the visual head only scores the classes it was trained on)."""
+    b, v = video.shape[:2]
+    with autocast():
+        vf = model.encode_video(video.flatten(0, 1))
+    emb = F.normalize(vf.embedding.float(), dim=-1)
+    probs = {"crossmodal": (model.cfg.crossmodal_scale * emb @ class_emb.t()).softmax(-1).view(b, v, -1).mean(1)}
+    if visual_head:
+        probs["visual"] = vf.class_logits.float().softmax(-1).view(b, v, -1).mean(1)
+        probs["combined"] = (probs["crossmodal"] + probs["visual"]) / 2
+    return probs
+
+
 @torch.no_grad()
 def evaluate(
     model: M2CLIP,
     loader: torch.utils.data.DataLoader,
-    class_tokens: torch.Tensor,
-    class_prefix: torch.Tensor,
+    prompts: Prompts,
     autocast: Callable[[], contextlib.AbstractContextManager],
     runtime: Runtime,
     visual_head: bool = True,
     desc: str = "eval",
 ) -> dict:
     """Top-1/top-5 of the cross-modal head, the visual head and their combination (mean of the two
-    probability maps), each averaged over a video's views, summed over ranks. ``visual_head=False``
-    (zero-shot on other classes): cross-modal only, and ``top1``/``top5`` are the cross-modal ones.
+    probability maps), each averaged over a video's views (:func:`view_probabilities`), summed over ranks.
+    ``visual_head=False`` (zero-shot on other classes): cross-modal only, and ``top1``/``top5`` are the
+    cross-modal ones.
 
     Unreadable videos (the dataset marks them) are excluded and counted: ``videos`` were scored out of
     ``listed``, ``unreadable`` were not. More than half of the list unreadable stops with an error."""
     model.eval()
-    with autocast():
-        class_emb = F.normalize(model.encode_text(class_tokens, class_prefix).embedding.float(), dim=-1)
+    class_emb = class_embeddings(model, prompts, autocast)
     heads = ("crossmodal", "visual", "combined") if visual_head else ("crossmodal",)
-    k5 = min(5, class_tokens.shape[0])
+    k5 = min(5, class_emb.shape[0])
     sums = torch.zeros(len(heads) * 2 + 3, dtype=torch.float64, device=runtime.device)
     for batch in tqdm(loader, desc=desc, disable=not runtime.is_main, dynamic_ncols=True):
         readable = batch["readable"]
@@ -133,24 +156,17 @@ def evaluate(
             continue
         video = batch["video"][readable].to(runtime.device, non_blocking=True)  # [B, V, 3, T, S, S]
         labels = batch["label"][readable].to(runtime.device)
-        b, v = video.shape[:2]
-        with autocast():
-            vf = model.encode_video(video.flatten(0, 1))
-        emb = F.normalize(vf.embedding.float(), dim=-1)
-        probs = {"crossmodal": (model.cfg.crossmodal_scale * emb @ class_emb.t()).softmax(-1).view(b, v, -1).mean(1)}
-        if visual_head:
-            probs["visual"] = vf.class_logits.float().softmax(-1).view(b, v, -1).mean(1)
-            probs["combined"] = (probs["crossmodal"] + probs["visual"]) / 2
+        probs = view_probabilities(model, video, class_emb, autocast, visual_head)
         for j, head in enumerate(heads):
             top = probs[head].topk(k5, dim=-1).indices
             sums[2 * j] += (top[:, 0] == labels).sum()
             sums[2 * j + 1] += (top == labels[:, None]).any(-1).sum()
-        sums[-2] += b
+        sums[-2] += video.shape[0]
     all_reduce_sum(sums, runtime)
     scored, unreadable = int(sums[-2].item()), int(sums[-1].item())
     if unreadable > scored:
         raise UnreadableData(f"{unreadable} of {scored + unreadable} evaluation videos are unreadable (each is named in "
-                           "the warnings above): check --data-root and the list file")
+                             "the warnings above): check --data-root and the list file")
     n = max(scored, 1)
     metrics = {f"top{k}_{head}": 100.0 * sums[2 * j + (k == 5)].item() / n for j, head in enumerate(heads) for k in (1, 5)}
     best = "combined" if visual_head else "crossmodal"

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from kernels.utils import backend
+
 from .adapters import BlockAdapters, TEDAdapter, TemporalAdapter, TextAdapter
 from .config import M2CLIPConfig
 from .losses import contrastive_kl_loss, crossmodal_classification_loss, masked_lm_loss
@@ -135,6 +137,13 @@ class M2CLIP(nn.Module):
             if hasattr(m, "use_fused"):
                 m.use_fused = use_fused
         return self
+
+    @property
+    def adapter_backend(self) -> str:
+        """What the adapters run: ``"eager"`` (``use_fused=False``), or with ``use_fused=True`` what the fused ops
+        run on this model's device — ``"triton"``, ``"triton (interpreter)"`` or ``"eager reference (why)"``
+        (:func:`kernels.utils.backend`: the one rule)."""
+        return backend(next(self.parameters()).device) if self.cfg.use_fused else "eager"
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -5,34 +5,45 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpointing
-from .data import decode_frames, read_class_names
-from .data.sampling import segment_clips
-from .data.transforms import test_views
+from .data import VideoDataset, VideoRecord, read_class_names
+from .engine import class_embeddings, view_probabilities
 from .model import M2CLIP
-from .text import format_prompts, tokenize
+from .text import class_prompts
+
+PREDICT_DEFAULTS = {"sampling": "segment", "sampling_rate": 16, "views": "1x1"}
 
 
 @torch.no_grad()
-def predict(model: M2CLIP, video_path: str, labels: Sequence[str], top_k: int = 5) -> list[tuple[str, float]]:
-    """The ``top_k`` labels for the video at ``video_path`` with their probabilities (cross-modal head:
-    softmax over ``100·cos(video, "A video of {label}")``). Frames: the middle of ``T`` equal segments."""
+def predict(model: M2CLIP, video_path: str, labels: Sequence[str], top_k: int = 5,
+            settings: Optional[Mapping] = None) -> list[tuple[str, float]]:
+    """The ``top_k`` labels for the video at ``video_path`` with their probabilities, from the cross-modal
+    head: the clip is decoded, sampled and cropped exactly as evaluation does it, and scored by the same
+    rule (:func:`m2clip_fast.engine.view_probabilities`) against ``"A video of {label}"``. ``settings``: the
+    data settings of a checkpoint (``sampling``, ``sampling_rate``, ``views``); by default one clip of
+    ``T`` segment samples spread over the whole video, one centre view."""
     if not labels:
         raise ValueError("give at least one label")
     model.eval()
     device = next(model.parameters()).device
-    t = model.cfg.num_frames
-    frames = decode_frames(video_path, lambda n: segment_clips(n, t, 1))[0]  # [T, H, W, 3]
-    video = test_views(frames, model.image_size[0], 1).to(device)  # [1, 3, T, S, S]
-    text = F.normalize(model.encode_text(tokenize(format_prompts(labels)).to(device)).embedding.float(), dim=-1)
-    emb = F.normalize(model.encode_video(video).embedding.float(), dim=-1)
-    probs = (model.cfg.crossmodal_scale * emb @ text.t()).softmax(-1)[0]
+    s = {**PREDICT_DEFAULTS, **{k: v for k, v in (settings or {}).items() if k in PREDICT_DEFAULTS}}
+    spatial, temporal = (int(v) for v in str(s["views"]).lower().split("x"))
+    dataset = VideoDataset([VideoRecord(video_path, 0)], model.cfg.num_frames, model.image_size[0], train=False,
+                           sampling_mode=s["sampling"], sampling_rate=s["sampling_rate"], spatial_views=spatial,
+                           temporal_views=temporal)
+    item = dataset[0]
+    if not item["readable"]:
+        raise ValueError(f"cannot read the video: {item['unreadable']}")
+    prompts = class_prompts(model, labels, device, contextlib.nullcontext)
+    class_emb = class_embeddings(model, prompts, contextlib.nullcontext)
+    probs = view_probabilities(model, item["video"][None].to(device), class_emb, contextlib.nullcontext,
+                               visual_head=False)["crossmodal"][0]
     top = probs.topk(min(top_k, len(labels)))
     return [(labels[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
 
@@ -55,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             labels = read_class_names(args.classes) if args.classes else list(ckpt["class_names"])
         on_gpu = args.device.startswith("cuda")  # the fused kernels need CUDA (or the interpreter)
         model = checkpointing.model_from_checkpoint(ckpt, use_fused=None if on_gpu else False).to(args.device)
-        results = predict(model, args.video, labels, args.top_k)
+        results = predict(model, args.video, labels, args.top_k, settings=ckpt.get("settings"))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         p.error(str(err))
     width = max(len(label) for label, _ in results)

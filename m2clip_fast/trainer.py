@@ -24,7 +24,7 @@ from .engine import evaluate, train_one_epoch
 from .factory import build_model
 from .model import M2CLIP
 from .optim import param_groups, warmup_cosine
-from .text import MLMVocabulary, make_prompts
+from .text import MLMVocabulary, class_prompts, make_prompts
 
 
 def _autocast(amp: str, device: torch.device):
@@ -75,7 +75,7 @@ class Trainer:
         self.log = MetricsLog(args.output_dir, runtime.is_main)
         self.eval_names = args.eval_class_names or args.class_names
         self.val_loader = self._loader(args.val_records, train=False) if args.val_records else None
-        self.eval_prompts = make_prompts(self.model, self.eval_names, runtime.device, self.autocast)
+        self.eval_prompts = class_prompts(self.model, self.eval_names, runtime.device, self.autocast)
         self.train_loader = (self._loader(args.train_records, train=True)
                              if args.train_records and not args.eval_only else None)
         self.steps_per_epoch = max(1, len(self.train_loader) // args.grad_accum) if self.train_loader else 1
@@ -136,9 +136,8 @@ class Trainer:
             checkpointing.atomic_save(state, os.path.join(self.args.output_dir, name))
 
     def validate(self) -> dict:
-        metrics = evaluate(self.model, self.val_loader, self.eval_prompts.tokens, self.eval_prompts.prefix,
-                           self.autocast, self.runtime, visual_head=self.args.eval_class_names is None,
-                           desc=f"eval {self.epoch}")
+        metrics = evaluate(self.model, self.val_loader, self.eval_prompts, self.autocast, self.runtime,
+                           visual_head=self.args.eval_class_names is None, desc=f"eval {self.epoch}")
         self.log({"split": "val", "epoch": self.epoch, "step": self.step, **metrics})
         return metrics
 
@@ -233,8 +232,8 @@ class Trainer:
                   f"{len(self.val_loader.dataset)} validation videos ({args.views} views)"
                   if self.val_loader is not None else None]
         model = f"preset {args.preset}" if not args.resume_path else f"the model of {os.path.basename(args.resume_path)}"
-        print(f"m2clip_fast: {runtime.device} x {runtime.world_size}, {model}, {self.cfg.num_frames} frames, fused "
-              f"adapters {'on' if self.cfg.use_fused else 'off'}; " + ", ".join(v for v in videos if v), flush=True)
+        print(f"m2clip_fast: {runtime.device} x {runtime.world_size}, {model}, {self.cfg.num_frames} frames, adapters: "
+              f"{self.model.adapter_backend}; " + ", ".join(v for v in videos if v), flush=True)
         for name, old, new in args.changes:
             print(f"note: --{name.replace('_', '-')} {new}, where the checkpoint's run used {old}", flush=True)
         if self.train_loader is None:

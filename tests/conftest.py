@@ -42,6 +42,15 @@ def kernel_device() -> str:
         pytest.skip("TRITON_INTERPRET=0 and no CUDA device: the Triton kernels cannot run here")
     return KERNEL_DEVICE
 
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """A small generated motion-direction data set (4 classes; 16 training, 4 validation videos of 12 frames)."""
+    from m2clip_fast.data.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(str(tmp_path_factory.mktemp("demo") / "synthetic"), train_per_class=4,
+                                  val_per_class=1, num_frames=12)
+
+
 TINY_CLASSES = [f"class {name}" for name in ("push left", "push right", "rotate up", "rotate down")]
 
 

@@ -1,6 +1,5 @@
-"""Every bad input we try, in one place: what a user can get wrong (files, checkpoints, flags, data) and
+"""Every bad input we try, in one place: what a user can get wrong (files, checkpoints, flags, demo_data) and
 the one clear message or the honest count it must give. Each case fails if the handling regresses."""
-import json
 import os
 import shutil
 
@@ -11,35 +10,23 @@ import kernels
 from m2clip_fast import checkpointing
 from m2clip_fast import cli
 from m2clip_fast.data import read_class_names, read_video_list
-from m2clip_fast.data.synthetic import make_synthetic_dataset
 
 from .parity import branch
+from .runs import records, train_args
+
+
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic_dataset(str(tmp_path_factory.mktemp("bad") / "synthetic"), train_per_class=4,
-                                  val_per_class=1, num_frames=12)
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
+def trained(demo_data, tmp_path_factory):
     """A finished 1-epoch run on 4-frame clips, stride 2, 1x1 views."""
     out = tmp_path_factory.mktemp("run")
-    cli.main(_args(data, out, "--epochs", "1"))
+    cli.main(train_args(demo_data, out, "--epochs", "1"))
     return out
 
 
-def _args(data, out, *extra):
-    return ["--train-list", data.train_list, "--val-list", data.val_list, "--data-root", data.root,
-            "--classes", data.classes_csv, "--preset", "tiny", "--num-frames", "4", "--sampling-rate", "2",
-            "--batch-size", "4", "--views", "1x1", "--workers", "0", "--lr", "1e-3", "--output-dir", str(out),
-            "--device", "cpu", "--no-flip", *extra]
 
 
-def _records(out):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 # --- fused ops ----------------------------------------------------------------------------------------
@@ -136,40 +123,40 @@ def test_list_file_errors_name_the_file_line_and_problem(tmp_path, text, match):
         read_video_list(str(bad), "", 4)
 
 
-def test_forgotten_data_root_fails_fast_with_the_hint(data, tmp_path, capsys):
+def test_forgotten_data_root_fails_fast_with_the_hint(demo_data, tmp_path, capsys):
     elsewhere = tmp_path / "train.txt"
-    shutil.copy(data.train_list, elsewhere)  # relative paths, but not relative to this folder
+    shutil.copy(demo_data.train_list, elsewhere)  # relative paths, but not relative to this folder
     with pytest.raises(SystemExit):
-        cli.main(["--train-list", str(elsewhere), "--classes", data.classes_csv, "--device", "cpu"])
+        cli.main(["--train-list", str(elsewhere), "--classes", demo_data.classes_csv, "--device", "cpu"])
     err = capsys.readouterr().err
     assert "none of 16 sampled videos exist" in err and "give --data-root" in err
     assert "unreadable" not in err and "Traceback" not in err
 
 
-def test_without_data_root_the_list_files_folder_is_tried_and_said(data, capsys):
-    args = cli.resolve_args(["--train-list", data.train_list, "--classes", data.classes_csv, "--device", "cpu"])
+def test_without_data_root_the_list_files_folder_is_tried_and_said(demo_data, capsys):
+    args = cli.resolve_args(["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--device", "cpu"])
     assert all(os.path.isfile(r.path) for r in args.train_records)
-    assert f"relative to its folder {os.path.dirname(os.path.abspath(data.train_list))}" in capsys.readouterr().out
+    assert f"relative to its folder {os.path.dirname(os.path.abspath(demo_data.train_list))}" in capsys.readouterr().out
 
 
 # --- evaluation with unreadable videos -------------------------------------------------------------------
 
-def _val_with_broken(data, tmp_path, good: int):
+def _val_with_broken(demo_data, tmp_path, good: int):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(4096))
-    lines = open(data.val_list).read().splitlines()[:good]
+    lines = open(demo_data.val_list).read().splitlines()[:good]
     val = tmp_path / "val.txt"
-    val.write_text("".join(f"{os.path.join(data.root, line)}\n" for line in lines)
+    val.write_text("".join(f"{os.path.join(demo_data.root, line)}\n" for line in lines)
                    + f"{corrupt} 0\n{tmp_path / 'missing.mp4'} 1\n")
     return val
 
 
-def test_evaluation_scores_exactly_the_readable_listed_videos(data, trained, tmp_path, capsys):
-    val = _val_with_broken(data, tmp_path, good=3)
+def test_evaluation_scores_exactly_the_readable_listed_videos(demo_data, trained, tmp_path, capsys):
+    val = _val_with_broken(demo_data, tmp_path, good=3)
     capsys.readouterr()
     cli.main(["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", str(val), "--workers", "0",
                    "--output-dir", str(tmp_path), "--device", "cpu"])
-    record = _records(tmp_path)[-1]
+    record = records(tmp_path)[-1]
     assert (record["videos"], record["listed"], record["unreadable"]) == (3, 5, 2)  # none replaced, none twice
     out = capsys.readouterr().out
     assert "on 3 of 5 listed videos (2 unreadable" in out
@@ -177,8 +164,8 @@ def test_evaluation_scores_exactly_the_readable_listed_videos(data, trained, tmp
     assert "not scoring unreadable video " + str(tmp_path / "missing.mp4") in out
 
 
-def test_evaluation_with_mostly_unreadable_videos_stops_clearly(data, trained, tmp_path):
-    val = _val_with_broken(data, tmp_path, good=1)
+def test_evaluation_with_mostly_unreadable_videos_stops_clearly(demo_data, trained, tmp_path):
+    val = _val_with_broken(demo_data, tmp_path, good=1)
     with pytest.raises(SystemExit) as err:
         cli.main(["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", str(val), "--workers",
                        "0", "--output-dir", str(tmp_path), "--device", "cpu"])
@@ -187,48 +174,48 @@ def test_evaluation_with_mostly_unreadable_videos_stops_clearly(data, trained, t
 
 # --- resume and evaluation keep the run's own settings ---------------------------------------------------
 
-def test_resume_refuses_a_flag_that_changes_the_run(data, trained, capsys):
+def test_resume_refuses_a_flag_that_changes_the_run(demo_data, trained, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args(_args(data, trained, "--resume", "auto", "--epochs", "3"))
+        cli.resolve_args(train_args(demo_data, trained, "--resume", "auto", "--epochs", "3"))
     err = capsys.readouterr().err
     assert "continues the run in" in err and "--epochs 3 (the run used 1)" in err and "--allow-changes" in err
 
 
-def test_resuming_a_finished_run_says_so_and_trains_nothing(data, trained, capsys):
-    before = _records(trained)
+def test_resuming_a_finished_run_says_so_and_trains_nothing(demo_data, trained, capsys):
+    before = records(trained)
     capsys.readouterr()
-    cli.main(["--resume", "auto", "--output-dir", str(trained), "--train-list", data.train_list, "--data-root",
-                   data.root, "--workers", "0", "--device", "cpu"])  # settings: the run's own
+    cli.main(["--resume", "auto", "--output-dir", str(trained), "--train-list", demo_data.train_list, "--data-root",
+                   demo_data.root, "--workers", "0", "--device", "cpu"])  # settings: the run's own
     out = capsys.readouterr().out
     assert "resumed from" in out and "(epoch 1, step " in out and "is a finished run (1 of 1 epochs" in out
-    assert _records(trained) == before
+    assert records(trained) == before
 
 
-def test_an_allowed_change_is_applied_and_announced(data, trained, tmp_path, capsys):
+def test_an_allowed_change_is_applied_and_announced(demo_data, trained, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
-    cli.main(_args(data, out, "--resume", "auto", "--epochs", "2", "--allow-changes"))
+    cli.main(train_args(demo_data, out, "--resume", "auto", "--epochs", "2", "--allow-changes"))
     printed = capsys.readouterr().out
     assert "note: --epochs 2, where the checkpoint's run used 1" in printed
     assert checkpointing.load(str(out / "last.pt"))["epoch"] == 2
 
 
-def test_eval_only_takes_the_checkpoints_data_settings(data, trained, capsys):
-    base = ["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", data.val_list, "--data-root",
-            data.root, "--device", "cpu"]
+def test_eval_only_takes_the_checkpoints_data_settings(demo_data, trained, capsys):
+    base = ["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", demo_data.val_list, "--data-root",
+            demo_data.root, "--device", "cpu"]
     args = cli.resolve_args(base)
     assert (args.num_frames, args.sampling_rate, args.views) == (4, 2, "1x1") and args.changes == []
     args = cli.resolve_args([*base, "--views", "2x1"])
     assert args.changes == [("views", "1x1", "2x1")]
 
 
-def test_training_replaces_unreadable_videos_and_says_which_above_the_bar(data, tmp_path, capsys):
+def test_training_replaces_unreadable_videos_and_says_which_above_the_bar(demo_data, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(4096))
     train = tmp_path / "train.txt"
-    train.write_text("".join(f"{os.path.join(data.root, line)}\n" for line in open(data.train_list).read().splitlines())
+    train.write_text("".join(f"{os.path.join(demo_data.root, line)}\n" for line in open(demo_data.train_list).read().splitlines())
                      + f"{corrupt} 0\n")
-    cli.main(["--train-list", str(train), "--classes", data.classes_csv, "--preset", "tiny", "--num-frames", "4",
+    cli.main(["--train-list", str(train), "--classes", demo_data.classes_csv, "--preset", "tiny", "--num-frames", "4",
                    "--sampling-rate", "2", "--batch-size", "4", "--epochs", "1", "--workers", "2", "--lr", "1e-3",
                    "--output-dir", str(tmp_path / "run"), "--device", "cpu", "--no-flip"])
     out = capsys.readouterr().out

@@ -122,3 +122,17 @@ def test_whole_fused_model_compiles_fullgraph(kernel_device, tiny_cfg, masker):
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, model.visual_adapters[0].mlp.td.conv.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_model_says_what_its_adapters_run(kernel_device, tiny_cfg, monkeypatch):
+    """One rule, visible: eager; Triton (compiled, or the interpreter on CPU); or, where Triton cannot run,
+    the eager reference with the reason."""
+    from kernels import utils as kutils
+
+    model = m2.build_model(tiny_cfg).to(kernel_device)
+    assert model.adapter_backend == "eager"
+    model.set_fused(True)
+    assert model.adapter_backend == ("triton (interpreter)" if kernel_device == "cpu" else "triton")
+    monkeypatch.setattr(kutils, "INTERPRET", False)
+    assert m2.build_model(tiny_cfg, use_fused=True).adapter_backend == \
+        "eager reference (TRITON_INTERPRET=1 was not set before `kernels` was imported)"

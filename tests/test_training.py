@@ -7,35 +7,25 @@ import pytest
 import torch
 
 from m2clip_fast import checkpointing, predict
-from m2clip_fast.data.synthetic import CLASSES, make_synthetic_dataset
+from m2clip_fast.data.synthetic import CLASSES
 from m2clip_fast.cli import main
+
+from .runs import records, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic_dataset(str(tmp_path_factory.mktemp("train") / "synthetic"), train_per_class=4,
-                                  val_per_class=1, num_frames=12)
 
 
-def _args(data, out, *extra):
-    return ["--train-list", data.train_list, "--val-list", data.val_list, "--data-root", data.root,
-            "--classes", data.classes_csv, "--preset", "tiny", "--num-frames", "4", "--sampling-rate", "2",
-            "--batch-size", "4", "--views", "1x1", "--workers", "0", "--lr", "1e-3", "--output-dir", str(out),
-            "--device", "cpu", "--no-flip", *extra]
 
 
-def _records(out):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
-def test_short_training_run_logs_and_checkpoints(data, tmp_path, capsys):
-    main(_args(data, tmp_path, "--epochs", "2", "--warmup-epochs", "1", "--log-interval", "2"))
-    records = _records(tmp_path)
-    train = [r for r in records if r["split"] == "train"]
-    val = [r for r in records if r["split"] == "val"]
+def test_short_training_run_logs_and_checkpoints(demo_data, tmp_path, capsys):
+    main(train_args(demo_data, tmp_path, "--epochs", "2", "--warmup-epochs", "1", "--log-interval", "2"))
+    logged = records(tmp_path)
+    train = [r for r in logged if r["split"] == "train"]
+    val = [r for r in logged if r["split"] == "val"]
     assert train and len(val) == 2
     assert {"epoch", "step", "total", "contrastive", "crossmodal", "visual", "mlm", "lr"} <= set(train[0])
     assert {"epoch", "step", "top1_crossmodal", "top5_crossmodal", "top1_visual", "top5_visual", "top1", "top5"} <= set(val[0])
@@ -51,12 +41,12 @@ def _trainable(path):
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_resume_mid_epoch_equals_uninterrupted(data, tmp_path):
+def test_resume_mid_epoch_equals_uninterrupted(demo_data, tmp_path):
     full, parts = tmp_path / "full", tmp_path / "parts"
-    main(_args(data, full, "--epochs", "2"))
-    main(_args(data, parts, "--epochs", "2", "--max-steps", "3", "--save-every", "1"))
+    main(train_args(demo_data, full, "--epochs", "2"))
+    main(train_args(demo_data, parts, "--epochs", "2", "--max-steps", "3", "--save-every", "1"))
     assert checkpointing.load(str(parts / "last.pt"))["batches_done"] == 3  # stopped mid-epoch
-    main(_args(data, parts, "--epochs", "2", "--resume", "auto"))
+    main(train_args(demo_data, parts, "--epochs", "2", "--resume", "auto"))
     a, b = _trainable(str(full / "last.pt")), _trainable(str(parts / "last.pt"))
     for name in a:
         assert torch.equal(a[name], b[name]), name
@@ -76,21 +66,21 @@ def test_atomic_save_keeps_the_previous_checkpoint(tmp_path):
     assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
 
 
-def test_zero_shot_eval_and_predict(data, tmp_path, capsys):
-    main(_args(data, tmp_path, "--epochs", "1"))
+def test_zero_shot_eval_and_predict(demo_data, tmp_path, capsys):
+    main(train_args(demo_data, tmp_path, "--epochs", "1"))
     other = tmp_path / "other.csv"
     other.write_text("id,name\n0,moving down\n1,moving up\n")
     val = tmp_path / "val.txt"
     val.write_text("videos/val_0003.mp4 0\nvideos/val_0002.mp4 1\n")
-    main(["--eval-only", "--resume", str(tmp_path / "last.pt"), "--val-list", str(val), "--data-root", data.root,
+    main(["--eval-only", "--resume", str(tmp_path / "last.pt"), "--val-list", str(val), "--data-root", demo_data.root,
           "--eval-classes", str(other), "--num-frames", "4",  # model and classes: the checkpoint's
           "--sampling-rate", "2", "--views", "1x1", "--workers", "0", "--output-dir", str(tmp_path), "--device", "cpu"])
-    zero_shot = _records(tmp_path)[-1]
+    zero_shot = records(tmp_path)[-1]
     assert zero_shot["split"] == "val" and zero_shot["videos"] == 2 and zero_shot["top1_visual"] is None
     assert zero_shot["top1"] == zero_shot["top1_crossmodal"]
 
     model = checkpointing.model_from_checkpoint(checkpointing.load(str(tmp_path / "last.pt")))
-    clip = os.path.join(data.root, "videos/val_0001.mp4")
+    clip = os.path.join(demo_data.root, "videos/val_0001.mp4")
     labels = ["moving right", "a dog", "moving up"]
     result = predict.predict(model, clip, labels, top_k=3)
     probs = [p for _, p in result]
@@ -100,8 +90,8 @@ def test_zero_shot_eval_and_predict(data, tmp_path, capsys):
     shuffled = dict(predict.predict(model, clip, labels[::-1], top_k=3))
     assert all(abs(shuffled[label] - p) < 1e-5 for label, p in result)
     assert predict.predict(model, clip, labels, top_k=1) == result[:1]
-    predict.main([os.path.join(data.root, "videos/val_0001.mp4"), "--checkpoint", str(tmp_path / "last.pt"),
-                  "--classes", data.classes_csv, "--top-k", "2", "--device", "cpu"])
+    predict.main([os.path.join(demo_data.root, "videos/val_0001.mp4"), "--checkpoint", str(tmp_path / "last.pt"),
+                  "--classes", demo_data.classes_csv, "--top-k", "2", "--device", "cpu"])
     printed = capsys.readouterr().out.strip().splitlines()[-2:]
     assert len(printed) == 2 and all(line.rstrip().endswith("%") for line in printed)
 
@@ -115,8 +105,8 @@ def test_zero_shot_eval_and_predict(data, tmp_path, capsys):
         (("--classes", None), "label 2 is out of range for 2 classes"),
     ],
 )
-def test_cli_errors_are_clear(data, tmp_path, capsys, change, message):
-    args = _args(data, tmp_path, "--epochs", "1")
+def test_cli_errors_are_clear(demo_data, tmp_path, capsys, change, message):
+    args = train_args(demo_data, tmp_path, "--epochs", "1")
     if change[1] is None:  # a class list with fewer classes than the labels use
         two = tmp_path / "two.csv"
         two.write_text("id,name\n0,a\n1,b\n")
@@ -128,48 +118,64 @@ def test_cli_errors_are_clear(data, tmp_path, capsys, change, message):
     assert message in capsys.readouterr().err
 
 
-def test_two_process_ddp_with_torchrun(data, tmp_path):
+def test_two_process_ddp_with_torchrun(demo_data, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
-           os.path.join(ROOT, "train.py"), *_args(data, tmp_path, "--epochs", "1")]
+           os.path.join(ROOT, "train.py"), *train_args(demo_data, tmp_path, "--epochs", "1")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = _records(tmp_path)
-    val = [r for r in records if r["split"] == "val"]
+    val = [r for r in records(tmp_path) if r["split"] == "val"]
     assert len(val) == 1 and val[0]["videos"] == 4  # both ranks' halves of the 4 val videos, reduced
     assert checkpointing.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_and_gradient_accumulation(data, tmp_path, amp):
-    main(_args(data, tmp_path, "--epochs", "1", "--amp", amp, "--grad-accum", "2", "--log-interval", "1"))
-    train = [r for r in _records(tmp_path) if r["split"] == "train"]
+def test_mixed_precision_and_gradient_accumulation(demo_data, tmp_path, amp):
+    main(train_args(demo_data, tmp_path, "--epochs", "1", "--amp", amp, "--grad-accum", "2", "--log-interval", "1"))
+    train = [r for r in records(tmp_path) if r["split"] == "train"]
     assert [r["step"] for r in train] == [1, 2]  # 4 batches, one optimizer step per 2
     assert all(torch.isfinite(torch.tensor(r["total"])) for r in train)
     assert bool(checkpointing.load(str(tmp_path / "last.pt"))["scaler"]) == (amp == "fp16")  # fp16: a grad scaler
 
 
-def test_a_fresh_run_starts_a_fresh_metrics_log(data, tmp_path, capsys):
-    main(_args(data, tmp_path, "--epochs", "1", "--log-interval", "1"))
-    first = _records(tmp_path)
-    main(_args(data, tmp_path, "--epochs", "1", "--log-interval", "1"))  # not --resume: a new run
-    assert len(_records(tmp_path)) == len(first)  # not appended to the old run's lines
+def test_a_fresh_run_starts_a_fresh_metrics_log(demo_data, tmp_path, capsys):
+    main(train_args(demo_data, tmp_path, "--epochs", "1", "--log-interval", "1"))
+    first = records(tmp_path)
+    main(train_args(demo_data, tmp_path, "--epochs", "1", "--log-interval", "1"))  # not --resume: a new run
+    assert len(records(tmp_path)) == len(first)  # not appended to the old run's lines
     aside = [name for name in os.listdir(tmp_path) if name.startswith("metrics.") and name != "metrics.jsonl"]
     assert len(aside) == 1 and "is now " + aside[0] in capsys.readouterr().out
     with open(tmp_path / aside[0]) as f:
         assert [json.loads(line) for line in f] == first
 
 
-def test_default_workers_follow_the_cpus_this_process_may_use(data, tmp_path, monkeypatch):
+def test_default_workers_follow_the_cpus_this_process_may_use(demo_data, tmp_path, monkeypatch):
     from m2clip_fast import cli
 
     monkeypatch.setattr(cli, "available_cpus", lambda: 1)
-    base = ["--train-list", data.train_list, "--classes", data.classes_csv, "--data-root", data.root]
+    base = ["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--data-root", demo_data.root]
     assert cli.resolve_args(base).workers == 1  # the default 4 would oversubscribe one CPU
     assert cli.resolve_args([*base, "--workers", "3"]).workers == 3  # an explicit choice stands
 
 
-def test_top5_is_shown_only_when_there_are_more_than_five_classes(data, tmp_path, capsys):
-    main(_args(data, tmp_path, "--epochs", "1"))
+def test_top5_is_shown_only_when_there_are_more_than_five_classes(demo_data, tmp_path, capsys):
+    main(train_args(demo_data, tmp_path, "--epochs", "1"))
     summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done in")][-1]
-    assert "top-1" in summary and "top-5" not in summary  # the test data has 4 classes
+    assert "top-1" in summary and "top-5" not in summary  # the test demo_data has 4 classes
+
+
+def test_prediction_scores_a_clip_exactly_as_evaluation_does(demo_data, tmp_path):
+    """One scoring rule: predicting each validation video with the checkpoint's settings and its classes
+    reproduces evaluation's cross-modal top-1."""
+    main(train_args(demo_data, tmp_path, "--epochs", "1"))
+    evaluated = [r for r in records(tmp_path) if r["split"] == "val"][-1]
+    ckpt = checkpointing.load(str(tmp_path / "last.pt"))
+    model = checkpointing.model_from_checkpoint(ckpt)
+    correct = []
+    for line in open(demo_data.val_list).read().splitlines():
+        path, label = line.rsplit(maxsplit=1)
+        top = predict.predict(model, os.path.join(demo_data.root, path), ckpt["class_names"], top_k=1,
+                              settings=ckpt["settings"])
+        correct.append(top[0][0] == ckpt["class_names"][int(label)])
+    assert len(correct) == evaluated["videos"]
+    assert 100.0 * sum(correct) / len(correct) == pytest.approx(evaluated["top1_crossmodal"])
