@@ -8,13 +8,16 @@ With no ``--train-list`` it runs the built-in default: a small synthetic motion-
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import os
 import sys
 from typing import Optional, Sequence
 
 from . import checkpointing
-from .config import PRESETS
+from .config import PRESETS, M2CLIPConfig
 from .data import UnreadableData, make_synthetic_dataset, read_class_names, read_video_list
+from .protocols import PROTOCOLS
 from .trainer import run
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "m2clip_fast")
@@ -58,10 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--classes", help="class-name CSV 'id,name' (e.g. kinetics_400_labels.csv)")
     d.add_argument("--eval-classes", help="zero-shot: evaluate --val-list against this other class CSV "
                    "(cross-modal head only; labels in --val-list refer to it)")
+    d.add_argument("--zero-shot", choices=sorted(PROTOCOLS),
+                   help="the paper's zero-shot protocol: evaluate the --resume checkpoint on the three splits of this "
+                   "data set (videos under --data-root), per split and mean ± std")
+    d.add_argument("--split-dir", help="with --zero-shot hmdb51/ucf101: read the official split files from this "
+                   "folder (UCF101 testlist0N.txt; HMDB51 <class>_test_splitN.txt) instead of the shipped lists")
     d.add_argument("--num-frames", type=int, help="frames per clip (T) [8]")
     d.add_argument("--sampling-rate", type=int, help="frame stride of dense sampling [16; demo 2]")
     d.add_argument("--sampling", choices=("dense", "segment"), help="dense clips or TSN segments [dense]")
     d.add_argument("--views", help="test views SxT: spatial crops x temporal clips, scores averaged [4x3; demo 1x1]")
+    d.add_argument("--eval-every", type=int, default=1, help="validate every N epochs during training (and after "
+                   "the last)")
+    d.add_argument("--quick-views", default="1x1", help="test views for validation during training; the full "
+                   "--views evaluate the finished model (and --eval-only)")
     d.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="no horizontal flips (direction-sensitive data such as SSv2; the demo never flips)")
     d.add_argument("--randaugment", action="store_true", default=None, help="RandAugment, one draw per clip")
@@ -71,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--preset", choices=sorted(PRESETS), help="model preset [vit-b16-k400; demo tiny]")
     m.add_argument("--pretrained", help="local CLIP weights: OpenAI .pt archive or open_clip state dict")
     m.add_argument("--use-fused", action="store_true", help="fused Triton adapters (CUDA)")
+    m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a model config field for a new run (repeatable; ablations): e.g. "
+                   "visual_adapter_positions=attn,mlp  text_adapter_last_blocks=0  adapter_width=192  "
+                   "loss_weights.mlm=0  crossmodal_loss=logits. Values are Python literals or plain words")
     m.add_argument("--mlm-mask-rate", type=float, help="share of class-name words masked for the MLM head [0.2]")
     m.add_argument("--crossmodal-loss", choices=("released", "logits"),
                    help="'released': CE on softmax probabilities (reproduces the paper; the default); 'logits': CE "
@@ -107,6 +123,12 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse, fill mode-dependent defaults, and check files and values (clear errors, exit code 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.zero_shot:
+        if not args.resume:
+            parser.error("--zero-shot evaluates a trained model: give --resume CHECKPOINT")
+        if not args.data_root:
+            parser.error(f"--zero-shot {args.zero_shot}: give --data-root, the folder of the {args.zero_shot} videos")
+        args.eval_only = True
     args.synthetic = args.train_list is None and args.eval_only is False
     defaults = SYNTHETIC_DEFAULTS if args.synthetic else REAL_DEFAULTS
     workers_given = args.workers is not None
@@ -129,7 +151,7 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         paths = make_synthetic_dataset(os.path.join(args.cache_dir, "synthetic-v2"))
         args.train_list, args.val_list, args.classes, args.data_root = (
             paths.train_list, paths.val_list, paths.classes_csv, paths.root)
-    if args.train_list is None and args.val_list is None:
+    if args.train_list is None and args.val_list is None and not args.zero_shot:
         parser.error("give --train-list (training) or --val-list (with --eval-only)")
     for name in ("train_list", "val_list", "classes", "eval_classes", "pretrained"):
         path = getattr(args, name)
@@ -137,15 +159,19 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')}: file not found: {path}")
     if args.data_root and not os.path.isdir(args.data_root):
         parser.error(f"--data-root: folder not found: {args.data_root}")
-    try:
-        spatial, temporal = (int(v) for v in args.views.lower().split("x"))
-        assert spatial >= 1 and temporal >= 1
-    except (ValueError, AssertionError):
-        parser.error(f"--views must look like 4x3 (spatial x temporal), got {args.views!r}")
-    args.spatial_views, args.temporal_views = spatial, temporal
-    for name in ("num_frames", "sampling_rate", "batch_size", "grad_accum", "epochs", "log_interval"):
+    args.spatial_views, args.temporal_views = _views("--views", args.views, parser)
+    args.quick_spatial_views, args.quick_temporal_views = _views("--quick-views", args.quick_views, parser)
+    for name in ("num_frames", "sampling_rate", "batch_size", "grad_accum", "epochs", "log_interval", "eval_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    try:
+        args.config_overrides = parse_config_sets(args.set)
+        if args.config_overrides:
+            if args.checkpoint is not None:
+                raise ValueError("a resumed or evaluated run keeps its checkpoint's model config; start a new run")
+            M2CLIPConfig.preset(args.preset, **args.config_overrides)  # validated now, not after data loading
+    except (ValueError, TypeError) as err:
+        parser.error(f"--set: {err}")
     if args.classes is None and args.checkpoint is None:
         parser.error("--classes is required (or --resume a checkpoint, whose classes are used)")
     try:
@@ -155,9 +181,59 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.train_records = _read_videos(args.train_list, args.data_root, len(args.class_names), parser) \
             if args.train_list and not args.eval_only else None
         args.val_records = _read_videos(args.val_list, args.data_root, eval_k, parser) if args.val_list else None
-    except ValueError as err:
+        args.zero_shot_splits = _zero_shot_splits(args, parser) if args.zero_shot else None
+    except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     return args
+
+
+def _zero_shot_splits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list:
+    """The protocol's three splits, their videos checked up front on a sample."""
+    protocol = PROTOCOLS[args.zero_shot]
+    splits = [protocol.split(n, args.data_root, args.split_dir) for n in (1, 2, 3)]
+    for split in splits:
+        sample = split.records[:: max(1, len(split.records) // 16)][:16]
+        if not any(os.path.exists(r.path) for r in sample):
+            parser.error(f"--zero-shot {args.zero_shot}: none of {len(sample)} sampled videos of {split.name} exist "
+                         f"under --data-root {args.data_root} (e.g. {sample[0].path})")
+    return splits
+
+
+def _views(flag: str, text: str, parser: argparse.ArgumentParser) -> tuple[int, int]:
+    try:
+        spatial, temporal = (int(v) for v in str(text).lower().split("x"))
+        if spatial >= 1 and temporal >= 1:
+            return spatial, temporal
+    except ValueError:
+        pass
+    parser.error(f"{flag} must look like 4x3 (spatial x temporal), got {text!r}")
+
+
+def parse_config_sets(items: Sequence[str]) -> dict:
+    """``["adapter_width=192", "loss_weights.mlm=0", "visual_adapter_positions=attn,mlp"]`` -> config
+    overrides. A value is a Python literal if it parses as one, a comma list of words for tuple fields,
+    else a string; ``field.key`` sets one entry of a dict field."""
+    fields = {f.name: f for f in dataclasses.fields(M2CLIPConfig)}
+    defaults = M2CLIPConfig()
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        name, _, sub = key.strip().partition(".")
+        if not sep or name not in fields:
+            raise ValueError(f"{item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if isinstance(getattr(defaults, name), tuple) and not isinstance(value, (tuple, list)):
+            value = tuple(v.strip() for v in str(value).split(",") if v.strip())
+        if sub:
+            if not isinstance(getattr(defaults, name), dict):
+                raise ValueError(f"{item!r}: {name} is not a dict field")
+            out.setdefault(name, dict(getattr(defaults, name)))[sub] = value
+        else:
+            out[name] = value
+    return out
 
 
 def _apply_saved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, object, object]]:

@@ -24,6 +24,7 @@ from .engine import evaluate, train_one_epoch
 from .factory import build_model
 from .model import M2CLIP
 from .optim import param_groups, warmup_cosine
+from .protocols import summarize
 from .text import MLMVocabulary, class_prompts, make_prompts
 
 
@@ -75,6 +76,10 @@ class Trainer:
         self.log = MetricsLog(args.output_dir, runtime.is_main)
         self.eval_names = args.eval_class_names or args.class_names
         self.val_loader = self._loader(args.val_records, train=False) if args.val_records else None
+        quick = (args.quick_spatial_views, args.quick_temporal_views)
+        self.quick_val_loader = self.val_loader  # validation during training: cheap views
+        if self.val_loader is not None and not args.eval_only and quick != (args.spatial_views, args.temporal_views):
+            self.quick_val_loader = self._loader(args.val_records, train=False, views=quick)
         self.eval_prompts = class_prompts(self.model, self.eval_names, runtime.device, self.autocast)
         self.train_loader = (self._loader(args.train_records, train=True)
                              if args.train_records and not args.eval_only else None)
@@ -101,15 +106,18 @@ class Trainer:
                 raise SystemExit(f"error: {args.resume_path} was trained on {model.cfg.num_classes} classes; "
                                  f"--classes lists {len(args.class_names)}")
             return model, args.pretrained or ckpt.get("pretrained")
-        cfg = M2CLIPConfig.preset(
-            args.preset, num_classes=len(args.class_names), num_frames=args.num_frames,
-            mlm_vocab_size=max(len(MLMVocabulary.from_class_names(args.class_names)), 1),
-            mlm_mask_rate=args.mlm_mask_rate, crossmodal_loss=args.crossmodal_loss, use_fused=args.use_fused,
-        )
+        cfg = M2CLIPConfig.preset(args.preset, **{
+            "num_classes": len(args.class_names), "num_frames": args.num_frames,
+            "mlm_vocab_size": max(len(MLMVocabulary.from_class_names(args.class_names)), 1),
+            "mlm_mask_rate": args.mlm_mask_rate, "crossmodal_loss": args.crossmodal_loss, "use_fused": args.use_fused,
+            **args.config_overrides,
+        })
         return build_model(cfg, pretrained=args.pretrained), args.pretrained
 
-    def _loader(self, records: list, train: bool) -> torch.utils.data.DataLoader:
+    def _loader(self, records: list, train: bool, views: Optional[tuple[int, int]] = None
+                ) -> torch.utils.data.DataLoader:
         args, runtime = self.args, self.runtime
+        spatial, temporal = (1, 1) if train else views or (args.spatial_views, args.temporal_views)
         randaugment = None
         if train and args.randaugment:
             from torchvision.transforms import v2
@@ -118,8 +126,7 @@ class Trainer:
         crop = self.model.image_size[0]  # the backbone's positional embedding fixes the input size
         dataset = VideoDataset(records, args.num_frames, crop, train=train, sampling_mode=args.sampling,
                                sampling_rate=args.sampling_rate, flip=args.flip, randaugment=randaugment,
-                               spatial_views=1 if train else args.spatial_views,
-                               temporal_views=1 if train else args.temporal_views, seed=args.seed)
+                               spatial_views=spatial, temporal_views=temporal, seed=args.seed)
         sampler = EpochSampler(len(dataset), runtime, shuffle=train, seed=args.seed, pad=train)
         return torch.utils.data.DataLoader(
             dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
@@ -135,11 +142,35 @@ class Trainer:
                                                  batches_done, self.best)
             checkpointing.atomic_save(state, os.path.join(self.args.output_dir, name))
 
-    def validate(self) -> dict:
-        metrics = evaluate(self.model, self.val_loader, self.eval_prompts, self.autocast, self.runtime,
+    def validate(self, loader: Optional[torch.utils.data.DataLoader] = None) -> dict:
+        """Evaluate on the validation list (by default with the full ``--views``) and log it."""
+        loader = loader or self.val_loader
+        dataset = loader.dataset
+        metrics = evaluate(self.model, loader, self.eval_prompts, self.autocast, self.runtime,
                            visual_head=self.args.eval_class_names is None, desc=f"eval {self.epoch}")
-        self.log({"split": "val", "epoch": self.epoch, "step": self.step, **metrics})
+        views = f"{dataset.spatial_views}x{dataset.temporal_views}"
+        self.log({"split": "val", "epoch": self.epoch, "step": self.step, "views": views, **metrics})
         return metrics
+
+    def zero_shot(self) -> dict:
+        """The zero-shot protocol: each split against its own classes (cross-modal head), then mean ± std."""
+        args, results = self.args, []
+        for split in args.zero_shot_splits:
+            prompts = class_prompts(self.model, split.class_names, self.runtime.device, self.autocast)
+            metrics = evaluate(self.model, self._loader(split.records, train=False), prompts, self.autocast,
+                               self.runtime, visual_head=False, desc=split.name)
+            self.log({"split": "zero-shot", "protocol": args.zero_shot, "name": split.name, **metrics})
+            if self.runtime.is_main:
+                print(f"{split.name}: top-1 {metrics['top1']:.1f}%, top-5 {metrics['top5']:.1f}% on "
+                      f"{metrics['videos']} of {metrics['listed']} videos ({len(split.class_names)} classes)", flush=True)
+            results.append(metrics)
+        summary = summarize(results)
+        self.log({"split": "zero-shot", "protocol": args.zero_shot, "name": "mean over splits", **summary})
+        if self.runtime.is_main:
+            print(f"{args.zero_shot} zero-shot: top-1 {summary['top1_mean']:.1f} ± {summary['top1_std']:.1f}%, "
+                  f"top-5 {summary['top5_mean']:.1f} ± {summary['top5_std']:.1f}% over {len(results)} splits",
+                  flush=True)
+        return {}
 
     def _start_or_resume(self) -> None:
         args, main = self.args, self.runtime.is_main
@@ -192,13 +223,17 @@ class Trainer:
             if stopped_at >= 0:  # --max-steps ended the run mid-epoch: resume from this batch
                 self.save(checkpointing.LATEST, self.epoch, self.step, stopped_at)
                 break
-            if self.val_loader is not None:
-                metrics = self.validate()
+            last = self.epoch + 1 == args.epochs
+            validated = {}
+            if self.val_loader is not None and ((self.epoch + 1) % args.eval_every == 0 or last):
+                validated = metrics = self.validate(self.quick_val_loader)
             self.epoch, self.batches_done = self.epoch + 1, 0
-            if metrics and (self.best is None or metrics["top1"] > self.best):
-                self.best = metrics["top1"]
+            if validated and (self.best is None or validated["top1"] > self.best):
+                self.best = validated["top1"]
                 self.save("best.pt", self.epoch, self.step, 0)
             self.save(checkpointing.LATEST, self.epoch, self.step, 0)
+            if last and self.quick_val_loader is not self.val_loader:  # the finished model, with every view
+                metrics = self.validate()
         return metrics
 
     def run(self) -> dict:
@@ -218,6 +253,8 @@ class Trainer:
             return metrics
         if self.train_loader is not None:
             metrics = self._train()
+        elif args.zero_shot_splits:
+            metrics = self.zero_shot()
         elif self.val_loader is not None:
             metrics = self.validate()
         if runtime.is_main:
@@ -234,6 +271,9 @@ class Trainer:
         model = f"preset {args.preset}" if not args.resume_path else f"the model of {os.path.basename(args.resume_path)}"
         print(f"m2clip_fast: {runtime.device} x {runtime.world_size}, {model}, {self.cfg.num_frames} frames, adapters: "
               f"{self.model.adapter_backend}; " + ", ".join(v for v in videos if v), flush=True)
+        if args.config_overrides:
+            print("config: preset " + args.preset + " with " + ", ".join(
+                f"{k}={getattr(self.cfg, k)}" for k in args.config_overrides), flush=True)
         for name, old, new in args.changes:
             print(f"note: --{name.replace('_', '-')} {new}, where the checkpoint's run used {old}", flush=True)
         if self.train_loader is None:

@@ -221,3 +221,31 @@ def test_training_replaces_unreadable_videos_and_says_which_above_the_bar(demo_d
     out = capsys.readouterr().out
     assert f"replaced unreadable video {corrupt} (" in out  # printed by the main process, from a worker's item
     assert "epoch 0: 1 unreadable videos were skipped and replaced" in out
+
+
+# --- config overrides (--set) ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("item, match", [
+    ("adapter_widht=192", "expected FIELD=VALUE with FIELD one of"),
+    ("adapter_width", "expected FIELD=VALUE"),
+    ("visual_adapter_positions=attn,ffn", "visual_adapter_positions has ['ffn']"),
+    ("crossmodal_loss=softmax", "crossmodal_loss='softmax'"),
+    ("adapter_width=0", "adapter_width must be >= 1"),
+    ("adapter_width.x=1", "adapter_width is not a dict field"),
+])
+def test_bad_config_overrides_are_refused_before_anything_runs(demo_data, tmp_path, item, match, capsys):
+    with pytest.raises(SystemExit):
+        cli.resolve_args(train_args(demo_data, tmp_path, "--set", item))
+    assert match in capsys.readouterr().err
+
+
+def test_config_overrides_build_the_ablation_and_are_saved(demo_data, tmp_path, capsys):
+    cli.main(train_args(demo_data, tmp_path, "--epochs", "1", "--set", "visual_adapter_positions=attn,mlp",
+                        "--set", "text_adapter_last_blocks=0", "--set", "loss_weights.mlm=0", "--set", "adapter_width=8"))
+    cfg = checkpointing.load(str(tmp_path / "last.pt"))["config"]
+    assert cfg["visual_adapter_positions"] == ("attn", "mlp") and cfg["text_adapter_last_blocks"] == 0
+    assert cfg["loss_weights"]["mlm"] == 0 and cfg["loss_weights"]["visual"] == 1.0 and cfg["adapter_width"] == 8
+    assert "config: preset tiny with visual_adapter_positions=('attn', 'mlp')" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.resolve_args(train_args(demo_data, tmp_path, "--resume", "auto", "--set", "adapter_width=16"))
+    assert "keeps its checkpoint's model config" in capsys.readouterr().err

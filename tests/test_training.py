@@ -179,3 +179,11 @@ def test_prediction_scores_a_clip_exactly_as_evaluation_does(demo_data, tmp_path
         correct.append(top[0][0] == ckpt["class_names"][int(label)])
     assert len(correct) == evaluated["videos"]
     assert 100.0 * sum(correct) / len(correct) == pytest.approx(evaluated["top1_crossmodal"])
+
+
+def test_validation_cadence_and_cheap_views_during_training(demo_data, tmp_path):
+    """--eval-every 2 over 3 epochs validates after epochs 1 and 2 (the last) with the quick 1x1 views, then
+    evaluates the finished model once with the full --views."""
+    main(train_args(demo_data, tmp_path, "--epochs", "3", "--eval-every", "2", "--views", "2x1"))
+    val = [(r["epoch"], r["views"]) for r in records(tmp_path) if r["split"] == "val"]
+    assert val == [(1, "1x1"), (2, "1x1"), (3, "2x1")]
