@@ -135,3 +135,18 @@ def model_from_checkpoint(ckpt: dict, use_fused: Optional[bool] = None, pretrain
         raise ValueError(f"checkpoint does not fit its own config: missing {sorted(trainable & set(missing))}, "
                          f"unexpected {sorted(unexpected)}")
     return model
+
+
+def transfer_from_checkpoint(ckpt: dict, num_classes: int, mlm_vocab_size: int, use_fused: Optional[bool] = None,
+                             pretrained: Optional[str] = None) -> tuple[M2CLIP, list[str], list[str]]:
+    """A new model for another label set, started from a checkpoint's run: its config and backbone, every
+    weight whose shape still fits (adapters, text and MLM blocks); the heads whose shape depends on the
+    classes start afresh. -> (model, kept tensor names, reset tensor names)."""
+    cfg = dataclasses.replace(M2CLIPConfig.from_dict(ckpt["config"]), num_classes=num_classes,
+                              mlm_vocab_size=mlm_vocab_size)
+    model = build_model(cfg, pretrained=pretrained or ckpt.get("pretrained"), use_fused=use_fused)
+    own = model.state_dict()
+    fitting = {k: v for k, v in ckpt["model"].items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    return model, [n for n in trainable if n in fitting], [n for n in trainable if n not in fitting]

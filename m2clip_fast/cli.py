@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from . import checkpointing
 from .config import PRESETS, M2CLIPConfig
+from .factory import resolve_pretrained
 from .data import UnreadableData, make_synthetic_dataset, read_class_names, read_video_list
 from .protocols import PROTOCOLS
 from .trainer import run
@@ -81,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "may use if fewer; demo 2]")
     m = p.add_argument_group("model")
     m.add_argument("--preset", choices=sorted(PRESETS), help="model preset [vit-b16-k400; demo tiny]")
-    m.add_argument("--pretrained", help="local CLIP weights: OpenAI .pt archive or open_clip state dict")
+    m.add_argument("--pretrained", help="CLIP weights: a local file (OpenAI .pt archive or open_clip state dict) or an "
+                   "open_clip pretrained tag of the preset's backbone (openai, laion2b_s34b_b88k, ...), fetched and "
+                   "cached by open_clip")
     m.add_argument("--use-fused", action="store_true", help="fused Triton adapters (CUDA)")
     m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field for a new run (repeatable; ablations): e.g. "
@@ -108,11 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", help="'auto' (the latest checkpoint in --output-dir, if any) or a checkpoint path. A "
                    "resumed run continues with its own settings (epochs, schedule, batch, data); a flag that "
                    "changes one is refused unless --allow-changes; --eval-only takes its data settings")
+    r.add_argument("--init-from", help="start a new run from another run's checkpoint (transfer to a new label set): its "
+                   "model config, backbone and every weight that still fits; heads sized by the classes start afresh")
     r.add_argument("--allow-changes", action="store_true",
                    help="let flags change a resumed run's settings (each change is announced)")
     r.add_argument("--eval-only", action="store_true", help="only evaluate (the --resume checkpoint, or the fresh model)")
     r.add_argument("--save-every", type=int, default=0, help="also checkpoint every N optimizer steps (0: per epoch)")
     r.add_argument("--log-interval", type=int, default=10, help="optimizer steps between train log points")
+    r.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in --output-dir/tensorboard "
+                   "(needs the tensorboard package: pip install 'm2clip-fast[tensorboard]')")
     r.add_argument("--seed", type=int, help="random seed [0]")
     r.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     r.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the demo data set is generated")
@@ -153,7 +160,7 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             paths.train_list, paths.val_list, paths.classes_csv, paths.root)
     if args.train_list is None and args.val_list is None and not args.zero_shot:
         parser.error("give --train-list (training) or --val-list (with --eval-only)")
-    for name in ("train_list", "val_list", "classes", "eval_classes", "pretrained"):
+    for name in ("train_list", "val_list", "classes", "eval_classes"):
         path = getattr(args, name)
         if path is not None and not os.path.isfile(path):
             parser.error(f"--{name.replace('_', '-')}: file not found: {path}")
@@ -172,6 +179,28 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             M2CLIPConfig.preset(args.preset, **args.config_overrides)  # validated now, not after data loading
     except (ValueError, TypeError) as err:
         parser.error(f"--set: {err}")
+    if args.pretrained is not None:  # a file, or an open_clip tag fetched (or found in its cache) now
+        source = args.checkpoint or (checkpointing.load(args.init_from) if args.init_from else None)
+        backbone = source["config"]["backbone"] if source else PRESETS[args.preset]["backbone"]
+        try:
+            args.pretrained = resolve_pretrained(backbone, args.pretrained)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(f"--pretrained: {err}")
+    if args.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            parser.error("--tensorboard needs the tensorboard package: pip install tensorboard")
+    args.init_checkpoint = None
+    if args.init_from:
+        if args.resume:
+            parser.error("--init-from starts a new run; --resume continues one: give one of them")
+        try:
+            args.init_checkpoint = checkpointing.load(args.init_from)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(f"--init-from: {err}")
+        if args.config_overrides:
+            parser.error("--set with --init-from: the model config is the source run's")
     if args.classes is None and args.checkpoint is None:
         parser.error("--classes is required (or --resume a checkpoint, whose classes are used)")
     try:

@@ -53,10 +53,13 @@ def train_one_epoch(
     params = [p for p in model.parameters() if p.requires_grad]
     window = torch.zeros(len(LOSS_NAMES), device=runtime.device)  # loss sums, kept on the device: no sync per step
     window_n, skipped, window_start = 0, 0, time.perf_counter()
+    waited, ready = 0.0, time.perf_counter()  # host time spent waiting for the next batch, in this window
+    warned_slow_data = False
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
     last = len(loader) - 1
     done = first_batch
     for i, batch in enumerate(bar):
+        waited += time.perf_counter() - ready
         b = first_batch + i
         video = batch["video"].to(runtime.device, non_blocking=True)
         labels = batch["label"].to(runtime.device, non_blocking=True)
@@ -74,6 +77,7 @@ def train_one_epoch(
         window += torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
         window_n += 1
         if not sync:
+            ready = time.perf_counter()
             continue
         scaler.unscale_(optimizer)
         if clip_grad > 0:
@@ -86,19 +90,26 @@ def train_one_epoch(
         if step % log_interval == 0:  # the only host-device sync of the loop
             means = dict(zip(LOSS_NAMES, (window / window_n).tolist()))
             elapsed = time.perf_counter() - window_start
-            speed = {"clips_per_s": window_n * video.shape[0] * runtime.world_size / elapsed}
+            # data_wait: the share of the window the loop waited for data (near 1: the loader is the bottleneck)
+            speed = {"clips_per_s": window_n * video.shape[0] * runtime.world_size / elapsed,
+                     "data_wait": min(1.0, waited / elapsed)}
             if runtime.device.type == "cuda":
                 speed["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
             lr = scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{means['total']:.3f}", lr=f"{lr:.2e}")
             # "batches": how many the means cover (fewer than the interval right after a resume)
             log({"split": "train", "epoch": epoch, "step": step, "lr": lr, "batches": window_n, **means, **speed})
+            if speed["data_wait"] > 0.5 and not warned_slow_data:
+                warned_slow_data = True
+                tqdm.write(f"note: {100 * speed['data_wait']:.0f}% of the last {window_n} steps went to waiting for "
+                           "video: the data loader is the bottleneck (more --workers, or smaller, re-encoded videos)")
             window.zero_()
-            window_n, window_start = 0, time.perf_counter()
+            window_n, window_start, waited = 0, time.perf_counter(), 0.0
         done = b + 1
         on_step(step, done)
         if max_steps is not None and step >= max_steps:
             break
+        ready = time.perf_counter()
     return step, skipped, done if done < first_batch + len(loader) else -1
 
 

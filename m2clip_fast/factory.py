@@ -88,15 +88,42 @@ def load_clip_weights(clip: torch.nn.Module, path: PathLike) -> None:
     clip.load_state_dict(sd)
 
 
+def resolve_pretrained(backbone: Union[str, dict], pretrained: PathLike, cache_dir: Optional[str] = None) -> str:
+    """A local weights file for ``pretrained``: the path itself, or an open_clip pretrained tag of the backbone
+    (``openai``, ``laion2b_s34b_b88k``, ...) fetched through open_clip's own download and cache (once; a cached
+    file needs no network). With no network and nothing cached, the error says how to use a local file."""
+    path = os.fspath(pretrained)
+    if os.path.isfile(path):
+        return path
+    names = [backbone] if isinstance(backbone, str) else []
+    names += [n.removesuffix("-quickgelu") for n in names if n.endswith("-quickgelu")]
+    for name in names:
+        if path in open_clip.list_pretrained_tags_by_model(name):
+            try:
+                target = open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(name, path),
+                                                                  cache_dir=cache_dir)
+            except Exception as err:  # no network, hub refused, ...: say what to do instead
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                raise ValueError(f"could not get open_clip's '{path}' weights for {name} ({reason}). Without a "
+                                 "network, fetch them where there is one (open_clip caches them) or give a local "
+                                 "file: --pretrained /path/to/ViT-B-16.pt") from None
+            if target and os.path.isfile(target):
+                return target
+    tags = sorted({t for n in names for t in open_clip.list_pretrained_tags_by_model(n)})
+    raise FileNotFoundError(f"--pretrained {path!r} is neither a file nor an open_clip tag of this backbone"
+                            + (f" ({', '.join(tags)})" if tags else ""))
+
+
 def build_model(
     cfg: M2CLIPConfig, pretrained: Optional[PathLike] = None, use_fused: Optional[bool] = None
 ) -> M2CLIP:
     """An M2-CLIP for ``cfg``. ``pretrained``: a local OpenAI CLIP TorchScript archive (``ViT-B-16.pt``)
-    or an open_clip state dict (``.pt``/``.bin``/``.safetensors``); nothing is downloaded. The extra text
-    block is a copy of the (loaded) last text block. ``use_fused`` overrides ``cfg.use_fused``."""
+    or an open_clip state dict (``.pt``/``.bin``/``.safetensors``), or an open_clip pretrained tag of the
+    backbone (:func:`resolve_pretrained`). The extra text block is a copy of the (loaded) last text block.
+    ``use_fused`` overrides ``cfg.use_fused``."""
     if use_fused is not None:
         cfg = dataclasses.replace(cfg, use_fused=use_fused)
     clip = create_clip(cfg.backbone)
     if pretrained is not None:
-        load_clip_weights(clip, pretrained)
+        load_clip_weights(clip, resolve_pretrained(cfg.backbone, pretrained))
     return M2CLIP(cfg, clip)

@@ -38,12 +38,18 @@ def _autocast(amp: str, device: torch.device):
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per log point, written by the main rank."""
+    """``metrics.jsonl``: one JSON object per log point, written by the main rank; with ``tensorboard`` the
+    numbers also go to TensorBoard (``<out_dir>/tensorboard``, tag ``<split>/<name>``, x = optimizer step)."""
 
-    def __init__(self, out_dir: str, enabled: bool) -> None:
+    def __init__(self, out_dir: str, enabled: bool, tensorboard: bool = False) -> None:
         self.path, self.enabled = os.path.join(out_dir, "metrics.jsonl"), enabled
+        self.writer = None
         if enabled:
             os.makedirs(out_dir, exist_ok=True)
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+                self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
 
     def start_fresh(self) -> Optional[str]:
         """A fresh run starts a fresh log: an old one is renamed aside (its name is returned), never appended to."""
@@ -55,9 +61,20 @@ class MetricsLog:
         return aside
 
     def __call__(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            tag = record["split"] if "name" not in record else f"{record['split']}/{record['name']}"
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                    self.writer.add_scalar(f"{tag}/{key}", value, record.get("step", 0))
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class Trainer:
@@ -73,7 +90,7 @@ class Trainer:
         self.model, self.pretrained = self._build_model()
         self.model.to(runtime.device)
         self.autocast, self.amp = _autocast(args.amp, runtime.device)
-        self.log = MetricsLog(args.output_dir, runtime.is_main)
+        self.log = MetricsLog(args.output_dir, runtime.is_main, tensorboard=args.tensorboard)
         self.eval_names = args.eval_class_names or args.class_names
         self.val_loader = self._loader(args.val_records, train=False) if args.val_records else None
         quick = (args.quick_spatial_views, args.quick_temporal_views)
@@ -106,9 +123,19 @@ class Trainer:
                 raise SystemExit(f"error: {args.resume_path} was trained on {model.cfg.num_classes} classes; "
                                  f"--classes lists {len(args.class_names)}")
             return model, args.pretrained or ckpt.get("pretrained")
+        vocab = max(len(MLMVocabulary.from_class_names(args.class_names)), 1)
+        if args.init_checkpoint is not None:
+            source = args.init_checkpoint
+            model, kept, reset = checkpointing.transfer_from_checkpoint(
+                source, len(args.class_names), vocab, use_fused=args.use_fused, pretrained=args.pretrained)
+            args.init_checkpoint = None  # copied into the model: free it
+            if self.runtime.is_main:
+                print(f"initialised from {args.init_from}: kept {len(kept)} trained tensors; started afresh "
+                      f"(shape depends on the classes): {', '.join(reset) or 'none'}", flush=True)
+            return model, args.pretrained or source.get("pretrained")
         cfg = M2CLIPConfig.preset(args.preset, **{
             "num_classes": len(args.class_names), "num_frames": args.num_frames,
-            "mlm_vocab_size": max(len(MLMVocabulary.from_class_names(args.class_names)), 1),
+            "mlm_vocab_size": vocab,
             "mlm_mask_rate": args.mlm_mask_rate, "crossmodal_loss": args.crossmodal_loss, "use_fused": args.use_fused,
             **args.config_overrides,
         })
@@ -259,6 +286,7 @@ class Trainer:
             metrics = self.validate()
         if runtime.is_main:
             self._print_result(metrics, time.time() - start)
+        self.log.close()
         shutdown(runtime)
         return metrics
 

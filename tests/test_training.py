@@ -187,3 +187,38 @@ def test_validation_cadence_and_cheap_views_during_training(demo_data, tmp_path)
     main(train_args(demo_data, tmp_path, "--epochs", "3", "--eval-every", "2", "--views", "2x1"))
     val = [(r["epoch"], r["views"]) for r in records(tmp_path) if r["split"] == "val"]
     assert val == [(1, "1x1"), (2, "1x1"), (3, "2x1")]
+
+
+def test_init_from_transfers_a_run_to_a_new_label_set(demo_data, tmp_path, capsys):
+    """A 4-class run started on 2 other classes: adapters and the rest kept, class-sized heads reset."""
+    main(train_args(demo_data, tmp_path / "source", "--epochs", "1"))
+    classes = tmp_path / "two.csv"
+    classes.write_text("id,name\n0,moving left\n1,moving right\n")
+    two = tmp_path / "two.txt"
+    two.write_text("".join(line + "\n" for line in open(demo_data.train_list).read().splitlines()
+                           if line.endswith((" 0", " 1"))))
+    capsys.readouterr()
+    main([*train_args(demo_data, tmp_path / "target", "--epochs", "1"), "--train-list", str(two), "--val-list", str(two),
+          "--classes", str(classes), "--init-from", str(tmp_path / "source" / "last.pt")])
+    out = capsys.readouterr().out
+    assert "initialised from" in out and "visual_head.weight" in out and "mlm_head.decoder.weight" in out
+    target = checkpointing.model_from_checkpoint(checkpointing.load(str(tmp_path / "target" / "last.pt")))
+    assert target.cfg.num_classes == 2 and target.visual_head.weight.shape[0] == 2
+    source = checkpointing.load(str(tmp_path / "source" / "last.pt"))
+    model, kept, reset = checkpointing.transfer_from_checkpoint(source, 2, 6)  # [PAD][UNK][MASK] moving left right
+    assert set(reset) == {"visual_head.weight", "visual_head.bias", "mlm_head.decoder.weight", "mlm_head.bias"}
+    weights = model.state_dict()
+    assert kept and all(torch.equal(weights[n], source["model"][n]) for n in kept)
+
+
+def test_tensorboard_and_the_data_wait_share_are_logged(demo_data, tmp_path):
+    main(train_args(demo_data, tmp_path, "--epochs", "1", "--log-interval", "1", "--tensorboard"))
+    train = [r for r in records(tmp_path) if r["split"] == "train"]
+    assert train and all(0.0 <= r["data_wait"] <= 1.0 for r in train)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/total", "train/lr", "train/clips_per_s", "train/data_wait", "val/top1"} <= tags
+    assert [e.value for e in events.Scalars("train/total")] == pytest.approx([r["total"] for r in train])
