@@ -1,5 +1,6 @@
 """A whole M2-CLIP training step (forward, the four losses, backward, AdamW step): fused adapters,
-eager adapters, and full fine-tuning (every CLIP weight trainable too). Clips/s, step time, peak memory.
+fused adapters with gradient checkpointing (the memory it saves), eager adapters, and full fine-tuning
+(every CLIP weight trainable too). Clips/s, step time, peak memory.
 
 On CPU: the ``tiny`` preset, eager adapters vs full fine-tuning (the fused kernels are not timed under
 Triton's interpreter). On GPU: ``vit-b16-k400`` (random weights), 224 px, bf16 autocast.
@@ -18,7 +19,7 @@ from .harness import HAS_CUDA, device_time_ms
 
 CLASSES = [f"action number {i}" for i in range(400)]
 if HAS_CUDA:
-    CASES = [("vit-b16-k400", B, p) for B in (8, 32) for p in ("fused", "eager", "full-finetune")]
+    CASES = [("vit-b16-k400", B, p) for B in (8, 32) for p in ("fused", "eager", "full-finetune", "fused+ckpt")]
 else:
     CASES = [("tiny", 4, p) for p in ("eager", "full-finetune")]
 
@@ -27,8 +28,9 @@ def _setup(preset: str, batch: int, provider: str, device: str):
     torch.manual_seed(0)
     masker_names = CLASSES[: 400 if preset != "tiny" else 8]
     vocab = m2.MLMVocabulary.from_class_names(masker_names)
-    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(masker_names), num_frames=8, mlm_vocab_size=len(vocab))
-    model = m2.build_model(cfg, use_fused=provider == "fused").to(device)
+    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(masker_names), num_frames=8, mlm_vocab_size=len(vocab),
+                                 grad_checkpointing=provider.endswith("+ckpt"))
+    model = m2.build_model(cfg, use_fused=provider.startswith("fused")).to(device)
     if provider == "full-finetune":
         model.requires_grad_(True)
     masker = m2.PromptMasker(masker_names, vocab)

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "open_clip pretrained tag of the preset's backbone (openai, laion2b_s34b_b88k, ...), fetched and "
                    "cached by open_clip")
     m.add_argument("--use-fused", action="store_true", help="fused Triton adapters (CUDA)")
+    m.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute each vision block in the backward instead of keeping its activations (less memory: "
+                   "bigger batches, ViT-L/14, 16 frames)")
     m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field for a new run (repeatable; ablations): e.g. "
                    "visual_adapter_positions=attn,mlp  text_adapter_last_blocks=0  adapter_width=192  "

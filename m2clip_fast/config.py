@@ -49,6 +49,8 @@ class M2CLIPConfig:
     mlm_mask_token_id: token id written over masked words; ``None`` = the BPE id of the word "mask"
         (what the released code used). It reuses an existing embedding row: no parameter is added.
     loss_weights: weights of ``contrastive``, ``crossmodal``, ``visual`` and ``mlm`` in ``total``.
+    grad_checkpointing: in training, keep only each vision block's input and recompute the block in the
+        backward (activations of the frozen blocks are the bulk of memory); same results, less memory.
     """
 
     backbone: Union[str, dict[str, Any]] = "ViT-B-16-quickgelu"
@@ -70,6 +72,7 @@ class M2CLIPConfig:
         default_factory=lambda: {"contrastive": 0.5, "crossmodal": 0.5, "visual": 1.0, "mlm": 0.1}
     )
     use_fused: bool = False
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.visual_adapter_positions = tuple(self.visual_adapter_positions)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from kernels.utils import backend
 
@@ -177,8 +178,12 @@ class M2CLIP(nn.Module):
         visual = self.clip.visual
         x = self._patch_tokens(rearrange(video, "b c t h w -> (b t) c h w"))
         grid = tuple(visual.grid_size)
+        checkpointing = self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block, adapters in zip(visual.transformer.resblocks, self.visual_adapters):
-            x = run_block(block, x, adapters, adapter_args=(t, grid))
+            if checkpointing:  # keep each block's input only; recompute its activations in the backward
+                x = checkpoint(run_block, block, x, adapters, (t, grid), use_reentrant=False)
+            else:
+                x = run_block(block, x, adapters, adapter_args=(t, grid))
         cls = x[:, 0]  # [B*T, C]
         frames = self.temporal_adapter(_project(visual.ln_post(cls), visual.proj), t)
         frames = frames.view(b, t, -1)

@@ -119,6 +119,7 @@ class Trainer:
         args, ckpt = self.args, self.args.checkpoint
         if ckpt is not None:
             model = checkpointing.model_from_checkpoint(ckpt, use_fused=args.use_fused, pretrained=args.pretrained)
+            model.cfg.grad_checkpointing = model.cfg.grad_checkpointing or args.grad_checkpointing  # memory, not maths
             if model.cfg.num_classes != len(args.class_names):
                 raise SystemExit(f"error: {args.resume_path} was trained on {model.cfg.num_classes} classes; "
                                  f"--classes lists {len(args.class_names)}")
@@ -137,7 +138,7 @@ class Trainer:
             "num_classes": len(args.class_names), "num_frames": args.num_frames,
             "mlm_vocab_size": vocab,
             "mlm_mask_rate": args.mlm_mask_rate, "crossmodal_loss": args.crossmodal_loss, "use_fused": args.use_fused,
-            **args.config_overrides,
+            "grad_checkpointing": args.grad_checkpointing, **args.config_overrides,
         })
         return build_model(cfg, pretrained=args.pretrained), args.pretrained
 

@@ -136,3 +136,24 @@ def test_the_model_says_what_its_adapters_run(kernel_device, tiny_cfg, monkeypat
     monkeypatch.setattr(kutils, "INTERPRET", False)
     assert m2.build_model(tiny_cfg, use_fused=True).adapter_backend == \
         "eager reference (TRITON_INTERPRET=1 was not set before `kernels` was imported)"
+
+
+def test_grad_checkpointing_gives_the_same_losses_and_gradients(kernel_device, tiny_cfg, masker):
+    """Recomputing each vision block in the backward (fused adapters too) changes memory, not results."""
+    eager, fused = _models(tiny_cfg, kernel_device)
+    batch = _batch(masker, kernel_device)
+    for model in (eager, fused):
+        model.train()
+        model.visual_dropout.p = 0.0  # dropout would draw different masks in the two runs
+        reference_losses, reference_grads = _losses_and_grads(model, batch)
+        model.cfg.grad_checkpointing = True
+        before = kernels.launch_counts["stencil_fwd"]
+        losses, grads = _losses_and_grads(model, batch)
+        model.cfg.grad_checkpointing = False
+        if model is fused:  # each TED-Adapter's forward ran again in the backward: the recomputation happened
+            teds = len(model.visual_adapters) * len(tiny_cfg.visual_adapter_positions)
+            assert kernels.launch_counts["stencil_fwd"] - before == 2 * teds + 1  # + the temporal adapter
+        for k in losses:
+            torch.testing.assert_close(losses[k], reference_losses[k], rtol=1e-5, atol=1e-6)
+        for name, g in reference_grads.items():
+            torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-6, msg=name)

@@ -222,3 +222,23 @@ def test_tensorboard_and_the_data_wait_share_are_logged(demo_data, tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"train/total", "train/lr", "train/clips_per_s", "train/data_wait", "val/top1"} <= tags
     assert [e.value for e in events.Scalars("train/total")] == pytest.approx([r["total"] for r in train])
+
+
+def test_two_nodes_rendezvous_on_loopback(demo_data, tmp_path):
+    """torchrun --nnodes 2: two "nodes" (one process each) find each other through c10d rendezvous on this
+    machine's loopback and train as one world of two ranks."""
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(rank), "--rdzv_backend", "c10d", "--rdzv_id", "m2clip-test",
+                               "--rdzv_endpoint", f"127.0.0.1:{port}", os.path.join(ROOT, "train.py"),
+                               *train_args(demo_data, tmp_path, "--epochs", "1")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert "cpu x 2" in outputs[0][0] + outputs[1][0]  # one world of two ranks
+    assert checkpointing.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
