@@ -21,7 +21,8 @@ FORMAT = "m2clip_fast/1"
 LATEST = "last.pt"
 # What defines a run, stored in its checkpoints: a resumed run continues with these, an --eval-only run
 # evaluates with the data settings among them, unless the command line says otherwise (m2clip_fast.cli).
-RUN_SETTINGS = ("num_frames", "sampling_rate", "sampling", "views", "flip", "randaugment", "batch_size", "grad_accum",
+RUN_SETTINGS = ("num_frames", "sampling_rate", "sampling", "views", "flip", "randaugment", "crop_scale", "interpolation",
+                "batch_size", "grad_accum",
                 "epochs", "warmup_epochs", "lr", "base_lr", "weight_decay", "clip_grad", "amp", "seed",
                 "mlm_mask_rate", "crossmodal_loss")
 DATA_SETTINGS = ("num_frames", "sampling_rate", "sampling", "views")

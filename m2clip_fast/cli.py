@@ -23,12 +23,19 @@ from .trainer import run
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "m2clip_fast")
 # The built-in default run (no --train-list): what each unset option becomes.
-COMMON_DEFAULTS = dict(sampling="dense", randaugment=False, grad_accum=1, base_lr=1e-3, weight_decay=1e-2, clip_grad=1.0,
+COMMON_DEFAULTS = dict(sampling="dense", randaugment=None, crop_scale=None, interpolation="bilinear", grad_accum=1, base_lr=1e-3, weight_decay=1e-2, clip_grad=1.0,
                        amp="auto", seed=0, mlm_mask_rate=0.2, crossmodal_loss="released")
 SYNTHETIC_DEFAULTS = dict(COMMON_DEFAULTS, preset="tiny", num_frames=8, sampling_rate=2, batch_size=16, epochs=20,
                           warmup_epochs=1, lr=2e-3, output_dir="runs/synthetic", views="1x1", flip=False, workers=2)
 REAL_DEFAULTS = dict(COMMON_DEFAULTS, preset="vit-b16-k400", num_frames=8, sampling_rate=16, batch_size=8, epochs=12,
                      warmup_epochs=2, lr=None, output_dir="runs/m2clip", views="4x3", flip=True, workers=4)
+# Training-recipe defaults that come with a preset on real data (the released scripts'); flags override them.
+PRESET_RECIPES = {
+    "vit-b16-ssv2": dict(crop_scale="0.08,1", randaugment="rand-m7-n4-mstd0.5-inc1", interpolation="bicubic",
+                         flip=False),
+}
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
     try:
@@ -77,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "--views evaluate the finished model (and --eval-only)")
     d.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="no horizontal flips (direction-sensitive data such as SSv2; the demo never flips)")
-    d.add_argument("--randaugment", action="store_true", default=None, help="RandAugment, one draw per clip")
+    d.add_argument("--randaugment", nargs="?", const="torchvision", metavar="CONFIG",
+                   help="RandAugment, one draw per clip: torchvision's defaults, or a timm config string such as "
+                   "rand-m7-n4-mstd0.5-inc1 [off; vit-b16-ssv2: rand-m7-n4-mstd0.5-inc1]")
+    d.add_argument("--crop-scale", metavar="LOW,HIGH",
+                   help="random-resized crops over this share of the frame's area (e.g. 0.08,1) instead of short-side "
+                   "jitter to 224-258 and a random crop [jitter; vit-b16-ssv2: 0.08,1]")
+    d.add_argument("--interpolation", choices=("bilinear", "bicubic"),
+                   help="resizing filter for training crops [bilinear; vit-b16-ssv2: bicubic]")
     d.add_argument("--workers", type=int, help="DataLoader worker processes per rank [4, or the CPUs this process "
                                                 "may use if fewer; demo 2]")
     m = p.add_argument_group("model")
@@ -141,6 +155,8 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.eval_only = True
     args.synthetic = args.train_list is None and args.eval_only is False
     defaults = SYNTHETIC_DEFAULTS if args.synthetic else REAL_DEFAULTS
+    if not args.synthetic and args.preset in PRESET_RECIPES:  # the released training recipe of this preset
+        defaults = {**defaults, **PRESET_RECIPES[args.preset]}
     workers_given = args.workers is not None
     args.output_dir = args.output_dir or defaults["output_dir"]
     # The checkpoint first: a resumed (or evaluated) run's own settings come before the mode's defaults.
@@ -170,6 +186,21 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.data_root and not os.path.isdir(args.data_root):
         parser.error(f"--data-root: folder not found: {args.data_root}")
     args.spatial_views, args.temporal_views = _views("--views", args.views, parser)
+    args.crop_range = None
+    if args.crop_scale is not None:
+        try:
+            low, high = (float(v) for v in str(args.crop_scale).split(","))
+            assert 0 < low <= high <= 1
+        except (ValueError, AssertionError):
+            parser.error(f"--crop-scale must be LOW,HIGH with 0 < LOW <= HIGH <= 1, got {args.crop_scale!r}")
+        args.crop_range = (low, high)
+    if args.randaugment not in (None, "torchvision"):
+        try:
+            from timm.data.auto_augment import rand_augment_transform
+
+            rand_augment_transform(args.randaugment, {})
+        except Exception as err:  # timm's own message for a bad config string
+            parser.error(f"--randaugment {args.randaugment!r} is not a timm RandAugment config ({err})")
     args.quick_spatial_views, args.quick_temporal_views = _views("--quick-views", args.quick_views, parser)
     for name in ("num_frames", "sampling_rate", "batch_size", "grad_accum", "epochs", "log_interval", "eval_every"):
         if getattr(args, name) < 1:

@@ -146,14 +146,15 @@ class Trainer:
                 ) -> torch.utils.data.DataLoader:
         args, runtime = self.args, self.runtime
         spatial, temporal = (1, 1) if train else views or (args.spatial_views, args.temporal_views)
-        randaugment = None
-        if train and args.randaugment:
+        randaugment = (args.randaugment or None) if train else None  # a timm config string, or torchvision's defaults
+        if randaugment == "torchvision":
             from torchvision.transforms import v2
 
             randaugment = v2.RandAugment()
         crop = self.model.image_size[0]  # the backbone's positional embedding fixes the input size
         dataset = VideoDataset(records, args.num_frames, crop, train=train, sampling_mode=args.sampling,
                                sampling_rate=args.sampling_rate, flip=args.flip, randaugment=randaugment,
+                               crop_scale=args.crop_range, interpolation=args.interpolation,
                                spatial_views=spatial, temporal_views=temporal, seed=args.seed)
         sampler = EpochSampler(len(dataset), runtime, shuffle=train, seed=args.seed, pad=train)
         return torch.utils.data.DataLoader(

@@ -249,3 +249,18 @@ def test_config_overrides_build_the_ablation_and_are_saved(demo_data, tmp_path, 
     with pytest.raises(SystemExit):
         cli.resolve_args(train_args(demo_data, tmp_path, "--resume", "auto", "--set", "adapter_width=16"))
     assert "keeps its checkpoint's model config" in capsys.readouterr().err
+
+
+def test_the_ssv2_preset_brings_the_released_recipe_and_flags_override_it(demo_data, tmp_path, capsys):
+    base = ["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--data-root", demo_data.root,
+            "--preset", "vit-b16-ssv2", "--device", "cpu"]
+    args = cli.resolve_args(base)
+    assert (args.crop_range, args.randaugment, args.interpolation, args.flip) == (
+        (0.08, 1.0), "rand-m7-n4-mstd0.5-inc1", "bicubic", False)
+    args = cli.resolve_args([*base, "--crop-scale", "0.5,1", "--interpolation", "bilinear"])
+    assert (args.crop_range, args.interpolation) == ((0.5, 1.0), "bilinear")
+    for flag, value, message in (("--crop-scale", "1,0.5", "--crop-scale must be LOW,HIGH"),
+                                 ("--randaugment", "rand-x9", "is not a timm RandAugment config")):
+        with pytest.raises(SystemExit):
+            cli.resolve_args([*base, flag, value])
+        assert message in capsys.readouterr().err

@@ -242,3 +242,11 @@ def test_two_nodes_rendezvous_on_loopback(demo_data, tmp_path):
     assert all(node.returncode == 0 for node in nodes), outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert "cpu x 2" in outputs[0][0] + outputs[1][0]  # one world of two ranks
     assert checkpointing.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
+
+
+def test_the_released_ssv2_augmentations_train(demo_data, tmp_path):
+    main(train_args(demo_data, tmp_path, "--epochs", "1", "--randaugment", "rand-m7-n4-mstd0.5-inc1", "--crop-scale",
+                    "0.08,1", "--interpolation", "bicubic", "--workers", "2"))
+    settings = checkpointing.load(str(tmp_path / "last.pt"))["settings"]
+    assert (settings["randaugment"], settings["crop_scale"], settings["interpolation"]) == (
+        "rand-m7-n4-mstd0.5-inc1", "0.08,1", "bicubic")

@@ -44,3 +44,19 @@ def test_normalize_maps_the_clip_mean_to_zero_and_swaps_time_and_channels():
     mean = torch.tensor(transforms.CLIP_MEAN).view(1, 3, 1, 1).expand(2, 3, 4, 4)
     out = transforms.normalize(mean)
     assert out.shape == (3, 2, 4, 4) and out.abs().max() < 1e-6
+
+
+def test_random_resized_crop_and_timm_randaugment_are_the_same_for_every_frame():
+    """The SSv2 recipe's augmentations: one random-resized crop and one RandAugment draw per clip."""
+    frames = _clip(t=3)
+    outputs = []
+    for seed in range(6):
+        out = transforms.train_clip(frames, 40, 32, False, torch.Generator().manual_seed(seed),
+                                    randaugment="rand-m7-n4-mstd0.5-inc1", crop_scale=(0.08, 1.0), interpolation="bicubic")
+        assert out.shape == (3, 3, 32, 32)
+        assert all(torch.equal(out[:, 0], out[:, t]) for t in range(1, 3))
+        outputs.append(out)
+    assert len({o.sum().item() for o in outputs}) == len(outputs)  # different draws across clips
+    again = transforms.train_clip(frames, 40, 32, False, torch.Generator().manual_seed(0),
+                                  randaugment="rand-m7-n4-mstd0.5-inc1", crop_scale=(0.08, 1.0), interpolation="bicubic")
+    assert torch.equal(again, outputs[0])  # a clip's draw depends on its generator only

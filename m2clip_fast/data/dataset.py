@@ -7,7 +7,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -132,7 +132,9 @@ class VideoDataset(Dataset):
         sampling_rate: int = 16,
         scale_range: Optional[tuple[int, int]] = None,
         flip: bool = True,
-        randaugment: Optional[torch.nn.Module] = None,
+        randaugment: Optional[Union[torch.nn.Module, str]] = None,
+        crop_scale: Optional[tuple[float, float]] = None,
+        interpolation: str = "bilinear",
         spatial_views: int = 1,
         temporal_views: int = 1,
         seed: int = 0,
@@ -145,6 +147,7 @@ class VideoDataset(Dataset):
         self.sampling_mode, self.sampling_rate = sampling_mode, sampling_rate
         self.scale_range = scale_range or (crop_size, round(crop_size * 258 / 224))
         self.flip, self.randaugment = flip, randaugment
+        self.crop_scale, self.interpolation = crop_scale, interpolation
         self.spatial_views, self.temporal_views = spatial_views, temporal_views
         self.seed, self.epoch, self.max_tries = seed, 0, max_tries
 
@@ -168,7 +171,8 @@ class VideoDataset(Dataset):
         if self.train:
             short = int(torch.randint(self.scale_range[0], self.scale_range[1] + 1, (1,), generator=gen))
             frames = decode_frames(record.path, self._pick(rng), short)
-            return train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment)
+            return train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment, self.crop_scale,
+                              self.interpolation)
         frames = decode_frames(record.path, self._pick(rng), self.crop_size)
         views = [test_views(clip, self.crop_size, self.spatial_views) for clip in frames]  # per temporal clip
         return torch.cat(views)
