@@ -74,14 +74,14 @@ def difference_branch(patches: Tensor, num_frames: int, grid: tuple[int, int], p
 
 
 def ted_adapter(
-    x: Tensor, num_frames: int, grid: tuple[int, int], te: BranchWeights, td: Optional[BranchWeights]
+    x: Tensor, num_frames: int, grid: tuple[int, int], te: Optional[BranchWeights], td: Optional[BranchWeights]
 ) -> Tensor:
     """TED-Adapter ``x + TE(x)`` plus ``TD`` on the patch tokens (out of place).
 
     x ``[B*T, 1 + h*w, C]`` -> same shape. With ``td=None`` this is the TE path alone, which on
-    ``[B*T, 1, D]`` frame embeddings is the global temporal adapter.
+    ``[B*T, 1, D]`` frame embeddings is the global temporal adapter; with ``te=None`` the TD path alone.
     """
-    out = x + temporal_branch(x, num_frames, te)
+    out = x if te is None else x + temporal_branch(x, num_frames, te)
     if td is None:
         return out
     patch_delta = difference_branch(x[:, 1:], num_frames, grid, td)

@@ -47,20 +47,23 @@ class ConvBottleneck(nn.Module):
 
 class TEDAdapter(nn.Module):
     """Temporal Enhancement + temporal Difference adapter (docs/DESIGN.md §1.1). Identity at init.
+    ``branches``: both (the method) or one of ``"te"``, ``"td"`` (ablations); an absent branch has no
+    parameters.
 
     forward: x ``[B*T, 1 + h*w, C]`` (CLS first, frame-major) -> ``[B*T, 1 + h*w, C]``.
     """
 
-    def __init__(self, dim: int, width: int, use_fused: bool = False) -> None:
+    def __init__(self, dim: int, width: int, use_fused: bool = False, branches: tuple[str, ...] = ("te", "td")) -> None:
         super().__init__()
-        self.te = ConvBottleneck(dim, width, "temporal")
-        self.td = ConvBottleneck(dim, width, "spatial")
+        self.te = ConvBottleneck(dim, width, "temporal") if "te" in branches else None
+        self.td = ConvBottleneck(dim, width, "spatial") if "td" in branches else None
         self.use_fused = use_fused
         self._pack()
 
     def _pack(self) -> None:
         """fc1 and fc2 weights of the two branches back to back: the fused op reads them without a copy."""
-        pack_pairs([(self.te.fc1.weight, self.td.fc1.weight), (self.te.fc2.weight, self.td.fc2.weight)])
+        if self.te is not None and self.td is not None:
+            pack_pairs([(self.te.fc1.weight, self.td.fc1.weight), (self.te.fc2.weight, self.td.fc2.weight)])
 
     def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half() give each parameter its own storage
         super()._apply(fn, recurse)
@@ -68,7 +71,9 @@ class TEDAdapter(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
-        return _ops(self.use_fused).ted_adapter(x, num_frames, grid, self.te.weights(), self.td.weights())
+        te = None if self.te is None else self.te.weights()
+        td = None if self.td is None else self.td.weights()
+        return _ops(self.use_fused).ted_adapter(x, num_frames, grid, te, td)
 
 
 class TemporalAdapter(ConvBottleneck):

@@ -42,6 +42,7 @@ class M2CLIPConfig:
     backbone: an open_clip model name (``"ViT-B-16-quickgelu"``) or an open_clip model-config dict
         with ``embed_dim``, ``vision_cfg``, ``text_cfg`` and ``quick_gelu``.
     visual_adapter_positions: where a TED-Adapter sits in every vision block (``"attn"``, ``"mlp"``).
+    ted_branches: which halves each TED-Adapter has: both (the method), or ``("te",)`` / ``("td",)``.
     text_adapter_positions / text_adapter_last_blocks: where text adapters sit, and in how many of the
         last text blocks, counting the extra MLM block (``None`` = all blocks).
     crossmodal_loss: ``"released"`` = cross-entropy on softmax probabilities (the released code's
@@ -59,6 +60,7 @@ class M2CLIPConfig:
     adapter_width: int = 384
     text_adapter_width: Optional[int] = None  # None = adapter_width
     visual_adapter_positions: tuple[str, ...] = ("mlp",)
+    ted_branches: tuple[str, ...] = ("te", "td")
     text_adapter_positions: tuple[str, ...] = ("mlp",)
     text_adapter_last_blocks: Optional[int] = 2
     visual_head_dropout: float = 0.5
@@ -77,6 +79,9 @@ class M2CLIPConfig:
     def __post_init__(self) -> None:
         self.visual_adapter_positions = tuple(self.visual_adapter_positions)
         self.text_adapter_positions = tuple(self.text_adapter_positions)
+        self.ted_branches = tuple(self.ted_branches)
+        if not self.ted_branches or set(self.ted_branches) - {"te", "td"}:
+            raise ValueError(f"ted_branches={self.ted_branches}; expected one or both of ('te', 'td')")
         for name in ("visual_adapter_positions", "text_adapter_positions"):
             bad = [p for p in getattr(self, name) if p not in ADAPTER_POSITIONS]
             if bad:

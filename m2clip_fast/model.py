@@ -103,7 +103,8 @@ class M2CLIP(nn.Module):
                 )
         fused = cfg.use_fused
         self.visual_adapters = nn.ModuleList(
-            BlockAdapters(lambda: TEDAdapter(vision_width, cfg.adapter_width, fused), cfg.visual_adapter_positions)
+            BlockAdapters(lambda: TEDAdapter(vision_width, cfg.adapter_width, fused, cfg.ted_branches),
+                          cfg.visual_adapter_positions)
             for _ in visual.transformer.resblocks
         )
         self.temporal_adapter = TemporalAdapter(embed_dim, embed_dim // 2, fused)

@@ -1,5 +1,8 @@
 """Whole-model parity: ``use_fused=True`` vs the eager reference, on the ``kernel_device`` (Triton's
 interpreter on CPU, or the GPU)."""
+import dataclasses
+
+import pytest
 import torch
 
 import kernels
@@ -36,8 +39,10 @@ def _losses_and_grads(model, batch):
     return {k: v.detach() for k, v in losses.items()}, grads
 
 
-def test_fused_model_matches_eager_values_and_every_trainable_gradient(kernel_device, tiny_cfg, masker):
-    eager, fused = _models(tiny_cfg, kernel_device)
+@pytest.mark.parametrize("branches", [("te", "td"), ("te",), ("td",)])
+def test_fused_model_matches_eager_values_and_every_trainable_gradient(kernel_device, tiny_cfg, masker, branches):
+    """The method, and the TE-only / TD-only ablations."""
+    eager, fused = _models(dataclasses.replace(tiny_cfg, ted_branches=branches), kernel_device)
     batch = _batch(masker, kernel_device)
     before = kernels.launch_counts["stencil_bwd"]
     fused_losses, fused_grads = _losses_and_grads(fused, batch)

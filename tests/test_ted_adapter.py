@@ -155,3 +155,21 @@ def test_packed_parameters_are_read_in_place_and_give_the_same_gradients(kernel_
     assert rel_err(results[1][0].cpu(), results[0][0].cpu()) < FP32_TOL
     for p, a, b in zip(packed, results[1][1], results[0][1]):
         assert a.stride() == p.stride() and rel_err(a.cpu(), b.cpu()) < FP32_TOL
+
+
+@pytest.mark.parametrize("branches", ["te", "td"])
+def test_one_branch_ablations_match_reference(kernel_device, branches):
+    """TE-only and TD-only TED-Adapters (the ablations): values and every gradient."""
+    g = torch.Generator().manual_seed(11)
+    T, grid, C, Ca = 3, (2, 3), 24, 12
+    x = torch.randn(2 * T, 1 + 6, C, generator=g).to(kernel_device)
+    kernel = (3,) if branches == "te" else (3, 3)
+    weights = branch(C, Ca, kernel, g, kernel_device)
+
+    def run(impl):
+        def call(x, *p):
+            return impl.ted_adapter(x, T, grid, BranchWeights(*p) if branches == "te" else None,
+                                    BranchWeights(*p) if branches == "td" else None)
+        return call
+
+    assert_matches_reference(run(kernels), run(reference), [x, *weights])

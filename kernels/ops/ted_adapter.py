@@ -32,29 +32,37 @@ from .reduce import Partials
 from .stencil import TD_TAPS, TE_TAPS, partial_width, stencil_backward, stencil_forward, stencil_programs
 
 
-def _stacked(first: torch.Tensor, second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+def _stacked(first: Optional[torch.Tensor], second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     """``[first; second]`` as ``[2, *shape]`` in ``dtype`` — a view when the two are packed
-    (:func:`kernels.packing.pack_pairs`, as ``TEDAdapter`` does), else a copy."""
-    if second is None:
-        return first.to(dtype).contiguous().unsqueeze(0)
+    (:func:`kernels.packing.pack_pairs`, as ``TEDAdapter`` does), else a copy; ``[1, *shape]`` when one is absent."""
+    if first is None or second is None:
+        return (second if first is None else first).to(dtype).contiguous().unsqueeze(0)
     if first.dtype == dtype and not torch.compiler.is_compiling() and adjacent(first, second):
         return first.as_strided((2, *first.shape), (first.numel(), *first.stride()))
     return torch.stack([first, second]).to(dtype)
 
 
 def _grad_layout(width: int, c_te: int, c_td: int) -> list[tuple[int, ...]]:
-    """Shapes of the flat gradient buffer's pieces: W_in, W_out blocks, TE (kernel, bias, in-bias),
-    TD (kernel, bias, in-bias), b2, b4 — TD pieces and b4 only with the TD branch."""
-    shapes = [(c_te + c_td, width), (2 if c_td else 1, width, c_te), (c_te, 1, TE_TAPS), (c_te,), (c_te,)]
+    """Shapes of the flat gradient buffer's pieces: W_in, W_out blocks, TE (kernel, bias, in-bias; empty for
+    a TD-only adapter), TD (kernel, bias, in-bias), b2, b4 — TD pieces and b4 only with the TD branch."""
+    blocks = (c_te > 0) + (c_td > 0)
+    shapes = [(c_te + c_td, width), (blocks, width, c_te or c_td), (c_te, 1, TE_TAPS), (c_te,), (c_te,)]
     if c_td:
         shapes += [(c_td, 1, 3, 3), (c_td,), (c_td,)]
     return shapes + [(width,)] + ([(width,)] if c_td else [])
 
 
-def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: tuple, td: tuple, b2: torch.Tensor,
-             b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid: tuple[int, int]):
-    """x ``[R, C]``, w_in ``[2Ca, C]``, w_out ``[2, C, Ca]`` -> out ``[R, C]``, z, h ``[R, 2Ca]``."""
-    c_te = te[1].shape[0]
+def _te_width(te: tuple) -> int:
+    """Channels of the TE part (0 for a TD-only adapter: the TE branch absent)."""
+    return 0 if te[1] is None else te[1].shape[0]
+
+
+def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: tuple, td: tuple,
+             b2: Optional[torch.Tensor], b4: Optional[torch.Tensor], num_frames: int, tokens: int,
+             grid: tuple[int, int]):
+    """x ``[R, C]``, w_in ``[2Ca, C]``, w_out ``[2, C, Ca]`` -> out ``[R, C]``, z, h ``[R, 2Ca]`` (``Ca`` and
+    one block when a branch is absent)."""
+    c_te = _te_width(te)
     z = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
     h = stencil_forward(z, num_frames, tokens, grid, c_te, te, td, td_diff=True, td_spatial=True, has_cls=True)
     out = gemm(h, Blocks(w_out).T, bias=b2, bias2=b4, bias2_period=tokens, residual=x, out_dtype=x.dtype,
@@ -66,7 +74,7 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Ten
               w_out: torch.Tensor, te: tuple, td: tuple, num_frames: int, tokens: int, grid: tuple[int, int],
               grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """-> dx ``[R, C]`` and every parameter gradient, flat in ``grad_dtype`` (pieces: :func:`_grad_layout`)."""
-    (R, width), c_te = x.shape, te[1].shape[0]
+    (R, width), c_te = x.shape, _te_width(te)
     c_td = w_in.shape[0] - c_te
     programs = stencil_programs(R)
     split_in = split_k_for(w_in.shape[0], width, R, x.device)
@@ -79,7 +87,8 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Ten
     dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
     gemm(dout.t(), h, out=parts.part(1).view(split_out, *w_out.shape), split_k=split_out, dot=w_out.dtype)
     dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, td_diff=True, td_spatial=True,
-                          has_cls=True, te_part=parts.part(2), td_part=parts.part(3) if c_td else None)
+                          has_cls=True, te_part=parts.part(2) if c_te else None,
+                          td_part=parts.part(3) if c_td else None)
     dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
               colsum_out=parts.part(len(segments) - 1), out_dtype=x.dtype, dot=w_in.dtype)
     gemm(dz.t(), x, out=parts.part(0).view(split_in, *w_in.shape), split_k=split_in, dot=w_in.dtype)
@@ -90,9 +99,10 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Ten
 
 @torch.library.custom_op("m2clip_fast::ted_forward", mutates_args=())
 def _forward_op(
-    x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te_in: torch.Tensor, te_w: torch.Tensor,
-    te_b: torch.Tensor, td_in: Optional[torch.Tensor], td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor],
-    b2: torch.Tensor, b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
+    x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te_in: Optional[torch.Tensor],
+    te_w: Optional[torch.Tensor], te_b: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
+    td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor], b2: Optional[torch.Tensor],
+    b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _forward(x, w_in, w_out, (te_in, te_w, te_b), (td_in, td_w, td_b), b2, b4, num_frames, tokens,
                     (grid_h, grid_w))
@@ -107,8 +117,8 @@ def _(x, w_in, *args):
 @torch.library.custom_op("m2clip_fast::ted_backward", mutates_args=())
 def _backward_op(
     dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
-    te_in: torch.Tensor, te_w: torch.Tensor, td_in: Optional[torch.Tensor], td_w: Optional[torch.Tensor],
-    num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
+    te_in: Optional[torch.Tensor], te_w: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
+    td_w: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     return _backward(dout, x, z, h, w_in, w_out, (te_in, te_w), (td_in, td_w), num_frames, tokens,
                      (grid_h, grid_w), grad_dtype)
@@ -116,12 +126,14 @@ def _backward_op(
 
 @_backward_op.register_fake
 def _(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w, grad_dtype):
-    c_te, c_td = te_w.shape[0], w_in.shape[0] - te_w.shape[0]
-    n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, c_td))
+    c_te = _te_width((te_in, te_w))
+    n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
     return torch.empty_like(x), x.new_empty(n, dtype=grad_dtype)
 
 
 class _TEDFunction(torch.autograd.Function):
+    """Either branch may be absent (its tensors None): TE-only (also the global temporal adapter) or TD-only."""
+
     @staticmethod
     def forward(ctx, x, w1, b1, wt, bt, w3, b3, ws, bs, w2, b2, w4, b4, num_frames, grid_h, grid_w):
         dtype = compute_dtype(x)
@@ -137,9 +149,9 @@ class _TEDFunction(torch.autograd.Function):
                                  (grid_h, grid_w))
         ctx.save_for_backward(rows, z, h, w_in, w_out, b1, wt, b3, ws)
         ctx.geometry = geometry
-        ctx.grad_dtype = w1.dtype
+        ctx.grad_dtype = (w1 if w1 is not None else w3).dtype
         ctx.x_shape = x.shape
-        ctx.has_td = w3 is not None
+        ctx.has_te, ctx.has_td = w1 is not None, w3 is not None
         return out.view(x.shape)
 
     @staticmethod
@@ -152,17 +164,20 @@ class _TEDFunction(torch.autograd.Function):
         else:
             dx, flat = _backward(dout, x, z, h, w_in, w_out, (b1, wt), (b3, ws), num_frames, tokens,
                                  (grid_h, grid_w), ctx.grad_dtype)
-        c_te = wt.shape[0]
-        pieces = Partials.split(flat, _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
-        d_in, d_out, d_wt, d_bt, d_b1 = pieces[:5]
-        d_wt = d_wt.as_strided(wt.shape, wt.stride())  # the kernel wrote it in the weight's own layout
+        c_te = _te_width((b1, wt))
+        d_in, d_out, d_wt, d_bt, d_b1, *rest = Partials.split(flat, _grad_layout(x.shape[1], c_te,
+                                                                                 w_in.shape[0] - c_te))
+        none4 = (None, None, None, None)
+        # Depthwise kernel gradients were written in each weight's own layout (contiguous or tap-major).
+        te = (d_in[:c_te], d_b1, d_wt.as_strided(wt.shape, wt.stride()), d_bt) if ctx.has_te else none4
         if ctx.has_td:
-            d_ws, d_bs, d_b3, d_b2, d_b4 = pieces[5:]
-            d_ws = d_ws.as_strided(ws.shape, ws.stride())
-            return (dx.view(ctx.x_shape), d_in[:c_te], d_b1, d_wt, d_bt, d_in[c_te:], d_b3, d_ws, d_bs,
-                    d_out[0], d_b2, d_out[1], d_b4, None, None, None)
-        return (dx.view(ctx.x_shape), d_in, d_b1, d_wt, d_bt, None, None, None, None, d_out[0], pieces[5],
-                None, None, None, None, None)
+            d_ws, d_bs, d_b3, d_b2, d_b4 = rest
+            td = (d_in[c_te:], d_b3, d_ws.as_strided(ws.shape, ws.stride()), d_bs)
+        else:
+            (d_b2,), d_b4, td = rest, None, none4
+        d_w2 = d_out[0] if ctx.has_te else None
+        d_w4 = d_out[-1] if ctx.has_td else None
+        return (dx.view(ctx.x_shape), *te, *td, d_w2, d_b2 if ctx.has_te else None, d_w4, d_b4, None, None, None)
 
 
 def _check_branch(name: str, p: BranchWeights, width: int, kernel: tuple[int, ...]) -> int:
@@ -184,30 +199,34 @@ def _kernel_layout(p: BranchWeights) -> BranchWeights:
 
 
 def ted_adapter(
-    x: torch.Tensor, num_frames: int, grid: tuple[int, int], te: BranchWeights, td: Optional[BranchWeights]
+    x: torch.Tensor, num_frames: int, grid: tuple[int, int], te: Optional[BranchWeights], td: Optional[BranchWeights]
 ) -> torch.Tensor:
     """Fused TED-Adapter; same contract as :func:`kernels.reference.ted_adapter`.
 
     x ``[B*T, 1 + h*w, C]`` (CLS first, frame-major) -> same shape. ``td=None``: the TE path alone (then
-    ``grid`` is unused and any token count works). The two branches' fc weights are read in place when
-    they are stored back to back (:func:`kernels.packing.pack_pairs`; ``TEDAdapter`` does), else copied.
+    ``grid`` is unused and any token count works); ``te=None``: the TD path alone. The two branches' fc
+    weights are read in place when they are stored back to back (:func:`kernels.packing.pack_pairs`;
+    ``TEDAdapter`` does), else copied.
     """
-    check_tensors("ted_adapter", x, *te, *(td or ()))
+    check(te is not None or td is not None, "ted_adapter: give the TE branch, the TD branch or both")
+    check_tensors("ted_adapter", x, *(te or ()), *(td or ()))
     check(x.dim() == 3, f"ted_adapter: x must be [B*T, L, C], got {list(x.shape)}")
     check(num_frames >= 1 and x.shape[0] % num_frames == 0,
           f"ted_adapter: x.shape[0] = {x.shape[0]} must be a multiple of num_frames = {num_frames}")
     width, tokens = x.shape[2], x.shape[1]
-    ca = _check_branch("te", te, width, (3,))
+    ca = _check_branch("te", te, width, (3,)) if te is not None else None
     if td is not None:
-        check(_check_branch("td", td, width, (3, 3)) == ca,
-              f"ted_adapter: the TE and TD branches must have one width, got {ca} and {td.fc1_weight.shape[0]}")
+        ca_td = _check_branch("td", td, width, (3, 3))
+        check(ca is None or ca_td == ca,
+              f"ted_adapter: the TE and TD branches must have one width, got {ca} and {ca_td}")
         check(len(grid) == 2 and min(grid) >= 1 and tokens == 1 + grid[0] * grid[1],
               f"ted_adapter: x has L = {tokens} tokens but a CLS token and a {tuple(grid)} patch grid need "
               f"1 + h*w = {1 + grid[0] * grid[1] if len(grid) == 2 else '?'}")
     if not can_run_triton(x, "ted_adapter"):
         return reference.ted_adapter(x, num_frames, grid, te, td)
-    te = _kernel_layout(te)
-    td = BranchWeights(*(None,) * 6) if td is None else _kernel_layout(td)
+    none = BranchWeights(*(None,) * 6)
+    te = none if te is None else _kernel_layout(te)
+    td = none if td is None else _kernel_layout(td)
     return _TEDFunction.apply(x, te.fc1_weight, te.fc1_bias, te.conv_weight, te.conv_bias, td.fc1_weight,
                               td.fc1_bias, td.conv_weight, td.conv_bias, te.fc2_weight, te.fc2_bias, td.fc2_weight,
                               td.fc2_bias, num_frames, grid[0] if td.fc1_weight is not None else 0,
