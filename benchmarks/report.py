@@ -233,6 +233,8 @@ def main(argv=None) -> int:
         if os.path.basename(stem).startswith("static-"):
             static = (stem, result)
             continue
+        if "rows" not in result:  # not a results file of this suite (e.g. pytest-benchmark's own JSON)
+            continue
         for r in result["rows"]:
             if r["suite"] == "ops" and r["op"] == "ted_adapter" and r["provider"] == "fused" and \
                     all(r[k] == v for k, v in HEADLINE.items()):
