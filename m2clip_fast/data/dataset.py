@@ -91,7 +91,9 @@ def decode_frames(path: str, pick: Callable[[int], np.ndarray], short_side: Opti
     """Decode only the frames ``pick(num_frames)`` selects. -> uint8 ``[*pick shape, H, W, 3]``.
 
     ``short_side``: when the video is more than 10% larger, the decoder itself scales it to about this
-    short side (aspect kept), so large frames are never materialised at full size."""
+    short side (aspect kept), so large frames are never materialised at full size. decord decodes; a video
+    it cannot open (AV1, for one: decord 0.6 is built on FFmpeg 4.1) or misreads (some frame widths, e.g. 48
+    px) is decoded by PyAV instead."""
     import decord
 
     if not os.path.isfile(path):
@@ -102,10 +104,39 @@ def decode_frames(path: str, pick: Callable[[int], np.ndarray], short_side: Opti
         if min(h, w) > 1.1 * short_side:
             scale = short_side / min(h, w)
             size = {"height": max(short_side, round(h * scale)), "width": max(short_side, round(w * scale))}
-    reader = decord.VideoReader(path, num_threads=1, **size)
-    indices = pick(len(reader))
+    try:
+        reader = decord.VideoReader(path, num_threads=1, **size)
+        indices = pick(len(reader))
+        unique, inverse = np.unique(indices, return_inverse=True)
+        frames = torch.from_numpy(reader.get_batch(unique.tolist()).asnumpy())
+    except decord.DECORDError:  # a codec it lacks, or one of its own bugs (some frame widths): PyAV instead
+        return _decode_with_pyav(path, pick, size)
+    return frames[torch.from_numpy(inverse.reshape(-1))].view(*indices.shape, *frames.shape[1:])
+
+
+def _decode_with_pyav(path: str, pick: Callable[[int], np.ndarray], size: dict) -> torch.Tensor:
+    """PyAV (FFmpeg's own decoders) for what decord cannot open: frames are counted from the packets, then
+    decoded in order up to the last picked one, keeping only those (scaled by the decoder to ``size``)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+    if count < 1:
+        raise ValueError(f"{path}: no video frames")
+    indices = pick(count)
     unique, inverse = np.unique(indices, return_inverse=True)
-    frames = torch.from_numpy(reader.get_batch(unique.tolist()).asnumpy())
+    wanted, kept = set(unique.tolist()), {}
+    with av.open(path) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                kept[i] = frame.to_ndarray(format="rgb24", **size)
+            if i >= unique[-1]:
+                break
+    missing = wanted - set(kept)
+    if missing:
+        raise ValueError(f"{path}: frames {sorted(missing)[:4]} could not be decoded ({len(kept)} of {len(wanted)})")
+    frames = torch.from_numpy(np.stack([kept[i] for i in unique.tolist()]))
     return frames[torch.from_numpy(inverse.reshape(-1))].view(*indices.shape, *frames.shape[1:])
 
 
