@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import UnreadableData
+from .data.transforms import model_input
 from .distributed import Runtime, all_reduce_sum
 from .model import M2CLIP
 from .text import Prompts
@@ -61,7 +62,7 @@ def train_one_epoch(
     for i, batch in enumerate(bar):
         waited += time.perf_counter() - ready
         b = first_batch + i
-        video = batch["video"].to(runtime.device, non_blocking=True)
+        video = model_input(batch["video"].to(runtime.device, non_blocking=True))  # uint8 copied, then float
         labels = batch["label"].to(runtime.device, non_blocking=True)
         skipped += int(batch["skipped"].sum())
         report_unreadable(batch, "replaced unreadable video")
@@ -165,7 +166,7 @@ def evaluate(
         report_unreadable(batch, "not scoring unreadable video")
         if not readable.any():
             continue
-        video = batch["video"][readable].to(runtime.device, non_blocking=True)  # [B, V, 3, T, S, S]
+        video = model_input(batch["video"][readable].to(runtime.device, non_blocking=True))  # [B, V, 3, T, S, S]
         labels = batch["label"][readable].to(runtime.device)
         probs = view_probabilities(model, video, class_emb, autocast, visual_head)
         for j, head in enumerate(heads):

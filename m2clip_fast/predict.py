@@ -13,6 +13,7 @@ import torch
 
 from . import checkpointing
 from .data import VideoDataset, VideoRecord, read_class_names
+from .data.transforms import model_input
 from .engine import class_embeddings, view_probabilities
 from .model import M2CLIP
 from .text import class_prompts
@@ -42,7 +43,7 @@ def predict(model: M2CLIP, video_path: str, labels: Sequence[str], top_k: int = 
         raise ValueError(f"cannot read the video: {item['unreadable']}")
     prompts = class_prompts(model, labels, device, contextlib.nullcontext)
     class_emb = class_embeddings(model, prompts, contextlib.nullcontext)
-    probs = view_probabilities(model, item["video"][None].to(device), class_emb, contextlib.nullcontext,
+    probs = view_probabilities(model, model_input(item["video"][None].to(device)), class_emb, contextlib.nullcontext,
                                visual_head=False)["crossmodal"][0]
     top = probs.topk(min(top_k, len(labels)))
     return [(labels[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]

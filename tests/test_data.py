@@ -64,12 +64,12 @@ def test_train_and_test_items(synthetic):
     records = read_video_list(synthetic.train_list, synthetic.root, len(CLASSES))
     train = VideoDataset(records, 4, 32, train=True, sampling_rate=2, seed=1)
     item = train[0]
-    assert item["video"].shape == (3, 4, 32, 32) and item["skipped"] == 0
+    assert item["video"].shape == (4, 3, 32, 32) and item["skipped"] == 0
     assert torch.equal(train[0]["video"], item["video"])  # deterministic in (seed, epoch, index)
     train.set_epoch(1)
     assert not torch.equal(train[0]["video"], item["video"])
     test = VideoDataset(records, 4, 32, train=False, sampling_rate=2, spatial_views=2, temporal_views=3)
-    assert test[0]["video"].shape == (6, 3, 4, 32, 32)
+    assert test[0]["video"].shape == (6, 4, 3, 32, 32)
 
 
 def test_corrupt_and_missing_videos_are_skipped_and_counted(synthetic, tmp_path, caplog):
@@ -81,7 +81,7 @@ def test_corrupt_and_missing_videos_are_skipped_and_counted(synthetic, tmp_path,
     records = read_video_list(str(listing), "", len(CLASSES))
     ds = VideoDataset(records, 4, 32, train=True, sampling_rate=2)
     corrupt_item, missing_item = ds[4], ds[5]
-    assert corrupt_item["skipped"] >= 1 and corrupt_item["video"].shape == (3, 4, 32, 32)
+    assert corrupt_item["skipped"] >= 1 and corrupt_item["video"].shape == (4, 3, 32, 32)
     assert missing_item["skipped"] >= 1
     assert "corrupt.mp4 (" in corrupt_item["unreadable"] and "missing.mp4 (" in missing_item["unreadable"]
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
@@ -110,7 +110,7 @@ def test_large_videos_are_scaled_by_the_decoder(tmp_path):
     assert (small.permute(0, 3, 1, 2).float() - reference).abs().mean() < 10  # same picture, another filter
     assert decode_frames(path, lambda n: np.arange(n), short_side=90).shape == (4, 96, 128, 3)  # within 10%: native
     test = VideoDataset([VideoRecord(path, 0)], 2, 48, train=False, spatial_views=3)
-    assert test[0]["video"].shape == (3, 3, 2, 48, 48)
+    assert test[0]["video"].shape == (3, 2, 3, 48, 48)  # [views, T, 3, S, S]
 
 
 

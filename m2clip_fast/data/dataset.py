@@ -141,8 +141,9 @@ def _decode_with_pyav(path: str, pick: Callable[[int], np.ndarray], size: dict) 
 
 
 class VideoDataset(Dataset):
-    """Clips for training (``train=True``: one augmented clip ``[3, T, S, S]``) or test (all views
-    ``[spatial*temporal, 3, T, S, S]``).
+    """uint8 clips for training (``train=True``: one augmented clip ``[T, 3, S, S]``) or test (all views
+    ``[spatial*temporal, T, 3, S, S]``); :func:`~m2clip_fast.data.transforms.model_input` makes a batch of
+    them the model's input, on the device.
 
     Each item is ``{"video", "label", "skipped", "readable", "unreadable"}``. In training an unreadable,
     missing or empty video is replaced by another sample (``skipped`` counts the replacements). In test mode
@@ -224,7 +225,7 @@ class VideoDataset(Dataset):
                 log.debug("unreadable video %s", problems[-1])
                 if not self.train:
                     views = self.spatial_views * self.temporal_views
-                    empty = torch.zeros(views, 3, self.num_frames, self.crop_size, self.crop_size)
+                    empty = torch.zeros(views, self.num_frames, 3, self.crop_size, self.crop_size, dtype=torch.uint8)
                     return {"video": empty, "label": record.label, "skipped": 0, "readable": False,
                             "unreadable": problems[0]}
                 candidate = int(rng.integers(len(self.records)))

@@ -1,4 +1,6 @@
-"""Clip-consistent video transforms: one random draw per clip, applied to all of its frames."""
+"""Clip-consistent video transforms: one random draw per clip, applied to all of its frames. Workers crop
+(and flip, augment) uint8 clips; :func:`model_input` turns a batch of them into the model's float input on
+the device, where conversion and normalisation are cheap and the copy is a quarter of float32's."""
 from __future__ import annotations
 
 import functools
@@ -7,46 +9,56 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def to_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` -> float ``[T, 3, H, W]`` in [0, 1]."""
-    return frames.permute(0, 3, 1, 2).float().div_(255.0)
+def channels_first(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, 3, H, W]`` (no copy)."""
+    return frames.permute(0, 3, 1, 2)
 
 
-def normalize(clip: torch.Tensor) -> torch.Tensor:
-    """CLIP normalisation of ``[T, 3, H, W]`` in [0, 1] -> ``[3, T, H, W]``."""
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return ((clip - mean) / std).transpose(0, 1).contiguous()
+def model_input(video: torch.Tensor) -> torch.Tensor:
+    """What the workers hand over (uint8 clips, cheap to ship and to pin) -> what the model reads: float in
+    [0, 1], CLIP-normalised, channels before time. Runs on whatever device ``video`` is on (the training and
+    evaluation loops call it after the copy to the GPU). uint8 ``[..., T, 3, S, S]`` -> float
+    ``[..., 3, T, S, S]``."""
+    mean = torch.tensor(CLIP_MEAN, device=video.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=video.device).view(3, 1, 1)
+    return ((video.float() / 255 - mean) / std).transpose(-4, -3)
 
 
 def resize_short_side(clip: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
-    """``[T, 3, H, W]`` -> short side ``size``, aspect kept (antialiased)."""
+    """uint8 ``[T, 3, H, W]`` -> short side ``size``, aspect kept (antialiased; uint8 in and out)."""
+    from torchvision.transforms.v2 import functional as TF
+
     h, w = clip.shape[-2:]
     if min(h, w) == size:
         return clip
     scale = size / min(h, w)
-    out = (max(size, round(h * scale)), max(size, round(w * scale)))
-    return F.interpolate(clip, size=out, mode=interpolation, antialias=True, align_corners=False).clamp_(0, 1)
+    out = [max(size, round(h * scale)), max(size, round(w * scale))]
+    return TF.resize(clip, out, interpolation=_mode(interpolation), antialias=True)
+
+
+def _mode(interpolation: str):
+    from torchvision.transforms import InterpolationMode
+
+    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[interpolation]
 
 
 def random_resized_crop(clip: torch.Tensor, crop_size: int, scale: tuple[float, float], interpolation: str,
                         generator: torch.Generator) -> torch.Tensor:
     """One RandomResizedCrop draw (torchvision's: area share in ``scale``, aspect 3/4..4/3) for the whole clip,
-    resized to ``crop_size``. ``[T, 3, H, W]`` -> ``[T, 3, S, S]``."""
+    resized to ``crop_size``. uint8 ``[T, 3, H, W]`` -> uint8 ``[T, 3, S, S]``."""
     from torchvision.transforms import RandomResizedCrop
+    from torchvision.transforms.v2 import functional as TF
 
     with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG: make it ours, then restore it
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         top, left, h, w = RandomResizedCrop.get_params(clip, list(scale), [3 / 4, 4 / 3])
-    clip = clip[..., top : top + h, left : left + w]
-    return F.interpolate(clip, size=(crop_size, crop_size), mode=interpolation, antialias=True,
-                         align_corners=False).clamp_(0, 1)
+    return TF.resized_crop(clip, top, left, h, w, [crop_size, crop_size], interpolation=_mode(interpolation),
+                           antialias=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -59,7 +71,7 @@ def _timm_randaugment(config: str):
 def timm_randaugment(clip: torch.Tensor, config: str, generator: torch.Generator) -> torch.Tensor:
     """timm's RandAugment from its config string (``"rand-m7-n4-mstd0.5-inc1"``), the same ops and magnitudes
     on every frame: each frame is transformed from the same random state (drawn from ``generator``); the
-    global ``random``/NumPy states are restored afterwards. ``[T, 3, H, W]`` in [0, 1] -> the same."""
+    global ``random``/NumPy states are restored afterwards. uint8 ``[T, 3, H, W]`` -> the same."""
     from PIL import Image
 
     transform = _timm_randaugment(config)
@@ -67,14 +79,14 @@ def timm_randaugment(clip: torch.Tensor, config: str, generator: torch.Generator
     saved = random.getstate(), np.random.get_state()
     frames = []
     try:
-        for frame in (clip * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
+        for frame in clip.permute(0, 2, 3, 1).numpy():
             random.seed(seed)
             np.random.seed(seed)
             frames.append(np.asarray(transform(Image.fromarray(frame)), dtype=np.uint8))
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
 
 
 def train_clip(
@@ -90,8 +102,9 @@ def train_clip(
     """One random draw per clip, applied to every frame: the crop — the short side to ``short_side`` (the
     caller draws it: scale jitter) and a random ``crop_size`` crop, or with ``crop_scale`` a random-resized
     crop over that share of the area — then an optional horizontal flip and RandAugment (a torchvision
-    module, or a timm config string). uint8 ``[T, H, W, 3]`` -> normalised ``[3, T, S, S]``."""
-    clip = to_float(frames)
+    module, or a timm config string). uint8 ``[T, H, W, 3]`` -> uint8 ``[T, 3, S, S]`` (:func:`model_input`
+    makes it the model's input on the device)."""
+    clip = channels_first(frames)
     if crop_scale is not None:
         clip = random_resized_crop(clip, crop_size, crop_scale, interpolation, generator)
     else:
@@ -103,18 +116,17 @@ def train_clip(
     if flip and torch.rand((), generator=generator) < 0.5:
         clip = clip.flip(-1)
     if isinstance(randaugment, str):
-        clip = timm_randaugment(clip, randaugment, generator)
+        clip = timm_randaugment(clip.contiguous(), randaugment, generator)
     elif randaugment is not None:  # torchvision v2 draws one op per call: consistent across frames
-        clip = randaugment((clip * 255).to(torch.uint8)).float() / 255
-    return normalize(clip)
+        clip = randaugment(clip)
+    return clip.contiguous()
 
 
 def test_views(frames: torch.Tensor, crop_size: int, num_spatial: int) -> torch.Tensor:
     """Short side to ``crop_size``, then ``num_spatial`` crops evenly spaced along the long side.
-    uint8 ``[T, H, W, 3]`` -> normalised ``[num_spatial, 3, T, S, S]``."""
-    clip = resize_short_side(to_float(frames), crop_size)
+    uint8 ``[T, H, W, 3]`` -> uint8 ``[num_spatial, T, 3, S, S]``."""
+    clip = resize_short_side(channels_first(frames), crop_size)
     h, w = clip.shape[-2:]
     tops = torch.linspace(0, h - crop_size, num_spatial).round().long().tolist()
     lefts = torch.linspace(0, w - crop_size, num_spatial).round().long().tolist()
-    crops = [clip[..., t : t + crop_size, lf : lf + crop_size] for t, lf in zip(tops, lefts)]
-    return torch.stack([normalize(c) for c in crops])
+    return torch.stack([clip[..., t : t + crop_size, lf : lf + crop_size] for t, lf in zip(tops, lefts)]).contiguous()
