@@ -64,6 +64,19 @@ def train_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def data_table(rows: list[dict]) -> list[str]:
+    """The data pipeline: clips/s of one process, the decode limit, and the loader with its workers."""
+    data = [r for r in rows if r["suite"] == "data"]
+    if not data:
+        return []
+    out = ["| videos | version | sampling | clips/s, one process | decode limit | × the limit | loader clips/s "
+           "(workers) |", "|---|---|---|---|---|---|---|"]
+    for r in data:
+        out.append(f"| {r['width']} | {r['version']} | {r['sampling']} | {r['per_process']:.1f} | "
+                   f"{r['decode_limit']:.1f} | {r['vs_decode_limit']:.2f} | {r['loader']:.1f} ({r['workers']}) |")
+    return out
+
+
 def targets_table(rows: list[dict]) -> list[str]:
     """The project's performance targets (the benchmarks issue), read off this card's rows."""
     ted = {r["provider"]: r for r in rows
@@ -172,7 +185,7 @@ def render(result: dict, image: Optional[str]) -> str:
     if image:
         lines += [f"![benchmarks on {result['card']}]({image})", ""]
     tables = (targets_table(result["rows"]), train_table(result["rows"]), ops_table(result["rows"]),
-              block_table(result["rows"]))
+              block_table(result["rows"]), data_table(result["rows"]))
     for table in tables:
         if table:
             lines += table + [""]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from fractions import Fraction
 from concurrent.futures import ProcessPoolExecutor
 from typing import Optional, Sequence
 
@@ -33,13 +34,14 @@ def encode(src: str, dst: str, short_side: int = 320, gop: int = 16, crf: int = 
             video = source.streams.video[0]
             scale = min(1.0, short_side / min(video.height, video.width))
             width, height = (max(2, round(d * scale / 2) * 2) for d in (video.width, video.height))
-            stream = target.add_stream("libx264", rate=video.average_rate or 30,
+            rate = video.average_rate or Fraction(30)
+            stream = target.add_stream("libx264", rate=rate,
                                        options={"crf": str(crf), "g": str(gop), "keyint_min": str(gop),
                                                 "sc_threshold": "0", "preset": "veryfast"})
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for frame in source.decode(video=0):
+            for index, frame in enumerate(source.decode(video=0)):
                 frame = frame.reformat(width=width, height=height, format="yuv420p")
-                frame.pts = None
+                frame.pts, frame.time_base = index, 1 / Fraction(rate)  # frame n at n / rate
                 target.mux(stream.encode(frame))
             target.mux(stream.encode())
         os.replace(tmp, dst)
