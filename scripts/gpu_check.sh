@@ -30,7 +30,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${ALLOW_CPU:-0}" = 1 ] ||
   { echo "no CUDA device: stopping (ALLOW_CPU=1 dry-runs this script on CPU)" | tee -a "$OUT/env.txt"; exit 1; }
 
-# 1. Kernel tests on the GPU (the AOT sm_90 compile test is for machines without one), spread over
+# 1. Kernel tests on the GPU (the static model, tests/test_static_model.py, is for machines without one), spread over
 #    processes with pytest-xdist where installed: Triton compiles each kernel variant on first use.
 parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 timeout "${TESTS_S:-120}" python3 -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning $parallel \
