@@ -10,6 +10,8 @@ from typing import Callable, Iterator, NamedTuple, Optional
 import torch
 import triton.language as tl
 
+from .launcher import launch_compiled
+
 # Read once, like Triton does when it decorates the kernels of this package.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -70,12 +72,15 @@ def capture_launches(hook: Callable, sm_count: int = 132) -> Iterator[None]:
 
 
 def launch(kernel, grid, *args, name: str, **meta) -> None:
-    """``kernel[grid](*args, **meta)``, counted under ``name`` (tests prove with it that Triton code ran)."""
+    """``kernel[grid](*args, **meta)``, counted under ``name`` (tests prove with it that Triton code ran); on a
+    GPU through :func:`kernels.launcher.launch_compiled`, which skips Triton's per-call dispatch."""
     launch_counts[name] += 1
     if capturing is not None:
         capturing.hook(name, kernel, grid, args, meta)
-    else:
+    elif INTERPRET:
         kernel[grid](*args, **meta)
+    else:
+        launch_compiled(kernel, grid, args, meta)
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -103,11 +108,10 @@ def fp32_dot_precision() -> str:
     that fused and eager round alike: ``"tf32"`` where PyTorch allows TF32 (``torch.backends.cuda.matmul
     .fp32_precision = "tf32"``, ``allow_tf32 = True`` or ``set_float32_matmul_precision("high")``), else
     ``"ieee"`` (PyTorch's default)."""
-    matmul = torch.backends.cuda.matmul
-    try:
-        tf32 = matmul.fp32_precision == "tf32"  # torch >= 2.9; reads right whichever API set it
+    try:  # torch >= 2.9; reads right whichever API set it (the getter behind ``matmul.fp32_precision``)
+        tf32 = torch._C._get_fp32_precision_getter("cuda", "matmul") == "tf32"
     except AttributeError:
-        tf32 = matmul.allow_tf32
+        tf32 = torch.backends.cuda.matmul.allow_tf32
     return "tf32" if tf32 else "ieee"
 
 

@@ -265,7 +265,7 @@ def gemm(
 ) -> torch.Tensor:
     """Launch the GEMM: a ``[M, K]`` (any strides), b ``[K, N]`` (any strides, or :class:`Blocks`) -> c.
 
-    ``out``: where to write, ``[split_k, M, N]`` or, as column blocks, ``[split_k, nb, M, N // nb]``
+    ``out``: where to write, ``[M, N]``, ``[split_k, M, N]`` or, as column blocks, ``[split_k, nb, M, N // nb]``
     (unit last stride); by default a new ``[M, N]`` tensor of ``out_dtype`` (default a's). ``pre``
     ``[M, N]`` receives the GELU pre-activation. ``colsum`` ("output" or "residual") writes per-row-tile
     column sums to ``colsum_out [cdiv(M, COLSUM_BLOCK_M), 1 or 2, N]`` fp32: over all rows, and with
@@ -278,9 +278,9 @@ def gemm(
     N = b.shape[1]
     b, stride_bk, stride_bn, b_block, stride_b_block, b_along_k = _b_layout(b)
     if out is None:
-        out = torch.empty(1, M, N, device=a.device, dtype=out_dtype or a.dtype)
+        out = torch.empty(M, N, device=a.device, dtype=out_dtype or a.dtype)
     blocked = out.dim() == 4
-    out_strides = out.stride()
+    out_strides = (0, *out.stride()) if out.dim() == 2 else out.stride()  # [M, N] is one slice
     k_split = k_slice(K, split_k)
     dot = dot or a.dtype
     meta = _meta(epilogue, bias is not None, bias2 is not None, residual is not None, colsum, colsum_gated, b_along_k,
@@ -292,7 +292,7 @@ def gemm(
            out_strides[0], out_strides[-2], out.shape[-1] if blocked else N, out_strides[1] if blocked else 0,
            0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0), bias2_period,
            name="gemm", **meta)
-    return out if blocked else out[0]
+    return out if blocked or out.dim() == 2 else out[0]
 
 
 @functools.lru_cache(maxsize=None)

@@ -43,13 +43,11 @@ def _stacked(first: Optional[torch.Tensor], second: Optional[torch.Tensor], dtyp
 
 
 def _grad_layout(width: int, c_te: int, c_td: int) -> list[tuple[int, ...]]:
-    """Shapes of the flat gradient buffer's pieces: W_in, W_out blocks, TE (kernel, bias, in-bias; empty for
-    a TD-only adapter), TD (kernel, bias, in-bias), b2, b4 — TD pieces and b4 only with the TD branch."""
-    blocks = (c_te > 0) + (c_td > 0)
-    shapes = [(c_te + c_td, width), (blocks, width, c_te or c_td), (c_te, 1, TE_TAPS), (c_te,), (c_te,)]
-    if c_td:
-        shapes += [(c_td, 1, 3, 3), (c_td,), (c_td,)]
-    return shapes + [(width,)] + ([(width,)] if c_td else [])
+    """Shapes of the flat gradient buffer's pieces, in the order the backward writes them: W1, W3 (the rows
+    of W_in), W2, W4 (the blocks of W_out), TE (kernel, bias, in-bias), TD (kernel, bias, in-bias), b2, b4.
+    An absent branch's pieces are empty."""
+    return [(c_te, width), (c_td, width), (width, c_te), (width, c_td), (c_te, 1, TE_TAPS), (c_te,), (c_te,),
+            (c_td, 1, 3, 3), (c_td,), (c_td,), (width,), (width if c_td else 0,)]
 
 
 def _te_width(te: tuple) -> int:
@@ -165,19 +163,16 @@ class _TEDFunction(torch.autograd.Function):
             dx, flat = _backward(dout, x, z, h, w_in, w_out, (b1, wt), (b3, ws), num_frames, tokens,
                                  (grid_h, grid_w), ctx.grad_dtype)
         c_te = _te_width((b1, wt))
-        d_in, d_out, d_wt, d_bt, d_b1, *rest = Partials.split(flat, _grad_layout(x.shape[1], c_te,
-                                                                                 w_in.shape[0] - c_te))
-        none4 = (None, None, None, None)
         # Depthwise kernel gradients were written in each weight's own layout (contiguous or tap-major).
-        te = (d_in[:c_te], d_b1, d_wt.as_strided(wt.shape, wt.stride()), d_bt) if ctx.has_te else none4
-        if ctx.has_td:
-            d_ws, d_bs, d_b3, d_b2, d_b4 = rest
-            td = (d_in[c_te:], d_b3, d_ws.as_strided(ws.shape, ws.stride()), d_bs)
-        else:
-            (d_b2,), d_b4, td = rest, None, none4
-        d_w2 = d_out[0] if ctx.has_te else None
-        d_w4 = d_out[-1] if ctx.has_td else None
-        return (dx.view(ctx.x_shape), *te, *td, d_w2, d_b2 if ctx.has_te else None, d_w4, d_b4, None, None, None)
+        conv_strides = (None,) * 4 + (wt.stride() if ctx.has_te else None,) + (None,) * 2 + (
+            ws.stride() if ctx.has_td else None,)
+        d_w1, d_w3, d_w2, d_w4, d_wt, d_bt, d_b1, d_ws, d_bs, d_b3, d_b2, d_b4 = Partials.split(
+            flat, _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te), conv_strides)
+        none4 = (None, None, None, None)
+        te = (d_w1, d_b1, d_wt, d_bt) if ctx.has_te else none4
+        td = (d_w3, d_b3, d_ws, d_bs) if ctx.has_td else none4
+        return (dx.view(ctx.x_shape), *te, *td, d_w2 if ctx.has_te else None, d_b2 if ctx.has_te else None,
+                d_w4 if ctx.has_td else None, d_b4 if ctx.has_td else None, None, None, None)
 
 
 def _check_branch(name: str, p: BranchWeights, width: int, kernel: tuple[int, ...]) -> int:

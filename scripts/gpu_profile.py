@@ -1,0 +1,97 @@
+"""Where the GPU time goes, on the GPU machine: ``PYTHONPATH=$PWD python3 scripts/gpu_profile.py [ted] [train]``.
+
+``ted``: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd). First a parity check of the steady
+state (the launch after the first, which goes through :mod:`kernels.launcher`'s remembered signatures)
+against the fp64 reference; then per provider:
+
+- ``do_bench``: the benchmark's own number (device time between events, L2 flushed; it includes host gaps
+  when the host cannot keep the GPU busy);
+- ``kernels``: the sum of the kernels' device time per step (``torch.profiler``), the GPU's own work;
+- ``host``: wall time per step of a loop that never waits for the GPU (what issuing the work costs).
+
+``train``: one training step (vit-b16-k400, B=8, bf16 autocast) with fused and eager adapters, the same three
+figures and the ops that take the most host time.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.harness import VIT_B16, device_time_ms
+from benchmarks.test_ops import _ops, _provider_fn, _runner
+
+STEPS = 20
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def steady_state_parity(case) -> None:
+    """The fused op's second call on fresh inputs (remembered launches) against fp64 on the same inputs."""
+    import kernels
+
+    fused = _provider_fn(case, "ted_adapter", "fused")
+    fused(*case.make(torch.bfloat16)).sum().backward()  # first call: through Triton
+    inputs = [t.detach().requires_grad_() for t in case.make(torch.bfloat16)]
+    out = fused(*inputs)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref = case.eager(*ref_inputs)
+    ref.backward(grad.double())
+    errors = [_rel_err(out, ref)] + [_rel_err(a.grad, b.grad) for a, b in zip(inputs, ref_inputs)]
+    ok = max(errors) < 2e-2  # docs/DESIGN.md §3, bf16
+    print(f"steady-state parity, bf16 vs fp64, {sum(kernels.launch_counts.values())} launches: worst relative error "
+          f"{max(errors):.2e} over value and {len(errors) - 1} gradients -> {'ok' if ok else 'FAILED'}")
+
+
+def measure(name: str, run: Callable[[], None], rows: int = 14) -> None:
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    bench_ms = device_time_ms(run)
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        run()
+    host_ms = (time.perf_counter() - start) / STEPS * 1e3
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(STEPS):
+            run()
+        torch.cuda.synchronize()
+    averages = prof.key_averages()
+    kernels = [a for a in averages if a.device_type == DeviceType.CUDA]  # device events, not the ops launching them
+    kernel_ms = sum(a.self_device_time_total for a in kernels) / STEPS / 1e3
+    launches = sum(a.count for a in kernels) / STEPS
+    print(f"\n== {name}: do_bench {bench_ms:.3f} ms | kernels {kernel_ms:.3f} ms in {launches:.0f} launches "
+          f"| host {host_ms:.3f} ms per step (no waits)", flush=True)
+    print(averages.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=60))
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60), flush=True)
+
+
+def ted() -> None:
+    torch.manual_seed(0)
+    case = _ops(VIT_B16, 8, 8)["ted_adapter"]
+    steady_state_parity(case)
+    for provider in ("fused", "eager"):
+        measure(f"ted_adapter {provider}",
+                _runner(_provider_fn(case, "ted_adapter", provider), lambda: case.make(torch.bfloat16), "fwdbwd", 2))
+
+
+def train(batch: int = 8) -> None:
+    from benchmarks.test_train_step import _setup
+
+    for provider in ("fused", "eager"):
+        step, _ = _setup("vit-b16-k400", batch, provider, "cuda")
+        measure(f"train step B={batch} {provider}", step, rows=20)
+
+
+if __name__ == "__main__":
+    for what in sys.argv[1:] or ["ted", "train"]:
+        {"ted": ted, "train": train}[what]()
