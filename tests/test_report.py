@@ -54,13 +54,18 @@ def test_static_prediction_is_labelled_and_calibrated_by_a_measured_card(tmp_pat
               eager=dict(device_kernels=43, bytes=1.3e9, floor_us=430.0))
     static = dict(hardware=dict(name="H100 SXM (sm_90)", hbm_achieved=3.0e12, bf16_achieved=790e12),
                   issue_rate=1.045e12, triton="3.x", created="2026-01-01T00:00:00", ops=[op],
-                  host=dict(fused_us=100.0, eager_us=400.0, registration={"custom_op": 100.0}),
+                  host=dict(fused_us=100.0, fused_triton_dispatch_us=300.0, eager_us=400.0,
+                            registration={"custom_op": 100.0}, fast_launches=dict(launches=66, differing=[])),
                   checks={"device kernels per TED fwd+bwd ≤ 10": dict(value=9, budget=10, met=True),
                           "host time ≤ 1/3 of eager": dict(value=0.5, budget=1 / 3, met=False)})
     (tmp_path / "static-sm90.json").write_text(json.dumps(static))
     (tmp_path / "pytest_benchmark.json").write_text(json.dumps({"benchmarks": []}))  # the GPU script's: skipped
+    profile = dict(call=3, shape="ted_adapter B=8 T=8 bf16", fused=dict(device_us=300.0, host_us=600.0,
+                                                                         kernels_us={"stencil_fwd": 3.0}),
+                   eager=dict(device_us=900.0, host_us=1200.0))
     (tmp_path / "Test_GPU.json").write_text(json.dumps(dict(
-        card="Test GPU", torch="2.x", triton="3.x", date="2026-01-01T00:00:00+00:00", rows=[_row("fused", 0.5)])))
+        card="Test GPU", torch="2.x", triton="3.x", date="2026-01-01T00:00:00+00:00", rows=[_row("fused", 0.5)],
+        profile=profile)))
     readme = tmp_path / "README.md"
     readme.write_text(f"{report.START}\n{report.END}\n")
     report.main(["--results", str(tmp_path), "--readme", str(readme)])
@@ -69,4 +74,7 @@ def test_static_prediction_is_labelled_and_calibrated_by_a_measured_card(tmp_pat
     assert "| device kernels per TED fwd+bwd ≤ 10 | 9 | 10 | yes |" in text
     assert "| host time ≤ 1/3 of eager | 0.5 | 0.333 | **no** |" in text
     assert "| stencil_fwd | - | 10 | 64 | 2.0 | 1.0 | 0.0 | 1.5 | 1.5 | issue |" in text
-    assert "Measured on Test GPU: fused TED-Adapter fwd+bwd 500 µs = 2.50× the prediction." in text
+    assert "Measured on Test GPU: fused TED-Adapter fwd+bwd 500 µs (do_bench) = 2.50× the prediction." in text
+    assert "the kernels ran 300 µs of device time against 200 µs predicted (1.50×)" in text
+    assert "| stencil_fwd | 3.0 | 1.5 | 2.00 |" in text  # measured / predicted per kernel
+    assert "66 launches compared with Triton's, 0 differing" in text

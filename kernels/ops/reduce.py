@@ -56,6 +56,7 @@ def _layout(segments: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], tup
             rows.append((work[-1] + start, n, s, out[-1] + start, min(BLOCK, n - start)))
         work.append(work[-1] + s * n)
         out.append(out[-1] + n)
+    rows.sort(key=lambda row: -row[2])  # the longest sums start first, not last (the GPU runs programs in order)
     return tuple(work), tuple(out), tuple(rows)
 
 
@@ -92,16 +93,17 @@ class Partials:
               strides: Sequence[Optional[Sequence[int]]] = ()) -> list[torch.Tensor]:
         """Views of ``flat`` (from :meth:`sum`) with the given shapes, consecutive from offset 0: contiguous,
         or with ``strides[i]`` where given (a piece written in its parameter's own dense layout)."""
-        views, offset = [], 0
-        for i, (shape, dense, size) in enumerate(_contiguous(tuple(map(tuple, shapes)))):
+        shapes = tuple(map(tuple, shapes))
+        views = []
+        for i, piece in enumerate(flat.split(_sizes(shapes))):  # one call for every piece (host time)
             given = strides[i] if i < len(strides) else None
-            views.append(flat.as_strided(shape, dense if given is None else given, offset))
-            offset += size
+            if given is not None:
+                views.append(piece.as_strided(shapes[i], given))
+            else:
+                views.append(piece if len(shapes[i]) == 1 else piece.view(shapes[i]))
         return views
 
 
 @functools.lru_cache(maxsize=256)
-def _contiguous(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...]:
-    """(shape, contiguous strides, elements) of each shape."""
-    return tuple((shape, tuple(math.prod(shape[i + 1:]) for i in range(len(shape))), math.prod(shape))
-                 for shape in shapes)
+def _sizes(shapes: tuple[tuple[int, ...], ...]) -> list[int]:
+    return [math.prod(shape) for shape in shapes]
