@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import UnreadableData
+from .data.prefetch import to_device_ahead
 from .data.transforms import model_input
 from .distributed import Runtime, all_reduce_sum
 from .model import M2CLIP
@@ -59,10 +60,10 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
     last = len(loader) - 1
     done = first_batch
-    for i, batch in enumerate(bar):
+    for i, batch in enumerate(to_device_ahead(bar, runtime.device)):  # the next batch's copy overlaps this step
         waited += time.perf_counter() - ready
         b = first_batch + i
-        video = model_input(batch["video"].to(runtime.device, non_blocking=True))  # uint8 copied, then float
+        video = loader.dataset.model_input(batch, runtime.device)  # uint8 copied; augmented and made float there
         labels = batch["label"].to(runtime.device, non_blocking=True)
         skipped += int(batch["skipped"].sum())
         report_unreadable(batch, "replaced unreadable video")

@@ -93,3 +93,45 @@ def test_random_resized_crop_and_timm_randaugment_are_the_same_for_every_frame()
     again = transforms.train_clip(frames, 40, 32, False, torch.Generator().manual_seed(0),
                                   randaugment="rand-m7-n4-mstd0.5-inc1", crop_scale=(0.08, 1.0), interpolation="bicubic")
     assert torch.equal(again, outputs[0])  # a clip's draw depends on its generator only
+
+
+def _device_path(frames, seeds, randaugment, flip=True):
+    """What training does now: workers crop and draw; the batch is augmented and converted on the device."""
+    clips, flips, aug_seeds = [], [], []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(seed)
+        clips.append(transforms.crop_clip(frames, 36, 32, gen).contiguous())
+        flipped, aug_seed = transforms.draw_augment(flip, randaugment, gen)
+        flips.append(flipped)
+        aug_seeds.append(aug_seed)
+    video = transforms.augment_batch(torch.stack(clips), torch.tensor(flips), torch.tensor(aug_seeds), randaugment)
+    return transforms.model_input(video), flips
+
+
+def test_flips_and_randaugment_on_the_device_equal_the_worker_pipeline():
+    """Same crop, flip, RandAugment draw and normalisation as a worker doing everything (``train_clip``), bit for
+    bit, for a batch; every frame of a clip augmented alike; flips drawn both ways."""
+    from torchvision.transforms import v2
+
+    frames = _clip(t=3, seed=2)
+    seeds = list(range(10))
+    for randaugment in (None, v2.RandAugment()):
+        got, flips = _device_path(frames, seeds, randaugment)
+        expected = torch.stack([transforms.model_input(transforms.train_clip(
+            frames, 36, 32, True, torch.Generator().manual_seed(s), randaugment)[None])[0] for s in seeds])
+        assert torch.equal(got, expected)
+        assert 0 < sum(flips) < len(seeds)
+        assert all(torch.equal(got[:, :, 0], got[:, :, t]) for t in range(1, 3))  # [B, 3, T, S, S]
+
+
+def test_a_clips_randaugment_depends_on_its_draw_only():
+    """The device path does not read or disturb the global RNG: the same draws give the same batch."""
+    from torchvision.transforms import v2
+
+    frames = _clip(t=2, seed=3)
+    first, _ = _device_path(frames, [5, 6, 7], v2.RandAugment())
+    state = torch.get_rng_state()
+    torch.manual_seed(1234)
+    second, _ = _device_path(frames, [5, 6, 7], v2.RandAugment())
+    assert torch.equal(first, second)
+    torch.set_rng_state(state)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import sampling
-from .transforms import test_views, train_clip
+from .transforms import augment_batch, crop_clip, draw_augment, model_input, test_views, train_clip
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +141,13 @@ def _decode_with_pyav(path: str, pick: Callable[[int], np.ndarray], size: dict) 
 
 
 class VideoDataset(Dataset):
-    """uint8 clips for training (``train=True``: one augmented clip ``[T, 3, S, S]``) or test (all views
-    ``[spatial*temporal, T, 3, S, S]``); :func:`~m2clip_fast.data.transforms.model_input` makes a batch of
-    them the model's input, on the device.
+    """uint8 clips for training (``train=True``: one cropped clip ``[T, 3, S, S]``) or test (all views
+    ``[spatial*temporal, T, 3, S, S]``); :meth:`model_input` makes a batch of them the model's input, on the
+    device.
 
-    Each item is ``{"video", "label", "skipped", "readable", "unreadable"}``. In training an unreadable,
+    Each item is ``{"video", "label", "skipped", "readable", "unreadable"}``, and in training also the
+    clip's augmentation draw, ``"flip"`` and ``"augment_seed"``, which :meth:`model_input` applies on the
+    device (with timm's RandAugment the worker applies them and they are ``False`` / ``-1``). In training an unreadable,
     missing or empty video is replaced by another sample (``skipped`` counts the replacements). In test mode
     it is *not* replaced: the item has ``readable=False`` and a zero video, so that evaluation can exclude
     it and count it — an evaluated set is exactly the listed videos that could be read. ``unreadable``
@@ -199,15 +201,35 @@ class VideoDataset(Dataset):
             return lambda n: sampling.dense_clips(n, t, stride, self.temporal_views)
         return lambda n: sampling.segment_clips(n, t, self.temporal_views)
 
-    def _load(self, record: VideoRecord, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+    @property
+    def augments_on_device(self) -> bool:
+        """Whether flips and RandAugment wait for :meth:`model_input` (training, unless timm's RandAugment,
+        which works on PIL images, makes the workers do it)."""
+        return self.train and not isinstance(self.randaugment, str)
+
+    def _load(self, record: VideoRecord, rng: np.random.Generator, gen: torch.Generator) -> dict:
         if self.train:
             short = int(torch.randint(self.scale_range[0], self.scale_range[1] + 1, (1,), generator=gen))
             frames = decode_frames(record.path, self._pick(rng), short)
-            return train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment, self.crop_scale,
-                              self.interpolation)
+            if not self.augments_on_device:
+                return {"video": train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment,
+                                            self.crop_scale, self.interpolation), "flip": False, "augment_seed": -1}
+            clip = crop_clip(frames, short, self.crop_size, gen, self.crop_scale, self.interpolation)
+            flipped, seed = draw_augment(self.flip, self.randaugment, gen)
+            return {"video": clip.contiguous(), "flip": flipped, "augment_seed": seed}
         frames = decode_frames(record.path, self._pick(rng), self.crop_size)
         views = [test_views(clip, self.crop_size, self.spatial_views) for clip in frames]  # per temporal clip
-        return torch.cat(views)
+        return {"video": torch.cat(views)}
+
+    def model_input(self, batch: dict, device: torch.device) -> torch.Tensor:
+        """A collated batch -> the model's float input on ``device``: the uint8 copy (pinned memory, no wait),
+        then the flips and RandAugment the workers drew (training) and the conversion, batched there.
+        Train ``[B, 3, T, S, S]``; evaluation ``[B, V, 3, T, S, S]``."""
+        video = batch["video"].to(device, non_blocking=True)
+        if "flip" in batch:
+            video = augment_batch(video, batch["flip"], batch["augment_seed"],
+                                  None if isinstance(self.randaugment, str) else self.randaugment)
+        return model_input(video)
 
     def __getitem__(self, index: int) -> dict:
         seed = [self.seed, self.epoch, index]
@@ -217,7 +239,7 @@ class VideoDataset(Dataset):
         for attempt in range(self.max_tries):
             record = self.records[candidate]
             try:
-                return {"video": self._load(record, rng, gen), "label": record.label, "skipped": attempt,
+                return {**self._load(record, rng, gen), "label": record.label, "skipped": attempt,
                         "readable": True, "unreadable": "\n".join(problems)}
             except Exception as err:  # decord raises its own error types; every failure is reported
                 problems.append(f"{record.path} ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})"

@@ -1,6 +1,7 @@
 """Clip-consistent video transforms: one random draw per clip, applied to all of its frames. Workers crop
-(and flip, augment) uint8 clips; :func:`model_input` turns a batch of them into the model's float input on
-the device, where conversion and normalisation are cheap and the copy is a quarter of float32's."""
+uint8 clips and draw each clip's flip and RandAugment (from the clip's own generator); on the device,
+:func:`augment_batch` applies them and :func:`model_input` makes the model's float input — where those are
+cheap and the copy is a quarter of float32's. timm's RandAugment (PIL only) runs in the workers."""
 from __future__ import annotations
 
 import functools
@@ -68,14 +69,13 @@ def _timm_randaugment(config: str):
     return rand_augment_transform(config, {"translate_const": 100, "img_mean": (124, 116, 104)})
 
 
-def timm_randaugment(clip: torch.Tensor, config: str, generator: torch.Generator) -> torch.Tensor:
+def timm_randaugment(clip: torch.Tensor, config: str, seed: int) -> torch.Tensor:
     """timm's RandAugment from its config string (``"rand-m7-n4-mstd0.5-inc1"``), the same ops and magnitudes
-    on every frame: each frame is transformed from the same random state (drawn from ``generator``); the
-    global ``random``/NumPy states are restored afterwards. uint8 ``[T, 3, H, W]`` -> the same."""
+    on every frame: each frame is transformed from the random state ``seed``; the global ``random``/NumPy
+    states are restored afterwards. timm's ops work on PIL images: CPU only. uint8 ``[T, 3, H, W]`` -> the same."""
     from PIL import Image
 
     transform = _timm_randaugment(config)
-    seed = int(torch.randint(2**31, (1,), generator=generator))
     saved = random.getstate(), np.random.get_state()
     frames = []
     try:
@@ -89,6 +89,61 @@ def timm_randaugment(clip: torch.Tensor, config: str, generator: torch.Generator
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
 
 
+def crop_clip(
+    frames: torch.Tensor,
+    short_side: int,
+    crop_size: int,
+    generator: torch.Generator,
+    crop_scale: Optional[tuple[float, float]] = None,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """One crop draw for the whole clip: the short side to ``short_side`` (the caller draws it: scale jitter)
+    and a random ``crop_size`` crop, or with ``crop_scale`` a random-resized crop over that share of the area.
+    uint8 ``[T, H, W, 3]`` -> uint8 ``[T, 3, S, S]``."""
+    clip = channels_first(frames)
+    if crop_scale is not None:
+        return random_resized_crop(clip, crop_size, crop_scale, interpolation, generator)
+    clip = resize_short_side(clip, short_side, interpolation)
+    h, w = clip.shape[-2:]
+    top = int(torch.randint(0, h - crop_size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - crop_size + 1, (1,), generator=generator))
+    return clip[..., top : top + crop_size, left : left + crop_size]
+
+
+def draw_augment(flip: bool, randaugment: Optional[Union[torch.nn.Module, str]],
+                 generator: torch.Generator) -> tuple[bool, int]:
+    """A clip's augmentation draw, after its crop's: (flip it, the seed of its RandAugment draw; -1 for none)."""
+    flipped = bool(flip and torch.rand((), generator=generator) < 0.5)
+    seed = int(torch.randint(2**31, (1,), generator=generator)) if randaugment is not None else -1
+    return flipped, seed
+
+
+def augment(clip: torch.Tensor, flipped: bool, seed: int,
+            randaugment: Optional[Union[torch.nn.Module, str]]) -> torch.Tensor:
+    """Apply a draw (:func:`draw_augment`) to one clip, every frame alike, on the clip's device (a timm config
+    string: CPU only). uint8 ``[T, 3, S, S]`` -> the same."""
+    if flipped:
+        clip = clip.flip(-1)
+    if isinstance(randaugment, str):
+        clip = timm_randaugment(clip.contiguous(), randaugment, seed)
+    elif randaugment is not None:  # torchvision v2: one op draw per call, applied to every frame
+        with torch.random.fork_rng(devices=[]):  # it draws from the global RNG: make it the clip's, then restore
+            torch.manual_seed(seed)
+            clip = randaugment(clip)
+    return clip
+
+
+def augment_batch(video: torch.Tensor, flipped: torch.Tensor, seeds: torch.Tensor,
+                  randaugment: Optional[torch.nn.Module]) -> torch.Tensor:
+    """:func:`augment` for a batch, on the batch's device (the GPU in training): flips as one masked select
+    (no host sync), torchvision's RandAugment clip by clip. uint8 ``[B, T, 3, S, S]``, ``flipped [B]`` bool,
+    ``seeds [B]`` int64 (on the CPU) -> uint8 ``[B, T, 3, S, S]``."""
+    video = torch.where(flipped.to(video.device, non_blocking=True).view(-1, 1, 1, 1, 1), video.flip(-1), video)
+    if randaugment is None:
+        return video
+    return torch.stack([augment(clip, False, seed, randaugment) for clip, seed in zip(video, seeds.tolist())])
+
+
 def train_clip(
     frames: torch.Tensor,
     short_side: int,
@@ -99,27 +154,12 @@ def train_clip(
     crop_scale: Optional[tuple[float, float]] = None,
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
-    """One random draw per clip, applied to every frame: the crop — the short side to ``short_side`` (the
-    caller draws it: scale jitter) and a random ``crop_size`` crop, or with ``crop_scale`` a random-resized
-    crop over that share of the area — then an optional horizontal flip and RandAugment (a torchvision
-    module, or a timm config string). uint8 ``[T, H, W, 3]`` -> uint8 ``[T, 3, S, S]`` (:func:`model_input`
-    makes it the model's input on the device)."""
-    clip = channels_first(frames)
-    if crop_scale is not None:
-        clip = random_resized_crop(clip, crop_size, crop_scale, interpolation, generator)
-    else:
-        clip = resize_short_side(clip, short_side, interpolation)
-        h, w = clip.shape[-2:]
-        top = int(torch.randint(0, h - crop_size + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - crop_size + 1, (1,), generator=generator))
-        clip = clip[..., top : top + crop_size, left : left + crop_size]
-    if flip and torch.rand((), generator=generator) < 0.5:
-        clip = clip.flip(-1)
-    if isinstance(randaugment, str):
-        clip = timm_randaugment(clip.contiguous(), randaugment, generator)
-    elif randaugment is not None:  # torchvision v2 draws one op per call: consistent across frames
-        clip = randaugment(clip)
-    return clip.contiguous()
+    """Crop, flip and RandAugment in one place (:func:`crop_clip`, :func:`draw_augment`, :func:`augment`):
+    what a worker does when the augmentation cannot run on the device (timm's RandAugment), and the reference
+    the device path is tested against. uint8 ``[T, H, W, 3]`` -> uint8 ``[T, 3, S, S]``."""
+    clip = crop_clip(frames, short_side, crop_size, generator, crop_scale, interpolation)
+    flipped, seed = draw_augment(flip, randaugment, generator)
+    return augment(clip, flipped, seed, randaugment).contiguous()
 
 
 def test_views(frames: torch.Tensor, crop_size: int, num_spatial: int) -> torch.Tensor:
