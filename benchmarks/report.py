@@ -85,6 +85,17 @@ def data_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def gop_table(rows: list[dict]) -> list[str]:
+    """``prepare``'s keyframe interval: clips/s of one process and MB per minute of video, per GOP."""
+    rows = [r for r in rows if r["suite"] == "data_gop"]
+    if not rows:
+        return []
+    out = ["| source | sampling | GOP (frames) | clips/s, one process | MB per minute |", "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["width"], r["sampling"], r["gop"])):
+        out.append(f"| {r['width']} | {r['sampling']} | {r['gop']} | {r['per_process']:.1f} | {r['mb_per_minute']:.1f} |")
+    return out
+
+
 def targets_table(rows: list[dict]) -> list[str]:
     """The project's performance targets (the benchmarks issue), read off this card's rows."""
     ted = {r["provider"]: r for r in rows
@@ -197,7 +208,7 @@ def render(result: dict, image: Optional[str]) -> str:
     if image:
         lines += [f"![benchmarks on {result['card']}]({image})", ""]
     tables = (targets_table(result["rows"]), train_table(result["rows"]), ops_table(result["rows"]),
-              block_table(result["rows"]), data_table(result["rows"]))
+              block_table(result["rows"]), data_table(result["rows"]), gop_table(result["rows"]))
     for table in tables:
         if table:
             lines += table + [""]

@@ -30,6 +30,8 @@ WORKERS = int(os.environ.get("M2CLIP_BENCH_DATA_WORKERS", "0")) or min(4, len(os
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "m2clip_fast", "bench-data-v1")
 SIZES = {"340x256": (340, 256), "1280x720": (1280, 720)}
 SAMPLING = {"dense 8x16": ("dense", 16), "segment 8": ("segment", 16)}
+# prepare's keyframe interval (frames; 250 is x264's default): M2CLIP_BENCH_DATA_GOPS="8,16,32,250"
+GOPS = [int(g) for g in os.environ.get("M2CLIP_BENCH_DATA_GOPS", "8,16,32,250").split(",") if g]
 CROP = 224
 
 
@@ -94,6 +96,16 @@ def _decode_limit(path: str, indices: np.ndarray, seek_each: bool) -> None:
                     break
 
 
+def _per_process(dataset: VideoDataset, rounds: int = 3) -> float:
+    """Clips/s of one process going through ``dataset`` ``rounds`` times (a new draw each epoch)."""
+    start = time.perf_counter()
+    for epoch in range(rounds):
+        dataset.set_epoch(epoch)
+        for i in range(len(dataset)):
+            assert dataset[i]["readable"]
+    return rounds * len(dataset) / (time.perf_counter() - start)
+
+
 @pytest.mark.parametrize("sampling_name", list(SAMPLING))
 @pytest.mark.parametrize("version", ["source", "prepared"])
 @pytest.mark.parametrize("resolution", list(SIZES))
@@ -104,13 +116,8 @@ def test_data(benchmark, record, videos, resolution, version, sampling_name):
     dataset = VideoDataset(records, 8, CROP, train=True, sampling_mode=mode, sampling_rate=stride, seed=0)
     torch.set_num_threads(1)  # one worker process's share
 
-    def per_process(rounds: int = 3) -> float:
-        start = time.perf_counter()
-        for epoch in range(rounds):
-            dataset.set_epoch(epoch)
-            for i in range(len(dataset)):
-                assert dataset[i]["readable"]
-        return rounds * len(dataset) / (time.perf_counter() - start)
+    def per_process() -> float:
+        return _per_process(dataset)
 
     def decode_limit(rounds: int = 3) -> float:
         import av
@@ -141,6 +148,32 @@ def test_data(benchmark, record, videos, resolution, version, sampling_name):
                per_process=per_process(), decode_limit=decode_limit(), loader=loader(), workers=WORKERS)
     row["vs_decode_limit"] = row["decode_limit"] / row["per_process"]
     benchmark.group = f"data {resolution} {version} {sampling_name}"
+    benchmark.extra_info.update(row)
+    benchmark.pedantic(lambda: dataset[0], rounds=3, warmup_rounds=0)
+    record(row)
+
+
+@pytest.mark.parametrize("sampling_name", list(SAMPLING))
+@pytest.mark.parametrize("gop", GOPS)
+@pytest.mark.parametrize("resolution", list(SIZES))
+def test_prepare_gop(benchmark, record, videos, resolution, gop, sampling_name):
+    """``prepare``'s keyframe interval: clips/s of one process and the file size, the same sources re-encoded
+    to a 320 px short side with a keyframe every ``gop`` frames (250: x264's default)."""
+    mode, stride = SAMPLING[sampling_name]
+    paths = []
+    for i, src in enumerate(videos[(resolution, "source")]):
+        dst = os.path.join(CACHE, f"gop{gop}", f"{resolution}-{i}.mp4")
+        if not os.path.exists(dst):
+            encode(src, dst, short_side=320, gop=gop)
+        paths.append(dst)
+    dataset = VideoDataset([VideoRecord(p, 0) for p in paths], 8, CROP, train=True, sampling_mode=mode,
+                           sampling_rate=stride, seed=0)
+    torch.set_num_threads(1)
+    _per_process(dataset, rounds=1)  # warm-up
+    row = dict(suite="data_gop", op="clips", width=resolution, gop=gop, sampling=sampling_name, B=0, T=8,
+               dtype="uint8", provider="data", passes="-", median_ms=0.0, per_process=_per_process(dataset),
+               mb_per_minute=sum(os.path.getsize(p) for p in paths) / len(paths) / 1e6 * 6)  # 10 s videos
+    benchmark.group = f"data gop {resolution} {gop} {sampling_name}"
     benchmark.extra_info.update(row)
     benchmark.pedantic(lambda: dataset[0], rounds=3, warmup_rounds=0)
     record(row)
