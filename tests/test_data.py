@@ -134,8 +134,9 @@ def test_the_demo_data_set_is_the_same_bytes_every_time(tmp_path):
                                                   ("libvpx-vp9", ".webm", 128), ("libsvtav1", ".mp4", 128),
                                                   ("libx264", ".mp4", 96)])
 def test_codecs_users_have_decode_to_the_same_frames(tmp_path, monkeypatch, codec, suffix, width):
-    """H.264, HEVC, VP9 and AV1 give the same frames, picked and scaled the same way. decord 0.6 cannot open
-    AV1, and misreads 48-px-wide frames (the 96-px clip scaled by half): PyAV decodes those instead."""
+    """H.264, HEVC, VP9 and AV1 give the same frames, picked and scaled the same way, whichever decord is
+    installed (decord 0.6 cannot open AV1 and misreads 48-px-wide frames — the 96-px clip scaled by half —
+    and PyAV decodes those instead)."""
     import av
 
     monkeypatch.setenv("SVT_LOG", "1")  # SVT-AV1: errors only

@@ -91,9 +91,9 @@ def decode_frames(path: str, pick: Callable[[int], np.ndarray], short_side: Opti
     """Decode only the frames ``pick(num_frames)`` selects. -> uint8 ``[*pick shape, H, W, 3]``.
 
     ``short_side``: when the video is more than 10% larger, the decoder itself scales it to about this
-    short side (aspect kept), so large frames are never materialised at full size. decord decodes; a video
-    it cannot open (AV1, for one: decord 0.6 is built on FFmpeg 4.1) or misreads (some frame widths, e.g. 48
-    px) is decoded by PyAV instead."""
+    short side (aspect kept), so large frames are never materialised at full size. decord (the decord2
+    package) decodes; a video it cannot open or misreads (decord 0.6, if installed instead, cannot open AV1
+    and misreads some frame widths, e.g. 48 px) is decoded by PyAV instead."""
     import decord
 
     if not os.path.isfile(path):
