@@ -267,7 +267,7 @@ def calibration(ted: dict, card: str, profile: dict) -> list[str]:
     predicted: dict[str, list[float]] = defaultdict(list)
     for k in ted["kernels"]:
         predicted[k["name"]].append(k["predicted_us"])
-    lines = ["", f"On {card} (call {profile['call']}, {profile['shape']}): the kernels ran {fused['device_us']:.0f} µs "
+    lines = ["", f"On {card} ({'call ' if isinstance(profile['call'], int) else ''}{profile['call']}, {profile['shape']}): the kernels ran {fused['device_us']:.0f} µs "
              f"of device time against {ted['predicted_us']:.0f} µs predicted "
              f"({fused['device_us'] / ted['predicted_us']:.2f}×), and issuing them took {fused['host_us']:.0f} µs "
              f"of host time (eager: {profile['eager']['device_us']:.0f} µs device, {profile['eager']['host_us']:.0f} µs "
@@ -275,6 +275,8 @@ def calibration(ted: dict, card: str, profile: dict) -> list[str]:
              "| kernel | measured µs | predicted µs | measured / predicted |", "|---|---|---|---|"]
     for name, us in fused["kernels_us"].items():
         kernel = name.split(" ")[0]
+        if kernel not in predicted:
+            continue
         pred = sum(predicted[kernel]) / len(predicted[kernel])
         lines.append(f"| {name} | {us:.1f} | {pred:.1f} | {us / pred:.2f} |")
     return lines

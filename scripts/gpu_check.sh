@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The GPU checks as one command for a GPU machine with no network (an H100/H200), inside 7 minutes:
+# The GPU checks as one command for a GPU machine with no network (an H100/H200), inside 8 minutes:
 #   1. the kernel tests on the GPU, capped at 2 minutes (fp32 IEEE/TF32, bf16, fp16 parity; deterministic
 #      backward; CUDA-graph capture and replay of a fused step; the fused model against eager; the
 #      benchmark harness);
 #   2. the benchmarks (not the data benchmark: the CPU's, with PyAV, which the image lacks), trimmed grid (M2CLIP_BENCH_QUICK=1) under a time budget, the target rows first, each
 #      row written into $OUT as it finishes (a run that is killed keeps what it measured);
-#   3. the report (tables, chart, measured / predicted against benchmarks/results/static-sm90.json).
+#   3. where the target row's time goes (scripts/gpu_profile.py: device vs host time, per kernel), stored in
+#      the card's JSON;
+#   4. the report (tables, chart, measured / predicted per kernel against benchmarks/results/static-sm90.json).
 # Installs nothing from the network: fetch the wheels here first (scripts/fetch_gpu_wheels.sh) and carry
-# ".whl". Everything worth keeping lands in $OUT (at most 8 files come back). On the device tool:
-#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=480)
+# ".whl". Everything worth keeping lands in $OUT (7 files: at most 8 come back). On the device tool:
+#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
 # Then copy $OUT's <card>.json/.md/.png into benchmarks/results/, run
 # `python -m benchmarks.report --readme README.md` and commit.
 # Dry run here, on CPU (interpreter, CPU benchmark rows only): ALLOW_CPU=1 OUT=/tmp/out bash scripts/gpu_check.sh
@@ -35,16 +37,23 @@ python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${
 parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 timeout "${TESTS_S:-120}" python3 -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning $parallel \
   tests/test_gemm.py tests/test_stencil.py tests/test_ted_adapter.py tests/test_text_adapter.py tests/test_graph_capture.py \
-  tests/test_fused_model.py tests/test_benchmark_harness.py \
+  tests/test_fused_model.py tests/test_benchmark_harness.py tests/test_prefetch.py \
   2>&1 | tee "$OUT/tests.log"
 
 # 2. Benchmarks: rows that would start after the budget skip; <card>.json in $OUT is rewritten after every row.
 M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_BENCH_BUDGET_S=${M2CLIP_BENCH_BUDGET_S:-180} \
   timeout "${BENCH_S:-240}" python3 -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
   --ignore benchmarks/test_data.py \
-  --benchmark-columns=median,rounds --benchmark-json "$OUT/pytest_benchmark.json" 2>&1 | tee "$OUT/bench.log" | tail -40
+  --benchmark-columns=median,rounds 2>&1 | tee "$OUT/bench.log" | tail -40
 
-# 3. Report for this card (beside the static prediction, for the measured / predicted ratio).
+# 3. Profile of the target row, stored in the card's JSON.
+card_json=$(ls "$OUT"/*.json 2>/dev/null | head -1)
+timeout "${PROFILE_S:-90}" python3 scripts/gpu_profile.py ted ${card_json:+--into "$card_json"} > "$OUT/profile.txt" 2>&1
+grep -E "parity|==|stored" "$OUT/profile.txt"
+
+# 4. Report for this card (beside the static prediction, for the measured / predicted ratio); the static
+#    model's files are regenerated where the results are committed, so they do not come back.
 cp benchmarks/results/static-sm90.json "$OUT/" 2>/dev/null
 python3 -m benchmarks.report --results "$OUT" 2>&1 | tee -a "$OUT/bench.log"
+rm -f "$OUT"/static-sm90.*
 ls -la "$OUT"

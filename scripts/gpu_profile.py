@@ -1,4 +1,5 @@
-"""Where the GPU time goes, on the GPU machine: ``PYTHONPATH=$PWD python3 scripts/gpu_profile.py [ted] [train]``.
+"""Where the GPU time goes, on the GPU machine: ``PYTHONPATH=$PWD python3 scripts/gpu_profile.py [ted] [train]
+[--into benchmarks/results/<card>.json]``.
 
 ``ted``: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd). First a parity check of the steady
 state (the launch after the first, which goes through :mod:`kernels.launcher`'s remembered signatures)
@@ -14,7 +15,9 @@ figures and the ops that take the most host time.
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import os
 import time
 from typing import Callable
 
@@ -51,7 +54,8 @@ def steady_state_parity(case) -> None:
           f"{max(errors):.2e} over value and {len(errors) - 1} gradients -> {'ok' if ok else 'FAILED'}")
 
 
-def measure(name: str, run: Callable[[], None], rows: int = 14) -> None:
+def measure(name: str, run: Callable[[], None], rows: int = 14) -> dict:
+    """Print and return ``do_bench``, device and host time per step and the kernels' mean device time."""
     for _ in range(3):
         run()
     torch.cuda.synchronize()
@@ -73,15 +77,33 @@ def measure(name: str, run: Callable[[], None], rows: int = 14) -> None:
           f"| host {host_ms:.3f} ms per step (no waits)", flush=True)
     print(averages.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=60))
     print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60), flush=True)
+    per_kernel = {}
+    for a in kernels:  # Triton's "_gemm_kernel" -> "gemm", as the static model names them
+        short = a.key.strip("_").removesuffix("_kernel")
+        per_step = a.count / STEPS
+        label = short if per_step <= 1 else f"{short} ({per_step:.0f}, mean)"
+        per_kernel[label] = round(a.self_device_time_total / a.count, 2)
+    return dict(do_bench_us=round(bench_ms * 1e3), device_us=round(kernel_ms * 1e3), host_us=round(host_ms * 1e3),
+                launches=round(launches), kernels_us=per_kernel)
 
 
-def ted() -> None:
+def ted(into: str | None = None) -> None:
+    """The target row; with ``into`` (a card's results JSON) the figures are stored there as its ``profile``,
+    which ``benchmarks.report`` sets beside the static model's prediction kernel by kernel."""
     torch.manual_seed(0)
     case = _ops(VIT_B16, 8, 8)["ted_adapter"]
     steady_state_parity(case)
+    profile = {"shape": "ted_adapter ViT-B/16 B=8 T=8 bf16 fwd+bwd", "call": "this run"}
     for provider in ("fused", "eager"):
-        measure(f"ted_adapter {provider}",
-                _runner(_provider_fn(case, "ted_adapter", provider), lambda: case.make(torch.bfloat16), "fwdbwd", 2))
+        profile[provider] = measure(f"ted_adapter {provider}", _runner(
+            _provider_fn(case, "ted_adapter", provider), lambda: case.make(torch.bfloat16), "fwdbwd", 2))
+    if into and os.path.exists(into):
+        with open(into) as f:
+            result = json.load(f)
+        result["profile"] = profile
+        with open(into, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"profile stored in {into}")
 
 
 def train(batch: int = 8) -> None:
@@ -93,5 +115,9 @@ def train(batch: int = 8) -> None:
 
 
 if __name__ == "__main__":
-    for what in sys.argv[1:] or ["ted", "train"]:
-        {"ted": ted, "train": train}[what]()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="*", choices=["ted", "train"], default=["ted", "train"])
+    parser.add_argument("--into", help="a card's results JSON to store the TED-Adapter profile in")
+    args = parser.parse_args()
+    for what in args.what:
+        ted(args.into) if what == "ted" else train()

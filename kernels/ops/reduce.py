@@ -93,17 +93,12 @@ class Partials:
               strides: Sequence[Optional[Sequence[int]]] = ()) -> list[torch.Tensor]:
         """Views of ``flat`` (from :meth:`sum`) with the given shapes, consecutive from offset 0: contiguous,
         or with ``strides[i]`` where given (a piece written in its parameter's own dense layout)."""
-        shapes = tuple(map(tuple, shapes))
         views = []
-        for i, piece in enumerate(flat.split(_sizes(shapes))):  # one call for every piece (host time)
+        for i, piece in enumerate(flat.split([math.prod(shape) for shape in shapes])):  # one call for all pieces
             given = strides[i] if i < len(strides) else None
             if given is not None:
-                views.append(piece.as_strided(shapes[i], given))
+                views.append(piece.as_strided(tuple(shapes[i]), given))
             else:
-                views.append(piece if len(shapes[i]) == 1 else piece.view(shapes[i]))
+                views.append(piece if len(shapes[i]) == 1 else piece.view(tuple(shapes[i])))
         return views
 
-
-@functools.lru_cache(maxsize=256)
-def _sizes(shapes: tuple[tuple[int, ...], ...]) -> list[int]:
-    return [math.prod(shape) for shape in shapes]
