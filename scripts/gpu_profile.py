@@ -12,6 +12,8 @@ against the fp64 reference; then per provider:
 
 ``train``: one training step (vit-b16-k400, B=8, bf16 autocast) with fused and eager adapters, the same three
 figures and the ops that take the most host time.
+
+``ncu``: one warmed-up fused fwd+bwd of the target row inside the NVTX range ``profile``, for Nsight Compute.
 """
 from __future__ import annotations
 
@@ -106,6 +108,20 @@ def ted(into: str | None = None) -> None:
         print(f"profile stored in {into}")
 
 
+def ncu_target() -> None:
+    """The fused target row, warmed up (autotuned, launches learnt), then one fwd+bwd inside the NVTX range
+    ``profile`` — for Nsight Compute: ``ncu --nvtx --nvtx-include "profile/" ... gpu_profile.py ncu``."""
+    torch.manual_seed(0)
+    case = _ops(VIT_B16, 8, 8)["ted_adapter"]
+    run = _runner(_provider_fn(case, "ted_adapter", "fused"), lambda: case.make(torch.bfloat16), "fwdbwd", 2)
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    with torch.cuda.nvtx.range("profile"):
+        run()
+    torch.cuda.synchronize()
+
+
 def train(batch: int = 8) -> None:
     from benchmarks.test_train_step import _setup
 
@@ -116,8 +132,8 @@ def train(batch: int = 8) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="*", choices=["ted", "train"], default=["ted", "train"])
+    parser.add_argument("what", nargs="*", choices=["ted", "train", "ncu"], default=["ted", "train"])
     parser.add_argument("--into", help="a card's results JSON to store the TED-Adapter profile in")
     args = parser.parse_args()
     for what in args.what:
-        ted(args.into) if what == "ted" else train()
+        {"ted": lambda: ted(args.into), "train": train, "ncu": ncu_target}[what]()
