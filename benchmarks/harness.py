@@ -73,6 +73,12 @@ def device_time_ms(fn: Callable[[], object]) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
+def graph_time_ms(fn: Callable[[], object]) -> float:
+    """Median device time of ``fn`` in ms replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``):
+    no host time at all, what a graph-captured training step would see (L2 is not flushed between calls)."""
+    return float(triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median"))
+
+
 def measure_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
     src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
     dst = torch.empty_like(src)

@@ -28,6 +28,10 @@ def ops_table(rows: list[dict]) -> list[str]:
         return []
     out = ["| op | width | B | T | dtype | pass | fused ms | eager ms | compile ms | compile-max ms | "
            "× eager | × compile-max | fused % of roofline |", "|" + "---|" * 13]
+    graphs = any("fused-graph" in p for p in groups.values())
+    if graphs:  # CUDA-graph replays: device time alone
+        out = [out[0] + " fused, graph ms | eager, graph ms | × eager, graphs | fused, graph % of roofline |",
+               out[1] + "---|" * 4]
     if any("call" in r for p in groups.values() for r in p.values()):
         out = [out[0] + " calls (fused, eager, compile, compile-max) |", out[1] + "---|"]
     for key in sorted(groups):
@@ -40,6 +44,11 @@ def ops_table(rows: list[dict]) -> list[str]:
         roof = f"{100 * fused['fraction_of_floor']:.0f}%" if fused else "–"
         line = (f"| {' | '.join(map(str, key))} | {_ms(fused)} | {_ms(p.get('eager'))} | {_ms(p.get('compile'))} | "
                 f"{_ms(p.get('compile-max'))} | {speedup('eager')} | {speedup('compile-max')} | {roof} |")
+        if graphs:
+            fg, eg = p.get("fused-graph"), p.get("eager-graph")
+            ratio = f"{eg['median_ms'] / fg['median_ms']:.2f}" if fg and eg else "–"
+            groof = f"{100 * fg['fraction_of_floor']:.0f}%" if fg else "–"
+            line += f" {_ms(fg)} | {_ms(eg)} | {ratio} | {groof} |"
         if out[0].endswith("compile-max) |"):
             line += " " + ", ".join(str(p[n].get("call", "–")) if n in p else "–"
                                     for n in ("fused", "eager", "compile", "compile-max")) + " |"

@@ -1,4 +1,5 @@
-"""Per-op benchmarks: fused vs eager vs torch.compile (default; max-autotune); fwd, bwd, fwd+bwd.
+"""Per-op benchmarks: fused vs eager vs torch.compile (default; max-autotune); fwd, bwd, fwd+bwd; and fused vs
+eager replayed from CUDA graphs (``-graph``: device time alone).
 
 Bytes are the compulsory traffic (every input read once, every output written once); FLOPs are
 counted analytically (GEMMs 2·M·N·K; depthwise taps 2 per tap).
@@ -12,12 +13,14 @@ from typing import Callable
 import pytest
 import torch
 
-from .harness import DTYPES, HAS_CUDA, NO_CUDA_REASON, VIT_B16, VIT_L14, Width, copies_for, device_time_ms, roofline
-from .harness import rotating
+from .harness import DTYPES, HAS_CUDA, NO_CUDA_REASON, VIT_B16, VIT_L14, Width, copies_for, device_time_ms
+from .harness import graph_time_ms, roofline, rotating
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
 
 PROVIDERS = os.environ.get("M2CLIP_BENCH_PROVIDERS", "fused,eager,compile,compile-max").split(",")
+# The same ops replayed from CUDA graphs: device time alone, where launching no longer counts.
+GRAPH_PROVIDERS = os.environ.get("M2CLIP_BENCH_GRAPH_PROVIDERS", "fused-graph,eager-graph").split(",")
 QUICK = os.environ.get("M2CLIP_BENCH_QUICK", "0") == "1"  # trims the grid to fit a short GPU lease
 DEVICE = "cuda"  # a module constant so the harness can be dry-run elsewhere
 # torch.compile modes. compile-max autotunes its kernels like max-autotune, but without CUDA graphs: every
@@ -126,6 +129,7 @@ _COMPILED: dict = {}
 
 
 def _provider_fn(case: OpCase, op: str, provider: str) -> Callable:
+    provider = provider.removesuffix("-graph")  # the same function; only the timing differs
     if provider == "fused":
         return case.fused
     if provider == "eager":
@@ -167,7 +171,7 @@ def _runner(fn: Callable, make: Callable, passes: str, copies: int) -> Callable[
 
 @pytest.mark.parametrize("passes", ["fwd", "bwd", "fwdbwd"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", PROVIDERS + [p for p in GRAPH_PROVIDERS if p])
 @pytest.mark.parametrize("op, width, B, T", list(_grid()), ids=lambda v: getattr(v, "name", str(v)))
 def test_op(benchmark, record, hardware, op, width, B, T, provider, dtype, passes):
     torch.manual_seed(0)
@@ -179,9 +183,13 @@ def test_op(benchmark, record, hardware, op, width, B, T, provider, dtype, passe
     try:
         run = _runner(fn, lambda: case.make(dt), passes, copies_for(set_bytes))
         run()  # compile / autotune outside the timing
-        median_ms = device_time_ms(run)
+        median_ms = graph_time_ms(run) if provider.endswith("-graph") else device_time_ms(run)
     except torch.cuda.OutOfMemoryError:
         pytest.skip(f"{op} {width.name} B={B} T={T} {dtype} {provider}: out of memory")
+    except RuntimeError as err:  # a pass that cannot be captured in a CUDA graph: say so, do not time it
+        if not provider.endswith("-graph"):
+            raise
+        pytest.skip(f"{op} {width.name} B={B} T={T} {dtype} {passes}: not capturable in a CUDA graph ({err})")
     fwd_bytes, fwd_flops, bwd_bytes, bwd_flops = case.cost(torch.finfo(dt).bits // 8)
     nbytes = {"fwd": fwd_bytes, "bwd": bwd_bytes, "fwdbwd": fwd_bytes + bwd_bytes}[passes]
     flops = {"fwd": fwd_flops, "bwd": bwd_flops, "fwdbwd": fwd_flops + bwd_flops}[passes]

@@ -28,3 +28,12 @@ def test_compile_providers_name_real_inductor_modes():
     assert test_ops.COMPILE_MODES["compile"] is None
     options = torch._inductor.list_mode_options(test_ops.COMPILE_MODES["compile-max"])  # raises for unknown modes
     assert options.get("max_autotune") is True and not options.get("triton.cudagraphs", False)
+
+
+def test_graph_providers_time_the_same_functions():
+    """``fused-graph`` and ``eager-graph`` run exactly the ``fused`` and ``eager`` functions (only the timing
+    differs: CUDA-graph replays)."""
+    for op, case in test_ops._ops(SMALL, 2, 3).items():
+        for provider in ("fused", "eager"):
+            assert test_ops._provider_fn(case, op, provider + "-graph") is test_ops._provider_fn(case, op, provider)
+    assert test_ops.GRAPH_PROVIDERS == ["fused-graph", "eager-graph"]
