@@ -39,7 +39,7 @@ python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${
 parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 timeout "${TESTS_S:-90}" python3 -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning $parallel \
   tests/test_gemm.py tests/test_stencil.py tests/test_ted_adapter.py tests/test_text_adapter.py tests/test_graph_capture.py \
-  tests/test_fused_model.py tests/test_benchmark_harness.py tests/test_prefetch.py \
+  tests/test_fused_model.py tests/test_benchmark_harness.py tests/test_prefetch.py tests/test_launcher.py \
   2>&1 | tee "$OUT/tests.log"
 
 # 2. Benchmarks: rows that would start after the budget skip; <card>.json in $OUT is rewritten after every row.

@@ -1,9 +1,13 @@
 """kernels/launcher.py: the remembered launches are checked call by call against Triton's own on a stand-in
 sm_90 driver by the static model (tests/test_static_model.py); here, that this Triton still launches the way
 the launcher replays, so that a Triton upgrade that changes it is caught rather than quietly slower."""
+import torch
 import triton
 
-from kernels import launcher
+import kernels
+from kernels import BranchWeights, launcher
+
+from .parity import branch, cuda
 
 
 def test_the_installed_triton_launches_the_way_the_launcher_replays():
@@ -13,3 +17,27 @@ def test_the_installed_triton_launches_the_way_the_launcher_replays():
 def test_forget_drops_every_remembered_signature():
     launcher._known[("probe",)] = launcher._THROUGH_TRITON
     assert launcher.forget() >= 1 and launcher._known == {}
+
+
+@cuda
+def test_cuda_replayed_launches_give_what_triton_launches_give(monkeypatch):
+    """On a GPU: a TED-Adapter fwd+bwd whose launches are replayed (the third call: the first learns, the
+    second replays) equals, bit for bit, the same call with every launch made by Triton."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * 4, 1 + 12, 64, generator=g).cuda().to(torch.bfloat16)
+    te, td = branch(64, 32, (3,), g, "cuda", torch.bfloat16), branch(64, 32, (3, 3), g, "cuda", torch.bfloat16)
+
+    def fwd_bwd():
+        leaves = [t.detach().clone().requires_grad_() for t in (x, *te, *td)]
+        out = kernels.ted_adapter(leaves[0], 4, (3, 4), BranchWeights(*leaves[1:7]), BranchWeights(*leaves[7:]))
+        out.backward(torch.ones_like(out))
+        return [out.detach(), *(t.grad for t in leaves)]
+
+    launcher.forget()
+    fwd_bwd()
+    replayed = fwd_bwd()
+    assert launcher._known, "nothing was remembered"
+    monkeypatch.setattr(launcher, "REPLAYS", False)
+    through_triton = fwd_bwd()
+    for a, b in zip(replayed, through_triton):
+        assert torch.equal(a, b)
