@@ -53,6 +53,14 @@ def _generate(path: str, width: int, height: int, seconds: int = 10, fps: int = 
     os.replace(path + ".partial.mp4", path)
 
 
+def _prepared(src: str, gop: int) -> str:
+    """``src`` re-encoded by ``prepare`` (short side 320, a keyframe every ``gop`` frames), made once."""
+    dst = os.path.join(CACHE, f"gop{gop}", os.path.basename(src))
+    if not os.path.exists(dst):
+        encode(src, dst, short_side=320, gop=gop)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def videos() -> dict[tuple[str, str], list[str]]:
     """(resolution, "source" | "prepared") -> video paths, made once into the cache folder."""
@@ -61,14 +69,11 @@ def videos() -> dict[tuple[str, str], list[str]]:
         sources, prepared = [], []
         for i in range(VIDEOS):
             src = os.path.join(CACHE, f"{name}-{i}.mp4")
-            dst = os.path.join(CACHE, "prepared", f"{name}-{i}.mp4")
             if not os.path.exists(src):
                 os.makedirs(CACHE, exist_ok=True)
                 _generate(src, width, height)
-            if not os.path.exists(dst):
-                encode(src, dst, short_side=320, gop=16)
             sources.append(src)
-            prepared.append(dst)
+            prepared.append(_prepared(src, 16))  # prepare's default
         out[(name, "source")], out[(name, "prepared")] = sources, prepared
     return out
 
@@ -116,9 +121,6 @@ def test_data(benchmark, record, videos, resolution, version, sampling_name):
     dataset = VideoDataset(records, 8, CROP, train=True, sampling_mode=mode, sampling_rate=stride, seed=0)
     torch.set_num_threads(1)  # one worker process's share
 
-    def per_process() -> float:
-        return _per_process(dataset)
-
     def decode_limit(rounds: int = 3) -> float:
         import av
 
@@ -142,10 +144,10 @@ def test_data(benchmark, record, videos, resolution, version, sampling_name):
         clips = sum(batch["video"].shape[0] for _ in range(rounds) for batch in dl)
         return clips / (time.perf_counter() - start)
 
-    per_process()  # warm-up: imports, header probes
+    _per_process(dataset, rounds=1)  # warm-up: imports, header probes
     row = dict(suite="data", op="clips", width=resolution, version=version, sampling=sampling_name, B=0, T=8,
                dtype="uint8", provider="data", passes="-", median_ms=0.0,
-               per_process=per_process(), decode_limit=decode_limit(), loader=loader(), workers=WORKERS)
+               per_process=_per_process(dataset), decode_limit=decode_limit(), loader=loader(), workers=WORKERS)
     row["vs_decode_limit"] = row["decode_limit"] / row["per_process"]
     benchmark.group = f"data {resolution} {version} {sampling_name}"
     benchmark.extra_info.update(row)
@@ -160,12 +162,7 @@ def test_prepare_gop(benchmark, record, videos, resolution, gop, sampling_name):
     """``prepare``'s keyframe interval: clips/s of one process and the file size, the same sources re-encoded
     to a 320 px short side with a keyframe every ``gop`` frames (250: x264's default)."""
     mode, stride = SAMPLING[sampling_name]
-    paths = []
-    for i, src in enumerate(videos[(resolution, "source")]):
-        dst = os.path.join(CACHE, f"gop{gop}", f"{resolution}-{i}.mp4")
-        if not os.path.exists(dst):
-            encode(src, dst, short_side=320, gop=gop)
-        paths.append(dst)
+    paths = [_prepared(src, gop) for src in videos[(resolution, "source")]]
     dataset = VideoDataset([VideoRecord(p, 0) for p in paths], 8, CROP, train=True, sampling_mode=mode,
                            sampling_rate=stride, seed=0)
     torch.set_num_threads(1)

@@ -21,6 +21,7 @@ launch goes through Triton, which feeds them; otherwise the driver call gets no 
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
@@ -32,7 +33,7 @@ from triton.runtime.jit import JITFunction
 
 try:
     from triton import knobs
-except ImportError:  # older Triton: no knobs module, and launches always go through Triton (REPLAYS)
+except ImportError:  # older Triton: no knobs module, and launches always go through Triton (replays())
     knobs = None
 
 
@@ -46,11 +47,12 @@ class _Known(NamedTuple):
     index: dict  # parameter name -> position, for grid functions
 
 
-def _triton_passes_every_bound_argument() -> bool:
+@functools.cache
+def replays() -> bool:
     """Whether this Triton's ``JITFunction.run`` hands the launcher every bound argument (constexprs too) after
     the nine fixed ones, which is what :func:`launch_compiled` replays (checked: Triton 3.6 on an H100, 3.8 on
     the static model's stand-in driver). Older ones pass only the non-constexpr values: there every launch goes
-    through Triton."""
+    through Triton. Read from Triton's source once, at the first GPU launch (not at import)."""
     try:
         source = inspect.getsource(JITFunction.run)
     except (OSError, TypeError):
@@ -60,7 +62,6 @@ def _triton_passes_every_bound_argument() -> bool:
             and "*bound_args.values())" in source)
 
 
-REPLAYS = _triton_passes_every_bound_argument()
 _PLAIN = frozenset({int, bool, float, str, type(None)})  # arguments that enter a signature by value; else tensors
 _THROUGH_TRITON = object()  # a signature we always leave to Triton (see _learn)
 _known: dict[tuple, Any] = {}
@@ -89,7 +90,7 @@ class _BoundArgs(Mapping):
 
 def launch_compiled(kernel, grid, args: tuple, meta: dict) -> None:
     """``kernel[grid](*args, **meta)`` on the GPU, through Triton only the first time per signature."""
-    if not REPLAYS:
+    if not replays():
         kernel[grid](*args, **meta)
         return
     enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook

@@ -74,7 +74,7 @@ def main() -> None:
 
     speed = {}
     for name in ("340x256", "1280x720"):
-        for version, pattern in (("source", f"{name}-*.mp4"), ("prepared", f"prepared/{name}-*.mp4")):
+        for version, pattern in (("source", f"{name}-*.mp4"), ("prepared", f"gop16/{name}-*.mp4")):
             paths = sorted(glob.glob(os.path.join(videos, pattern)))
             if paths:
                 clips_per_s(paths, rounds=1)  # warm-up

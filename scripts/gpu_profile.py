@@ -29,12 +29,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.harness import VIT_B16, device_time_ms
 from benchmarks.test_ops import _ops, _provider_fn, _runner
+from tests.parity import rel_err
 
 STEPS = 20
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 def steady_state_parity(case) -> None:
@@ -50,7 +47,7 @@ def steady_state_parity(case) -> None:
     ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
     ref = case.eager(*ref_inputs)
     ref.backward(grad.double())
-    errors = [_rel_err(out, ref)] + [_rel_err(a.grad, b.grad) for a, b in zip(inputs, ref_inputs)]
+    errors = [rel_err(out, ref)] + [rel_err(a.grad, b.grad) for a, b in zip(inputs, ref_inputs)]
     ok = max(errors) < 2e-2  # docs/DESIGN.md §3, bf16
     print(f"steady-state parity, bf16 vs fp64, {sum(kernels.launch_counts.values())} launches: worst relative error "
           f"{max(errors):.2e} over value and {len(errors) - 1} gradients -> {'ok' if ok else 'FAILED'}")

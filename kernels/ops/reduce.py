@@ -101,4 +101,3 @@ class Partials:
             else:
                 views.append(piece if len(shapes[i]) == 1 else piece.view(tuple(shapes[i])))
         return views
-

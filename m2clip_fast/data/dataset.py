@@ -147,7 +147,7 @@ class VideoDataset(Dataset):
 
     Each item is ``{"video", "label", "skipped", "readable", "unreadable"}``, and in training also the
     clip's augmentation draw, ``"flip"`` and ``"augment_seed"``, which :meth:`model_input` applies on the
-    device (with timm's RandAugment the worker applies them and they are ``False`` / ``-1``). In training an unreadable,
+    device (with timm's RandAugment the worker applies them and the item has neither). In training an unreadable,
     missing or empty video is replaced by another sample (``skipped`` counts the replacements). In test mode
     it is *not* replaced: the item has ``readable=False`` and a zero video, so that evaluation can exclude
     it and count it — an evaluated set is exactly the listed videos that could be read. ``unreadable``
@@ -213,7 +213,7 @@ class VideoDataset(Dataset):
             frames = decode_frames(record.path, self._pick(rng), short)
             if not self.augments_on_device:
                 return {"video": train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment,
-                                            self.crop_scale, self.interpolation), "flip": False, "augment_seed": -1}
+                                            self.crop_scale, self.interpolation)}
             clip = crop_clip(frames, short, self.crop_size, gen, self.crop_scale, self.interpolation)
             flipped, seed = draw_augment(self.flip, self.randaugment, gen)
             return {"video": clip.contiguous(), "flip": flipped, "augment_seed": seed}
@@ -226,9 +226,8 @@ class VideoDataset(Dataset):
         then the flips and RandAugment the workers drew (training) and the conversion, batched there.
         Train ``[B, 3, T, S, S]``; evaluation ``[B, V, 3, T, S, S]``."""
         video = batch["video"].to(device, non_blocking=True)
-        if "flip" in batch:
-            video = augment_batch(video, batch["flip"], batch["augment_seed"],
-                                  None if isinstance(self.randaugment, str) else self.randaugment)
+        if "flip" in batch:  # drawn by the workers, applied here (self.augments_on_device)
+            video = augment_batch(video, batch["flip"], batch["augment_seed"], self.randaugment)
         return model_input(video)
 
     def __getitem__(self, index: int) -> dict:
