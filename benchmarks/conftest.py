@@ -27,18 +27,21 @@ def pytest_configure(config):
 
 
 def _priority(item) -> int:
-    """0: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd); 1: train step; 2: the target
-    shape's other dtypes and passes; 3: block; 4: the rest of the grid."""
+    """0: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd) but compile-max; 1: train step;
+    2: the target row's compile-max (minutes of autotuning: it must not crowd out the train step); 3: the
+    target shape's other dtypes and passes; 4: block; 5: the rest of the grid."""
     params = item.callspec.params if hasattr(item, "callspec") else {}
     name = getattr(item, "originalname", item.name)
     if name == "test_train_step":
         return 1
     if name == "test_block_fwdbwd":
-        return 3
+        return 4
     if name == "test_op" and params["op"] == "ted_adapter" and params["width"].name == "ViT-B/16" \
             and (params["B"], params["T"]) == (8, 8):
-        return 0 if (params["dtype"], params["passes"]) == ("bf16", "fwdbwd") else 2
-    return 4
+        if (params["dtype"], params["passes"]) != ("bf16", "fwdbwd"):
+            return 3
+        return 2 if params["provider"] == "compile-max" else 0
+    return 5
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -37,25 +37,25 @@ python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${
 # 1. Kernel tests on the GPU (the static model, tests/test_static_model.py, is for machines without one), spread over
 #    processes with pytest-xdist where installed: Triton compiles each kernel variant on first use.
 parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-timeout "${TESTS_S:-90}" python3 -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning $parallel \
+timeout "${TESTS_S:-80}" python3 -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning $parallel \
   tests/test_gemm.py tests/test_stencil.py tests/test_ted_adapter.py tests/test_text_adapter.py tests/test_graph_capture.py \
   tests/test_fused_model.py tests/test_benchmark_harness.py tests/test_prefetch.py tests/test_launcher.py \
   2>&1 | tee "$OUT/tests.log"
 
 # 2. Benchmarks: rows that would start after the budget skip; <card>.json in $OUT is rewritten after every row.
-M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_BENCH_BUDGET_S=${M2CLIP_BENCH_BUDGET_S:-200} \
-  timeout "${BENCH_S:-300}" python3 -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
+M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_BENCH_BUDGET_S=${M2CLIP_BENCH_BUDGET_S:-250} \
+  timeout "${BENCH_S:-340}" python3 -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
   --ignore benchmarks/test_data.py \
   --benchmark-columns=median,rounds 2>&1 | tee "$OUT/bench.log" | tail -40
 
 # 3. Profile of the target row, stored in the card's JSON.
 card_json=$(ls "$OUT"/*.json 2>/dev/null | head -1)
-timeout "${PROFILE_S:-60}" python3 scripts/gpu_profile.py ted ${card_json:+--into "$card_json"} > "$OUT/profile.txt" 2>&1
+timeout "${PROFILE_S:-50}" python3 scripts/gpu_profile.py ted ${card_json:+--into "$card_json"} > "$OUT/profile.txt" 2>&1
 grep -E "parity|==|stored" "$OUT/profile.txt"
 
 # 3b. Nsight Compute on the fused target row's nine kernels (speed of light, occupancy, memory, launch stats).
 if command -v ncu >/dev/null; then
-  timeout "${NCU_S:-60}" ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section Occupancy \
+  timeout "${NCU_S:-50}" ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section Occupancy \
     --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --csv --page details \
     --log-file "$OUT/ncu.csv" python3 scripts/gpu_profile.py ncu > /dev/null 2>&1
   echo "ncu: $(grep -c . "$OUT/ncu.csv" 2>/dev/null) lines in ncu.csv"
