@@ -132,6 +132,7 @@ class Compiled:
     outside_loops: int  # instructions not inside a loop
     loop_bodies: list[int]  # instructions of each loop's body
     wgmma: bool  # Hopper's warpgroup MMA in the PTX
+    tf32_rounding: bool  # operands rounded to nearest TF32 (cvt.rna.tf32.f32) in the PTX
 
 
 def _signature_and_specialisation(fn, values: dict) -> tuple[dict, dict, dict]:
@@ -189,7 +190,7 @@ def _compile(fn, signature: tuple, constexprs: tuple, attrs: tuple, num_warps: i
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))
     total, outside, bodies = _parse_sass(sass)
     return Compiled(reg, max(local, stack), kernel.metadata.shared, total, outside, bodies,
-                    "wgmma" in kernel.asm["ptx"])
+                    "wgmma" in kernel.asm["ptx"], "cvt.rna.tf32.f32" in kernel.asm["ptx"])
 
 
 def _resolve(launch: "Launch") -> tuple[object, list, dict, dict]:
@@ -228,6 +229,7 @@ class KernelRow:
     predicted_us: float
     latency_us: float = 0.0  # the longest chain of dependent memory waits in one program
     wgmma: bool = False
+    tf32_rounding: bool = False
     variants: list = field(default_factory=list)  # (config, registers, spills) of every autotune config
 
     @property
@@ -297,7 +299,8 @@ def predict(launch: Launch) -> KernelRow:
             sass_instructions=full.instructions, warp_instructions=warp_instructions,
             memory_us=_unique_bytes(tensors) / H100["hbm_achieved"] * 1e6,
             compute_us=flops / (peak * min(1.0, busy)) * 1e6, issue_us=warp_instructions / ISSUE_RATE * 1e6,
-            predicted_us=0.0, wgmma=full.wgmma, latency_us=_latency_us(launch.name, values, plan_rows),
+            predicted_us=0.0, wgmma=full.wgmma, tf32_rounding=full.tf32_rounding,
+            latency_us=_latency_us(launch.name, values, plan_rows),
         )
         row.predicted_us = max(row.memory_us, row.compute_us, row.issue_us, row.latency_us)
         if best is None or row.predicted_us < best.predicted_us:
@@ -328,6 +331,7 @@ class Shape:
     C: int = 768
     Ca: int = 384
     dtype: torch.dtype = torch.bfloat16
+    tf32: bool = False  # fp32 matmuls may use TF32 (PyTorch's setting, which the fused GEMMs follow)
 
     @property
     def L(self) -> int:
@@ -362,7 +366,12 @@ def ted_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
     grad = torch.randn(x.shape, dtype=s.dtype)
 
     def run():
-        impl.ted_adapter(x, s.T, s.grid, te, td).backward(grad)
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = s.tf32
+        try:
+            impl.ted_adapter(x, s.T, s.grid, te, td).backward(grad)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
         for t in (x, *te, *td):
             t.grad = None
     return run
@@ -546,7 +555,7 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
 
 def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
     """Every op at the benchmark shape in bf16 (the TED-Adapter first: the budgets are about it), plus the
-    TED-Adapter in fp32 so that every kernel variant a launcher can pick is compiled and held to the
+    TED-Adapter in fp32 (IEEE and TF32) so that every kernel variant a launcher can pick is compiled and held to the
     register and spill budgets."""
     torch.manual_seed(0)
     ted = analyse_op("ted_adapter fwd+bwd", ted_fwd_bwd, VIT_B16)
@@ -556,6 +565,7 @@ def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
         ("temporal_adapter fwd+bwd", temporal_adapter_fwd_bwd, VIT_B16),
         ("stencil building blocks fwd+bwd", stencil_ops_fwd_bwd, VIT_B16),
         ("ted_adapter fwd+bwd fp32", ted_fwd_bwd, Shape(dtype=torch.float32)),
+        ("ted_adapter fwd+bwd fp32 tf32", ted_fwd_bwd, Shape(dtype=torch.float32, tf32=True)),
     )]
     host = host_fused_vs_eager(repeats=host_repeats)
     report = dict(

@@ -67,6 +67,27 @@ def test_split_k_heuristic_fills_the_gpu_only_where_tiles_are_few():
     assert split(64, 64, 1 << 20, sms=132) == 8  # capped
 
 
+def _tf32(x: torch.Tensor, nearest: bool) -> torch.Tensor:
+    """fp32 -> TF32 (kept as fp64): to nearest with ties away from zero (cuBLAS), or truncated (bare tensor cores)."""
+    bits = x.float().cpu().view(torch.int32)
+    return ((bits + 0x1000 if nearest else bits) & ~0x1FFF).view(torch.float32).double()
+
+
+@pytest.mark.parametrize("K", [64, 80])  # whole K steps only; then a partial last step
+def test_tf32_operands_are_rounded_to_nearest(kernel_device, K):
+    """Under TF32 the fp32 operands are rounded to the nearest TF32 value, as cuBLAS does, not truncated as
+    bare tensor cores do (truncation biases every product: 1.5e-3 through a TED-Adapter on an H100). The
+    interpreter multiplies the rounded values exactly, so this pins the rounding on CPU too. NaN stays NaN."""
+    g = torch.Generator().manual_seed(K)
+    a, b = torch.randn(40, K, generator=g), torch.randn(K, 24, generator=g)
+    a[0, 0] = float("nan")
+    with tf32_matmuls(True):
+        out = kernels.gemm(a.to(kernel_device), b.to(kernel_device)).cpu()
+    assert out[0].isnan().all() and not out[1:].isnan().any()
+    nearest, truncated = (_tf32(a[1:], n) @ _tf32(b, n) for n in (True, False))
+    assert rel_err(out[1:], nearest) < 1e-6 < 1e-4 < rel_err(out[1:], truncated)
+
+
 @cuda
 def test_cuda_fp32_gemms_follow_the_tf32_setting():
     """TF32 only where PyTorch allows it for its own fp32 matmuls: the two settings round differently."""

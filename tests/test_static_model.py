@@ -64,6 +64,16 @@ def test_bf16_gemms_use_hopper_tensor_cores_with_a_pipelined_main_loop(report):
                 assert k["shared"] >= 2 * (m + n) * kk * 2, (op["op"], k["config"], k["shared"])
 
 
+def test_tf32_gemms_round_their_operands_and_still_use_hopper_tensor_cores(report):
+    """The TF32 variant's operand rounding (PTX inline asm, which the interpreter never sees) compiles for sm_90
+    and keeps the warpgroup MMA."""
+    op = next(op for op in report["ops"] if op["op"] == "ted_adapter fwd+bwd fp32 tf32")
+    gemms = [k for k in op["kernels"] if k["name"] == "gemm"]
+    assert len(gemms) == 6 and all(k["wgmma"] and k["tf32_rounding"] and k["spills"] == 0 for k in gemms)
+    ieee = next(op for op in report["ops"] if op["op"] == "ted_adapter fwd+bwd fp32")
+    assert not any(k["tf32_rounding"] for k in ieee["kernels"] + report["ops"][0]["kernels"])
+
+
 def test_the_model_names_its_constants_and_predicts_every_kernel(report):
     assert report["hardware"]["sms"] == 132 and report["hardware"]["hbm_achieved"] == 3.0e12
     for op in report["ops"]:

@@ -33,6 +33,7 @@ EPILOGUES = {"none": NONE.value, "gelu": GELU.value, "gelu_grad": GELU_GRAD.valu
 COLSUM_OF = {None: NONE.value, "output": OF_OUTPUT.value, "residual": OF_RESIDUAL.value}
 # Column sums are written per BLOCK_M rows: the host sizes their buffer before autotuning picks a tile.
 COLSUM_BLOCK_M = 32 if INTERPRET else 64
+_INTERPRETED = tl.constexpr(INTERPRET)
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
@@ -101,6 +102,24 @@ def _gelu_grad(x):
 
 
 @triton.jit
+def _dot_operand(x, DOT_DTYPE: tl.constexpr, ROUND_TF32: tl.constexpr):
+    """A tile as ``tl.dot``'s operand. With ``ROUND_TF32`` (fp32 under TF32) each value is rounded to the
+    nearest TF32 value, ties away from zero, as ``cvt.rna.tf32.f32`` and cuBLAS do. The tensor cores would
+    otherwise truncate the low 13 bits, shrinking every product by ~2^-11 on average: through the
+    TED-Adapter at ViT-B/16 width that is 1.5e-3 relative error, against 4e-4 rounded (DESIGN's bound:
+    1e-3). The interpreter then multiplies exactly the values a GPU does."""
+    x = x.to(DOT_DTYPE)
+    if ROUND_TF32:
+        if _INTERPRETED:  # the same rounding in integer arithmetic (no PTX here); NaN stays NaN
+            rounded = ((x.to(tl.uint32, bitcast=True) + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+            x = tl.where(x == x, rounded, x)
+        else:
+            x = tl.inline_asm_elementwise("cvt.rna.tf32.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+    return x
+
+
+@triton.jit
 def _blocked(idx, block, stride_block, stride):
     """Offsets of indices ``idx`` along a dimension stored in blocks of ``block`` (``stride_block`` apart)."""
     return (idx // block) * stride_block + (idx % block) * stride
@@ -117,7 +136,7 @@ def _gemm_kernel(
     stride_cs, stride_cm, c_block, stride_c_block, stride_auxm, stride_resm, bias2_period,
     VARIANT: tl.constexpr,  # the epilogue and layouts, as a string: part of the autotune key
     EPILOGUE: tl.constexpr, COLSUM: tl.constexpr, COLSUM_GATED: tl.constexpr, B_BLOCKS_ALONG_K: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, EVEN_K: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """Grid ``(output tiles, K slices)``. Absent operands (bias, bias2, aux, residual, pre, colsum) are None."""
@@ -161,7 +180,8 @@ def _gemm_kernel(
             b_offs = (rk * stride_bk)[:, None] + b_cols[None, :]
         a = tl.load(a_tile + a_offs, mask=m_mask[:, None], other=0.0)
         b = tl.load(b_tile + b_offs, mask=n_mask[None, :], other=0.0)
-        acc = tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(_dot_operand(a, DOT_DTYPE, ROUND_TF32), _dot_operand(b, DOT_DTYPE, ROUND_TF32), acc,
+                     input_precision=INPUT_PRECISION)
         a_tile += BLOCK_K * stride_ak
         if not B_BLOCKS_ALONG_K:
             b_tile += BLOCK_K * stride_bk
@@ -173,7 +193,8 @@ def _gemm_kernel(
             b_offs = (rk * stride_bk)[:, None] + b_cols[None, :]
         a = tl.load(a_tile + a_offs, mask=m_mask[:, None] & k_ok[None, :], other=0.0)
         b = tl.load(b_tile + b_offs, mask=k_ok[:, None] & n_mask[None, :], other=0.0)
-        acc = tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(_dot_operand(a, DOT_DTYPE, ROUND_TF32), _dot_operand(b, DOT_DTYPE, ROUND_TF32), acc,
+                     input_precision=INPUT_PRECISION)
 
     # Epilogue, in fp32, on the tile at (m0, n0).
     mn_mask = m_mask[:, None] & n_mask[None, :]
@@ -299,9 +320,11 @@ def gemm(
 def _meta(epilogue: str, has_bias: bool, has_bias2: bool, has_res: bool, colsum: Optional[str], gated: bool,
           b_along_k: bool, dot: torch.dtype, precision: str) -> dict:
     """The constexpr arguments of one GEMM variant (made once per variant: host time matters, see issue 9)."""
-    variant = f"e{epilogue}-b{has_bias:d}{has_bias2:d}-r{has_res:d}-c{colsum}{gated:d}-k{b_along_k:d}"
+    # The precision is part of the variant: the autotuner keys its cache on the variant, and IEEE fp32 tiles differ.
+    variant = f"e{epilogue}-b{has_bias:d}{has_bias2:d}-r{has_res:d}-c{colsum}{gated:d}-k{b_along_k:d}-{precision}"
     return dict(VARIANT=variant, EPILOGUE=EPILOGUES[epilogue], COLSUM=COLSUM_OF[colsum], COLSUM_GATED=gated,
-                B_BLOCKS_ALONG_K=b_along_k, DOT_DTYPE=dot_dtype(dot), INPUT_PRECISION=precision)
+                B_BLOCKS_ALONG_K=b_along_k, DOT_DTYPE=dot_dtype(dot), INPUT_PRECISION=precision,
+                ROUND_TF32=dot == torch.float32 and precision == "tf32")
 
 
 def colsum_rows(M: int) -> int:
