@@ -28,20 +28,24 @@ def pytest_configure(config):
 
 def _priority(item) -> int:
     """0: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd) but compile-max; 1: train step;
-    2: the target row's compile-max (minutes of autotuning: it must not crowd out the train step); 3: the
-    target shape's other dtypes and passes; 4: block; 5: the rest of the grid."""
+    2: the text adapter's and QuickGELU's rows at that shape, but compile-max; 3: compile-max of those three
+    rows (minutes of autotuning: it must not crowd out the rest); 4: the target shape's other dtypes and
+    passes; 5: block; 6: the rest of the grid."""
     params = item.callspec.params if hasattr(item, "callspec") else {}
     name = getattr(item, "originalname", item.name)
     if name == "test_train_step":
         return 1
     if name == "test_block_fwdbwd":
-        return 4
-    if name == "test_op" and params["op"] == "ted_adapter" and params["width"].name == "ViT-B/16" \
-            and (params["B"], params["T"]) == (8, 8):
-        if (params["dtype"], params["passes"]) != ("bf16", "fwdbwd"):
-            return 3
-        return 2 if params["provider"] == "compile-max" else 0
-    return 5
+        return 5
+    if name != "test_op" or params["width"].name != "ViT-B/16" or (params["B"], params["T"]) != (8, 8):
+        return 6
+    if (params["dtype"], params["passes"]) != ("bf16", "fwdbwd"):
+        return 4 if params["op"] == "ted_adapter" else 6
+    if params["op"] not in ("ted_adapter", "text_adapter", "quick_gelu"):
+        return 6
+    if params["provider"] == "compile-max":
+        return 3
+    return 0 if params["op"] == "ted_adapter" else 2
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -408,6 +408,17 @@ def stencil_ops_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
     return run
 
 
+def quick_gelu_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
+    """The frozen towers' QuickGELU on one vision block's MLP hidden ``[B*T, L, 4C]``."""
+    x = torch.randn(s.B * s.T, s.L, 4 * s.C, dtype=s.dtype, requires_grad=True)
+    grad = torch.randn(x.shape, dtype=s.dtype)
+
+    def run():
+        impl.quick_gelu(x).backward(grad)
+        x.grad = None
+    return run
+
+
 def text_fwd_bwd(impl, s: Shape, prompts: int = 400, tokens: int = 24, width: int = 512) -> Callable[[], None]:
     """The text adapter at its place in the K400 recipe: 400 class prompts of 24 tokens, D = 512."""
     x = torch.randn(prompts, tokens, width, dtype=s.dtype, requires_grad=True)
@@ -564,6 +575,7 @@ def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
         ("text_adapter fwd+bwd", text_fwd_bwd, VIT_B16),
         ("temporal_adapter fwd+bwd", temporal_adapter_fwd_bwd, VIT_B16),
         ("stencil building blocks fwd+bwd", stencil_ops_fwd_bwd, VIT_B16),
+        ("quick_gelu fwd+bwd (one vision MLP)", quick_gelu_fwd_bwd, VIT_B16),
         ("ted_adapter fwd+bwd fp32", ted_fwd_bwd, Shape(dtype=torch.float32)),
         ("ted_adapter fwd+bwd fp32 tf32", ted_fwd_bwd, Shape(dtype=torch.float32, tf32=True)),
     )]

@@ -106,6 +106,9 @@ def _ops(w: Width, B: int, T: int) -> dict[str, OpCase]:
             lambda dt: [x((B * T, w.L - 1, Ca), dt), _param(Ca, 1, 3, 3, dtype=dt), _param(Ca, dtype=dt)],
             lambda a, wt, b: kernels.spatial_conv(a, w.grid, wt, b), lambda a, wt, b: reference.spatial_conv(a, w.grid, wt, b),
             lambda e: (2 * N * Ca * e, 18 * N * Ca, 3 * N * Ca * e, 36 * N * Ca)),
+        "quick_gelu": OpCase(  # the frozen vision MLP's activation, [B*T, L, 4C]
+            lambda dt: [x((B * T, w.L, 4 * C), dt)], kernels.quick_gelu, reference.quick_gelu,
+            lambda e: (2 * R * 4 * C * e, 4 * R * 4 * C, 3 * R * 4 * C * e, 8 * R * 4 * C)),
         "linear_gelu": OpCase(
             lambda dt: [x((R, C), dt), _param(2 * Ca, C, dtype=dt), _param(2 * Ca, dtype=dt)],
             lambda a, wt, b: kernels.linear(a, wt, b, "gelu"),
@@ -121,7 +124,8 @@ def _grid():
         for T in ([8] if QUICK else [8, 16]):
             for B in ([8] if QUICK else [1, 8, 32]):
                 yield "ted_adapter", w, B, T
-        for op in ("temporal_adapter", "text_adapter", "temporal_conv", "temporal_difference", "spatial_conv", "linear_gelu"):
+        for op in ("temporal_adapter", "text_adapter", "temporal_conv", "temporal_difference", "spatial_conv",
+                   "linear_gelu", "quick_gelu"):
             yield op, w, 8, 8
 
 

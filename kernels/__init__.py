@@ -1,4 +1,5 @@
-"""Fused Triton kernels (forward and backward) for M2-CLIP's adapters, as autograd-aware ops: an
+"""Fused Triton kernels (forward and backward) for M2-CLIP's adapters and the frozen towers' QuickGELU, as
+autograd-aware ops: an
 ``autograd.Function`` per op that launches the kernels directly, running the same code inside
 ``torch.library`` custom ops under ``torch.compile`` (``fullgraph=True`` sees no graph break).
 
@@ -9,11 +10,12 @@ kernels, and Triton reads the variable then. Anywhere else the ops run the eager
 """
 from .ops.gemm import gemm
 from .ops.linear import linear
+from .ops.quick_gelu import quick_gelu
 from .ops.stencil import spatial_conv, temporal_conv, temporal_difference
 from .ops.ted_adapter import ted_adapter, temporal_adapter
 from .ops.text_adapter import text_adapter
 from .reference import BranchWeights
 from .utils import INTERPRET, launch_counts
 
-__all__ = ["BranchWeights", "INTERPRET", "gemm", "launch_counts", "linear", "spatial_conv", "temporal_adapter",
-           "temporal_conv", "temporal_difference", "ted_adapter", "text_adapter"]
+__all__ = ["BranchWeights", "INTERPRET", "gemm", "launch_counts", "linear", "quick_gelu", "spatial_conv",
+           "temporal_adapter", "temporal_conv", "temporal_difference", "ted_adapter", "text_adapter"]

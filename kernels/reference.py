@@ -93,6 +93,11 @@ def text_adapter(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor, fc2_weight: Te
     return x + F.linear(F.gelu(F.linear(x, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
 
 
+def quick_gelu(x: Tensor) -> Tensor:
+    """OpenAI CLIP's MLP activation ``x·σ(1.702·x)`` (open_clip's ``QuickGELU``). x ``[...]`` -> same shape."""
+    return x * torch.sigmoid(1.702 * x)
+
+
 def temporal_adapter(f: Tensor, num_frames: int, weights: BranchWeights) -> Tensor:
     """Global temporal adapter ``f + fc2(conv_T(fc1(f)))`` on frame embeddings ``[B*T, D]`` -> ``[B*T, D]``."""
     return ted_adapter(f.unsqueeze(1), num_frames, (0, 0), weights, None).squeeze(1)

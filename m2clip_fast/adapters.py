@@ -1,4 +1,4 @@
-"""Adapter modules. Each holds its parameters and runs either the eager reference
+"""Adapter modules, and the frozen towers' QuickGELU. Each runs either the eager reference
 (:mod:`kernels.reference`, the specification) or the fused Triton ops (:mod:`kernels`), chosen by
 ``use_fused``; both paths take the same parameters, so state dicts move freely between them.
 """
@@ -17,7 +17,7 @@ from kernels.reference import BranchWeights
 
 
 def _ops(use_fused: bool) -> types.ModuleType:
-    """The namespace with ``ted_adapter``, ``temporal_adapter``, ``text_adapter``: fused or eager."""
+    """The namespace with ``ted_adapter``, ``temporal_adapter``, ``text_adapter``, ``quick_gelu``: fused or eager."""
     return kernels if use_fused else reference
 
 
@@ -105,6 +105,19 @@ class TextAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ops = _ops(self.use_fused)
         return ops.text_adapter(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+
+
+class QuickGELU(nn.Module):
+    """``x·σ(1.702·x)`` in place of open_clip's ``QuickGELU`` (no parameters). Fused, the backward keeps only
+    ``x``, not ``σ`` too: half the activation memory of the frozen MLPs (:mod:`kernels.ops.quick_gelu`).
+    forward: ``[...]`` -> same shape."""
+
+    def __init__(self, use_fused: bool = False) -> None:
+        super().__init__()
+        self.use_fused = use_fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ops(self.use_fused).quick_gelu(x)
 
 
 class BlockAdapters(nn.Module):

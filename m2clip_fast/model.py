@@ -5,6 +5,7 @@ import copy
 from dataclasses import dataclass
 from typing import Optional
 
+import open_clip
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -13,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from kernels.utils import backend
 
-from .adapters import BlockAdapters, TEDAdapter, TemporalAdapter, TextAdapter
+from .adapters import BlockAdapters, QuickGELU, TEDAdapter, TemporalAdapter, TextAdapter
 from .config import M2CLIPConfig
 from .losses import contrastive_kl_loss, crossmodal_classification_loss, masked_lm_loss
 
@@ -102,6 +103,9 @@ class M2CLIP(nn.Module):
                     f"nn.MultiheadAttention (open_clip >= 2.24 default configs); got {type(block).__name__}"
                 )
         fused = cfg.use_fused
+        for block in (*visual.transformer.resblocks, *clip.transformer.resblocks):
+            if isinstance(getattr(block.mlp, "gelu", None), open_clip.transformer.QuickGELU):  # OpenAI CLIP's towers
+                block.mlp.gelu = QuickGELU(fused)
         self.visual_adapters = nn.ModuleList(
             BlockAdapters(lambda: TEDAdapter(vision_width, cfg.adapter_width, fused, cfg.ted_branches),
                           cfg.visual_adapter_positions)

@@ -44,9 +44,10 @@ def test_fused_model_matches_eager_values_and_every_trainable_gradient(kernel_de
     """The method, and the TE-only / TD-only ablations."""
     eager, fused = _models(dataclasses.replace(tiny_cfg, ted_branches=branches), kernel_device)
     batch = _batch(masker, kernel_device)
-    before = kernels.launch_counts["stencil_bwd"]
+    before = kernels.launch_counts["stencil_bwd"], kernels.launch_counts["quick_gelu"]
     fused_losses, fused_grads = _losses_and_grads(fused, batch)
-    assert kernels.launch_counts["stencil_bwd"] > before  # the kernels ran
+    assert kernels.launch_counts["stencil_bwd"] > before[0]  # the kernels ran
+    assert kernels.launch_counts["quick_gelu"] > before[1]  # in the frozen towers' MLPs too
     eager_losses, eager_grads = _losses_and_grads(eager, batch)
     for k in eager_losses:
         assert abs(fused_losses[k].item() - eager_losses[k].item()) <= FP32_TOL * max(1.0, abs(eager_losses[k].item())), k
@@ -83,7 +84,7 @@ def test_fused_model_trains_like_the_eager_one(kernel_device, tiny_cfg, masker):
 
 def test_set_fused_switches_every_adapter_to_the_kernels_and_back(kernel_device, tiny_cfg, masker):
     """Counted launches, not flags: eager runs no kernel; fused runs one stencil per TED-Adapter and one for
-    the global temporal adapter per video forward; switching back runs none again."""
+    the global temporal adapter per video forward, and one QuickGELU per block; switching back runs none again."""
     from m2clip_fast.adapters import TEDAdapter
 
     torch.manual_seed(0)
@@ -91,17 +92,19 @@ def test_set_fused_switches_every_adapter_to_the_kernels_and_back(kernel_device,
     video = _batch(masker, kernel_device)[0]
     teds = sum(isinstance(m, TEDAdapter) for m in model.modules())
 
-    def stencil_launches() -> int:
-        before = kernels.launch_counts["stencil_fwd"]
+    blocks = len(model.clip.visual.transformer.resblocks)
+
+    def launches() -> tuple[int, int]:
+        before = kernels.launch_counts["stencil_fwd"], kernels.launch_counts["quick_gelu"]
         with torch.no_grad():
             model.encode_video(video)
-        return kernels.launch_counts["stencil_fwd"] - before
+        return kernels.launch_counts["stencil_fwd"] - before[0], kernels.launch_counts["quick_gelu"] - before[1]
 
-    assert teds > 0 and stencil_launches() == 0
+    assert teds > 0 and launches() == (0, 0)
     model.set_fused(True)
-    assert model.cfg.use_fused and stencil_launches() == teds + 1
+    assert model.cfg.use_fused and launches() == (teds + 1, blocks)  # and one QuickGELU per vision block
     model.set_fused(False)
-    assert stencil_launches() == 0
+    assert launches() == (0, 0)
 
 
 def test_fused_path_sees_the_eager_dtypes_under_autocast(kernel_device, tiny_cfg, masker):
