@@ -6,7 +6,7 @@ import argparse
 import glob
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Optional
 
 from .harness import RESULTS_DIR
@@ -252,9 +252,9 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
         lines.append(f"| {k['name']} | {k['config']} | {k['programs']} | {k['registers']} | {k['bytes'] / 1e6:.1f} | "
                      f"{k['memory_us']:.1f} | {k['compute_us']:.1f} | {k['issue_us']:.1f} | {k['predicted_us']:.1f} | "
                      f"{k['bound']} |")
-    for gemm in ted.get("split_k", []):
-        lines.append(f"Split-K weight-gradient GEMM: {gemm['slices']} slices predicted {gemm['predicted_us']:.1f} µs, "
-                     f"one slice {gemm['unsplit_us']:.1f} µs.")
+    split = Counter((g["slices"], round(g["predicted_us"], 1), round(g["unsplit_us"], 1)) for g in ted.get("split_k", []))
+    lines += [f"Split-K weight-gradient GEMMs ({n} alike): {slices} slices predicted {us:.1f} µs each, one slice "
+              f"{unsplit:.1f} µs." for (slices, us, unsplit), n in split.items()]
     host = result["host"]
     lines += ["", f"Host time per TED-Adapter fwd+bwd (tiny shape, this CPU; Triton's dispatch runs for real on a stand-in "
               f"sm_90 driver, only the driver call is stubbed): fused {host['fused_us']:.0f} µs "
