@@ -25,10 +25,6 @@ def trained(demo_data, tmp_path_factory):
     return out
 
 
-
-
-
-
 # --- fused ops ----------------------------------------------------------------------------------------
 
 _G = torch.Generator().manual_seed(0)
@@ -49,6 +45,7 @@ BAD_OP_CALLS = {  # what was wrong -> (the call, the message that must say so)
     "temporal conv given a 3x3 kernel": (lambda: kernels.temporal_conv(_X, 2, _TD.conv_weight),
                                          r"weight must be \[16, 1, 3\]"),
     "linear K mismatch": (lambda: kernels.linear(_X, _TE.fc1_weight.t()), "agree on K"),
+    "QuickGELU of integers": (lambda: kernels.quick_gelu(torch.arange(6)), "float32/bfloat16/float16"),
 }
 
 
