@@ -262,12 +262,25 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
               f"{host['eager_us']:.0f} µs; {host['fast_launches']['launches']} launches compared with Triton's, "
               f"{len(host['fast_launches']['differing'])} differing. A trivial op's fwd+bwd: "
               + ", ".join(f"{k} {v:.0f} µs" for k, v in host["registration"].items()) + "."]
+    lines += kept_activations_table(result.get("kept_activations"))
     for card, (ms, profile) in measured.items():
         lines.append(f"Measured on {card}: fused TED-Adapter fwd+bwd {1000 * ms:.0f} µs (do_bench) = "
                      f"{1000 * ms / ted['predicted_us']:.2f}× the prediction.")
         if profile:
             lines += calibration(ted, card, profile)
     return "\n".join(lines)
+
+
+def kept_activations_table(kept: Optional[dict]) -> list[str]:
+    """What autograd keeps for the backward of a training forward, per provider (``benchmarks.static``)."""
+    if not kept:
+        return []
+    lines = ["", f"Activations kept for the backward of one {kept['preset']} training forward ({kept['frames']} "
+             "frames a clip, bf16 autocast; counted on CPU from the saved tensors, parameters excluded):", "",
+             "| provider | MB a clip | MB a step besides |", "|---|---|---|"]
+    for provider in ("fused", "eager", "full-finetune"):
+        lines.append(f"| {provider} | {kept[provider]['per_clip']:.0f} | {kept[provider]['per_step']:.0f} |")
+    return lines
 
 
 def calibration(ted: dict, card: str, profile: dict) -> list[str]:

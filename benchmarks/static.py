@@ -564,6 +564,50 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
     )
 
 
+def kept_activations(preset: str = "vit-b16-k400", frames: int = 8) -> dict:
+    """Megabytes autograd keeps for the backward of one training forward (bf16 autocast, every class prompt),
+    counted on CPU from the saved tensors' storages (parameters excluded) at 1 and 2 clips: ``per_clip`` (the
+    difference) and ``per_step`` (the rest: the text tower, bf16 copies of frozen weights), for fused
+    adapters, eager adapters and full fine-tuning. What it counts is device-independent but for attention,
+    whose CPU kernel may keep other tensors than a GPU's. Fused kernels do not run (their launches are
+    captured): only what they keep is counted."""
+    import m2clip_fast as m2
+    from kernels.utils import capture_launches
+
+    classes = [f"action number {i}" for i in range(400)]
+    vocab = m2.MLMVocabulary.from_class_names(classes)
+    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(classes), num_frames=frames, mlm_vocab_size=len(vocab))
+    torch.manual_seed(0)
+    model = m2.build_model(cfg)
+    masker = m2.PromptMasker(classes, vocab)
+    tokens = masker.class_tokens()
+
+    def kept_mb(clips: int) -> float:
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        storages: dict[int, int] = {}
+
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in params:
+                storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        size = model.image_size[0]
+        video, labels = torch.randn(clips, 3, frames, size, size), torch.arange(clips) % len(classes)
+        mlm_tokens, mlm_labels = masker(labels, 0.2, torch.Generator().manual_seed(0))
+        with capture_launches(lambda *launch: None), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), \
+                torch.autocast("cpu", dtype=torch.bfloat16):
+            model.compute_losses(video, labels, tokens, mlm_tokens, mlm_labels)
+        return sum(storages.values()) / 1e6
+
+    kept = {}
+    for provider, fused, full in (("fused", True, False), ("eager", False, False), ("full-finetune", False, True)):
+        model.set_fused(fused).clip.requires_grad_(full)
+        one, two = kept_mb(1), kept_mb(2)
+        kept[provider] = dict(per_clip=two - one, per_step=2 * one - two)
+    return dict(preset=preset, frames=frames, **kept)
+
+
 def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
     """Every op at the benchmark shape in bf16 (the TED-Adapter first: the budgets are about it), plus the
     TED-Adapter in fp32 (IEEE and TF32) so that every kernel variant a launcher can pick is compiled and held to the
@@ -585,6 +629,7 @@ def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
         ops=[ted, *others],
         host=dict(shape=asdict(TINY) | {"dtype": "float32"}, **host, ratio=host["fused_us"] / host["eager_us"],
                   registration=registration_host_us(), fast_launches=fast_launches_match_triton()),
+        kept_activations=kept_activations(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     report["checks"] = check_budgets(report)

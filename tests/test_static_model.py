@@ -1,7 +1,8 @@
 """The static performance model (``python -m benchmarks.static``) holds the kernels to issue 9's budgets at
 ViT-B/16, B=8, T=8, bf16 on sm_90 — without a GPU: every launch of one fwd+bwd traced, every kernel variant
 compiled ahead of time for an H100 (the interpreter never runs the GPU compiler, so this also catches what
-only it rejects), SASS read. One subprocess without TRITON_INTERPRET; about a minute and a half."""
+only it rejects), SASS read; and the activations a training forward keeps, counted. One subprocess without
+TRITON_INTERPRET; about two and a half minutes."""
 import json
 import os
 import subprocess
@@ -72,6 +73,13 @@ def test_tf32_gemms_round_their_operands_and_still_use_hopper_tensor_cores(repor
     assert len(gemms) == 6 and all(k["wgmma"] and k["tf32_rounding"] and k["spills"] == 0 for k in gemms)
     ieee = next(op for op in report["ops"] if op["op"] == "ted_adapter fwd+bwd fp32")
     assert not any(k["tf32_rounding"] for k in ieee["kernels"] + report["ops"][0]["kernels"])
+
+
+def test_the_fused_path_keeps_fewer_activations_for_the_backward(report):
+    """Fused QuickGELU keeps x alone (eager keeps σ too: 12 blocks × 197 tokens × 3072 × 8 frames × 2 bytes =
+    116 MB a clip at ViT-B/16), and the fused TED-Adapter keeps x, z, h only."""
+    kept = report["kept_activations"]
+    assert kept["fused"]["per_clip"] < kept["eager"]["per_clip"] - 116 < kept["full-finetune"]["per_clip"]
 
 
 def test_the_model_names_its_constants_and_predicts_every_kernel(report):
