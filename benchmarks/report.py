@@ -280,7 +280,7 @@ def kept_activations_table(kept: Optional[dict]) -> list[str]:
              "| provider | MB a clip | MB a step besides |", "|---|---|---|"]
     for provider in ("fused", "eager", "full-finetune"):
         lines.append(f"| {provider} | {kept[provider]['per_clip']:.0f} | {kept[provider]['per_step']:.0f} |")
-    return lines
+    return lines + [""]
 
 
 def calibration(ted: dict, card: str, profile: dict) -> list[str]:
