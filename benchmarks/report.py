@@ -252,7 +252,8 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
         lines.append(f"| {k['name']} | {k['config']} | {k['programs']} | {k['registers']} | {k['bytes'] / 1e6:.1f} | "
                      f"{k['memory_us']:.1f} | {k['compute_us']:.1f} | {k['issue_us']:.1f} | {k['predicted_us']:.1f} | "
                      f"{k['bound']} |")
-    split = Counter((g["slices"], round(g["predicted_us"], 1), round(g["unsplit_us"], 1)) for g in ted.get("split_k", []))
+    split = Counter((g["slices"], round(g["predicted_us"], 1), round(g["unsplit_us"], 1))
+                    for g in ted.get("split_k", []))
     lines += [f"Split-K weight-gradient GEMMs ({n} alike): {slices} slices predicted {us:.1f} µs each, one slice "
               f"{unsplit:.1f} µs." for (slices, us, unsplit), n in split.items()]
     host = result["host"]

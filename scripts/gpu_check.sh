@@ -12,7 +12,7 @@
 # ".whl". Everything worth keeping lands in $OUT (8 files: at most 8 come back). On the device tool:
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=580)
 # (2026-11-26 on an H100: the target row's six providers and the eight training-step rows took 297 s; the
-# text-adapter row's six providers 48 s. The limits below sum to 560 s.)
+# text-adapter row's six providers 48 s. The limits below sum to 550 s.)
 # Then copy $OUT's <card>.json/.md/.png into benchmarks/results/, run
 # `python -m benchmarks.report --readme README.md` and commit.
 # Dry run here, on CPU (interpreter, CPU benchmark rows only): ALLOW_CPU=1 OUT=/tmp/out bash scripts/gpu_check.sh
@@ -56,7 +56,7 @@ card_json=$(ls "$OUT"/*.json 2>/dev/null | head -1)
 timeout "${PROFILE_S:-45}" python3 scripts/gpu_profile.py ted ${card_json:+--into "$card_json"} > "$OUT/profile.txt" 2>&1
 grep -E "parity|==|stored" "$OUT/profile.txt"
 
-# 3b. Nsight Compute on the fused target row's nine kernels (speed of light, occupancy, memory, launch stats).
+# 3b. Nsight Compute on the fused target row's nine kernels (speed of light, occupancy, launch stats).
 if command -v ncu >/dev/null; then
   # Three sections: with five, 50 s covered only three of the nine kernels (2026-11-26).
   timeout "${NCU_S:-75}" ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section Occupancy \

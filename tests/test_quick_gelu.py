@@ -7,7 +7,7 @@ import kernels
 from kernels import reference
 from kernels.ops.quick_gelu import BLOCK
 
-from .parity import GPU_PRECISIONS, assert_matches_reference, cuda, rel_err
+from .parity import FP32_TOL, assert_matches_reference, cuda, rel_err
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (2, BLOCK + 7), (1,)])  # one partial block; two, the last partial
@@ -52,8 +52,9 @@ def test_torch_compile_fullgraph(kernel_device):
 
 
 @cuda
-@pytest.mark.parametrize("dtype, tf32, tol", GPU_PRECISIONS)
-def test_cuda_quick_gelu_parity(dtype, tf32, tol):
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, FP32_TOL), (torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
+def test_cuda_quick_gelu_parity(dtype, tol):
+    """No matmul, so fp32 is held to the IEEE bound; bf16 and fp16 to DESIGN's."""
     x = (4 * torch.randn(256, 197, 3072 // 8, generator=torch.Generator().manual_seed(0))).cuda().to(dtype)
     assert_matches_reference(kernels.quick_gelu, reference.quick_gelu, [x], tol=tol)
 
