@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from m2clip_fast.data import VideoDataset, VideoRecord, sampling
+from m2clip_fast.data import VideoDataset, VideoRecord, frame_indices
 from m2clip_fast.prepare import encode
 
 VIDEOS = int(os.environ.get("M2CLIP_BENCH_DATA_VIDEOS", "2"))
@@ -79,7 +79,7 @@ def videos() -> dict[tuple[str, str], list[str]]:
 
 
 def _indices(mode: str, stride: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    return sampling.dense_indices(count, 8, stride, rng) if mode == "dense" else sampling.segment_indices(count, 8, rng)
+    return frame_indices.dense_indices(count, 8, stride, rng) if mode == "dense" else frame_indices.segment_indices(count, 8, rng)
 
 
 def _decode_limit(path: str, indices: np.ndarray, seek_each: bool) -> None:

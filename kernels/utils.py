@@ -22,6 +22,10 @@ _warned: set[str] = set()
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 
+class EagerFallbackWarning(UserWarning):
+    """A fused op ran its eager reference: Triton cannot run on the tensors' device (:func:`backend`)."""
+
+
 def backend(device: torch.device) -> str:
     """What the fused ops run on ``device`` — the one rule: compiled Triton kernels on CUDA; the same kernels
     through Triton's interpreter on the CPU when ``TRITON_INTERPRET=1`` was set before ``kernels`` was
@@ -44,7 +48,7 @@ def can_run_triton(x: torch.Tensor, op: str) -> bool:
         return True
     if op not in _warned:
         _warned.add(op)
-        warnings.warn(f"kernels.{op}: running the {where} on {x.device}", stacklevel=3)
+        warnings.warn(f"kernels.{op}: running the {where} on {x.device}", EagerFallbackWarning, stacklevel=3)
     return False
 
 

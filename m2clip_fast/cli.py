@@ -12,14 +12,16 @@ import ast
 import dataclasses
 import os
 import sys
+import tempfile
 from typing import Optional, Sequence
 
-from . import checkpointing
+from . import run_state
 from .config import PRESETS, M2CLIPConfig
-from .factory import resolve_pretrained
 from .data import UnreadableData, make_synthetic_dataset, read_class_names, read_video_list
+from .distributed import available_cpus, device_problem
+from .factory import resolve_pretrained
 from .protocols import PROTOCOLS
-from .trainer import run
+from .trainer import Interrupted, run
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "m2clip_fast")
 # The built-in default run (no --train-list): what each unset option becomes.
@@ -34,14 +36,6 @@ PRESET_RECIPES = {
     "vit-b16-ssv2": dict(crop_scale="0.08,1", randaugment="rand-m7-n4-mstd0.5-inc1", interpolation="bicubic",
                          flip=False),
 }
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -98,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--preset", choices=sorted(PRESETS), help="model preset [vit-b16-k400; demo tiny]")
     m.add_argument("--pretrained", help="CLIP weights: a local file (OpenAI .pt archive or open_clip state dict) or an "
                    "open_clip pretrained tag of the preset's backbone (openai, laion2b_s34b_b88k, ...), fetched and "
-                   "cached by open_clip")
+                   "cached by open_clip; required for a new run of a CLIP preset on real data ('random': a randomly "
+                   "initialised backbone, on purpose)")
     m.add_argument("--use-fused", action="store_true", help="fused Triton adapters (CUDA)")
     m.add_argument("--grad-checkpointing", action="store_true",
                    help="recompute each vision block in the backward instead of keeping its activations (less memory: "
@@ -138,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in --output-dir/tensorboard "
                    "(needs the tensorboard package: pip install 'm2clip-fast[tensorboard]')")
     r.add_argument("--seed", type=int, help="random seed [0]")
-    r.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    r.add_argument("--device", default="auto", help="'auto' (a GPU if there is one), 'cpu', 'cuda' or 'cuda:N'")
     r.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the demo data set is generated")
     return p
 
@@ -158,19 +153,41 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if not args.synthetic and args.preset in PRESET_RECIPES:  # the released training recipe of this preset
         defaults = {**defaults, **PRESET_RECIPES[args.preset]}
     workers_given = args.workers is not None
-    args.output_dir = args.output_dir or defaults["output_dir"]
+    _check_device(args.device, parser)
+    _check_ranges(args, parser)
     # The checkpoint first: a resumed (or evaluated) run's own settings come before the mode's defaults.
     if args.resume not in (None, "auto") and not os.path.isfile(args.resume):
-        parser.error(f"--resume: checkpoint not found: {args.resume}")
-    args.resume_path = checkpointing.latest(args.output_dir) if args.resume == "auto" else args.resume
+        parser.error(f"--resume: checkpoint not found: {args.resume}"
+                     + (" (that is a folder: give the checkpoint file, or --resume auto --output-dir FOLDER)"
+                        if os.path.isdir(args.resume) else ""))
+    if args.output_dir is None and args.eval_only and args.resume not in (None, "auto"):
+        args.output_dir = os.path.dirname(os.path.abspath(args.resume))  # evaluation metrics go beside the run's
+    args.output_dir = args.output_dir or defaults["output_dir"]
+    args.resume_path = run_state.latest(args.output_dir) if args.resume == "auto" else args.resume
+    if args.resume == "auto" and args.resume_path is None:
+        if args.eval_only:
+            parser.error(f"--eval-only --resume auto: {args.output_dir} holds no checkpoint ({run_state.LATEST}); "
+                         "give the run's --output-dir, or --resume with a checkpoint file")
+        print(f"note: --resume auto: no checkpoint in {args.output_dir}; starting a new run", flush=True)
     try:
-        args.checkpoint = checkpointing.load(args.resume_path) if args.resume_path else None
+        args.checkpoint = run_state.load(args.resume_path) if args.resume_path else None
     except ValueError as err:
         parser.error(f"--resume: {err}")
+    args.init_checkpoint = None
+    if args.init_from:
+        if args.resume:
+            parser.error("--init-from starts a new run; --resume continues one: give one of them")
+        try:
+            args.init_checkpoint = run_state.load(args.init_from)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(f"--init-from: {err}")
+    _check_preset(args, parser)
     args.changes = _apply_saved(args, parser)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.checkpoint is None and args.init_checkpoint is None:
+        args.model_preset = args.preset  # a new model: saved in its checkpoints' settings
     if not workers_given:  # by default no more workers than CPUs this process may use
         args.workers = min(args.workers, available_cpus())
     if args.synthetic:
@@ -185,6 +202,7 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')}: file not found: {path}")
     if args.data_root and not os.path.isdir(args.data_root):
         parser.error(f"--data-root: folder not found: {args.data_root}")
+    _check_output_dir(args.output_dir, parser)
     args.spatial_views, args.temporal_views = _views("--views", args.views, parser)
     args.crop_range = None
     if args.crop_scale is not None:
@@ -213,28 +231,13 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             M2CLIPConfig.preset(args.preset, **args.config_overrides)  # validated now, not after data loading
     except (ValueError, TypeError) as err:
         parser.error(f"--set: {err}")
-    if args.pretrained is not None:  # a file, or an open_clip tag fetched (or found in its cache) now
-        source = args.checkpoint or (checkpointing.load(args.init_from) if args.init_from else None)
-        backbone = source["config"]["backbone"] if source else PRESETS[args.preset]["backbone"]
-        try:
-            args.pretrained = resolve_pretrained(backbone, args.pretrained)
-        except (ValueError, FileNotFoundError) as err:
-            parser.error(f"--pretrained: {err}")
     if args.tensorboard:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             parser.error("--tensorboard needs the tensorboard package: pip install tensorboard")
-    args.init_checkpoint = None
-    if args.init_from:
-        if args.resume:
-            parser.error("--init-from starts a new run; --resume continues one: give one of them")
-        try:
-            args.init_checkpoint = checkpointing.load(args.init_from)
-        except (ValueError, FileNotFoundError) as err:
-            parser.error(f"--init-from: {err}")
-        if args.config_overrides:
-            parser.error("--set with --init-from: the model config is the source run's")
+    if args.init_from and args.config_overrides:
+        parser.error("--set with --init-from: the model config is the source run's")
     if args.classes is None and args.checkpoint is None:
         parser.error("--classes is required (or --resume a checkpoint, whose classes are used)")
     try:
@@ -247,7 +250,91 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.zero_shot_splits = _zero_shot_splits(args, parser) if args.zero_shot else None
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
+    _check_pretrained(args, parser)  # last: fetching weights may take a while, the cheap checks come first
     return args
+
+
+# Flags with a range: (flag's attribute, the lowest value it takes, whether that value is excluded). Checked
+# before anything is loaded; unset flags (None) take defaults that are in range.
+FLAG_RANGES = (("lr", 0, True), ("base_lr", 0, True), ("weight_decay", 0, False), ("warmup_epochs", 0, False),
+               ("clip_grad", 0, False), ("save_every", 0, False), ("max_steps", 1, False), ("workers", 0, False),
+               ("mlm_mask_rate", 0, False), ("seed", 0, False))
+
+
+def _check_ranges(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    for name, low, strict in FLAG_RANGES:
+        value = getattr(args, name)
+        if value is not None and (value <= low if strict else value < low):
+            parser.error(f"--{name.replace('_', '-')} must be {'>' if strict else '>='} {low}, got {value:g}"
+                         + (" (0 would train nothing)" if name in ("lr", "base_lr", "max_steps") and value == 0 else ""))
+    if args.mlm_mask_rate is not None and args.mlm_mask_rate > 1:
+        parser.error(f"--mlm-mask-rate is a share of the words, from 0 to 1, got {args.mlm_mask_rate:g}")
+
+
+def _check_device(device: str, parser: argparse.ArgumentParser) -> None:
+    problem = device_problem(device)
+    if problem:
+        parser.error(problem)
+
+
+def _check_output_dir(folder: str, parser: argparse.ArgumentParser) -> None:
+    """The output folder exists or can be made, and files can be written in it — checked now, not after an epoch."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        parser.error(f"--output-dir {folder} is a file, not a folder: give a folder for checkpoints and metrics")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        parser.error(f"--output-dir {folder}: cannot write there ({err.strerror or err}); give a writable folder")
+
+
+def _check_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A resumed, evaluated or transferred run's model is its checkpoint's: a --preset that names another is
+    refused (not silently ignored). Checkpoints from before presets were saved are compared by backbone."""
+    source, flag = ((args.checkpoint, "--resume") if args.checkpoint is not None
+                    else (args.init_checkpoint, "--init-from"))
+    args.model_preset = None
+    if source is None:
+        return
+    saved = (source.get("settings") or {}).get("preset")
+    args.model_preset = saved
+    if args.preset is None:
+        return
+    same = saved == args.preset if saved else PRESETS[args.preset]["backbone"] == source["config"]["backbone"]
+    if not same:
+        model = f"preset {saved}" if saved else f"backbone {source['config']['backbone']}"
+        parser.error(f"--preset {args.preset}: {flag} {getattr(args, 'resume_path', None) or args.init_from} is a "
+                     f"model of {model}, and the run keeps its checkpoint's model; drop --preset, or start a new run "
+                     "in another --output-dir")
+
+
+def _check_pretrained(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Resolve --pretrained to a local file (an open_clip tag is fetched or found in its cache now). A fresh run
+    of a CLIP preset on real data needs CLIP weights: adapting a randomly initialised backbone learns nothing
+    useful, so it is refused unless asked for by name (``--pretrained random``: benchmarks, smoke tests)."""
+    source = args.checkpoint or args.init_checkpoint
+    backbone = source["config"]["backbone"] if source else PRESETS[args.preset]["backbone"]
+    if args.pretrained == "random":
+        args.pretrained = None
+        if source is None:
+            print("note: --pretrained random: the frozen backbone is randomly initialised (a benchmark or smoke "
+                  "test: it learns nothing useful), and every checkpoint stores all of it", flush=True)
+        return
+    if args.pretrained is not None:
+        try:
+            args.pretrained = resolve_pretrained(backbone, args.pretrained)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(f"--pretrained: {err}")
+        return
+    if source is not None or args.synthetic:
+        return
+    if isinstance(backbone, str):
+        parser.error(f"--preset {args.preset} adapts a pretrained CLIP, and no --pretrained was given: give "
+                     "--pretrained openai (fetched once and cached by open_clip) or a local weights file; "
+                     "--pretrained random trains on a random backbone on purpose")
+    print(f"note: preset {args.preset} has no pretrained weights: its backbone is randomly initialised (a test "
+          "model)", flush=True)
 
 
 def _zero_shot_splits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list:
@@ -288,15 +375,32 @@ def parse_config_sets(items: Sequence[str]) -> dict:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        if isinstance(getattr(defaults, name), tuple) and not isinstance(value, (tuple, list)):
+        default = getattr(defaults, name)
+        if isinstance(default, tuple) and not isinstance(value, (tuple, list)):
             value = tuple(v.strip() for v in str(value).split(",") if v.strip())
         if sub:
-            if not isinstance(getattr(defaults, name), dict):
+            if not isinstance(default, dict):
                 raise ValueError(f"{item!r}: {name} is not a dict field")
-            out.setdefault(name, dict(getattr(defaults, name)))[sub] = value
+            if sub not in default:
+                raise ValueError(f"{item!r}: {name} has no key {sub!r}; its keys are {', '.join(default)}")
+            _check_type(item, f"{name}.{sub}", default[sub], value)
+            out.setdefault(name, dict(default))[sub] = value
         else:
+            if not (value is None and "Optional" in str(fields[name].type)):
+                _check_type(item, name, default, value)
             out[name] = value
     return out
+
+
+def _check_type(item: str, name: str, default: object, value: object) -> None:
+    """A ``--set`` value must be of its field's kind: a number for a number, true/false for a flag."""
+    kinds = {bool: (bool,), int: (int,), float: (int, float)}
+    expected = next((k for k in kinds if type(default) is k), None)  # noqa: E721 (bool is an int)
+    if expected is None:
+        return
+    if not isinstance(value, kinds[expected]) or (expected is not bool and isinstance(value, bool)):
+        what = {bool: "True or False", int: "an integer", float: "a number"}[expected]
+        raise ValueError(f"{item!r}: {name} must be {what}, got {value!r}")
 
 
 def _apply_saved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, object, object]]:
@@ -304,11 +408,12 @@ def _apply_saved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> l
     for --eval-only). Returns the flags that differ from the checkpoint's run as (name, run's, given); to
     resume training they are refused unless --allow-changes."""
     saved = (args.checkpoint or {}).get("settings") or {}
-    keys = checkpointing.DATA_SETTINGS if args.eval_only else checkpointing.RUN_SETTINGS
+    keys = run_state.DATA_SETTINGS if args.eval_only else run_state.RUN_SETTINGS
     given = {k: getattr(args, k) for k in keys if k in saved and getattr(args, k) is not None}
     changes = [(k, saved[k], v) for k, v in given.items() if str(v).lower() != str(saved[k]).lower()]
     if changes and not args.eval_only and not args.allow_changes:
-        listed = "; ".join(f"--{k.replace('_', '-')} {new} (the run used {old})" for k, old, new in changes)
+        listed = "; ".join(f"--{k.replace('_', '-')} {new} (the run used "
+                           f"{'the default' if old is None else old})" for k, old, new in changes)
         parser.error(f"--resume continues the run in {args.resume_path} with its own settings, but {listed}: drop "
                      "the flag, or pass --allow-changes to apply it")
     for k in keys:
@@ -341,6 +446,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run(args)
     except UnreadableData as err:
         sys.exit(f"train.py: error: {err}")
+    except Interrupted as err:  # Ctrl-C in training: saved at the step it stopped
+        print(f"train.py: {err}", file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:
+        print("train.py: interrupted; the checkpoints in --output-dir are as last saved (--resume auto continues "
+              "from the latest)", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,33 @@ class Runtime:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def device_problem(device: str) -> Optional[str]:
+    """What is wrong with a ``--device`` value ('auto', 'cpu', 'cuda' or 'cuda:N', a CUDA device only where one
+    is visible), in one line; None when nothing is."""
+    if device in ("auto", "cpu"):
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type != "cuda":
+        return f"--device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+    if not torch.cuda.is_available():
+        return (f"--device {device}: no CUDA device is visible to this process (torch {torch.__version__}, CUDA "
+                f"build {torch.version.cuda or 'none'}); use --device cpu, or check the driver and CUDA_VISIBLE_DEVICES")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
 
 
 def init_runtime(device: str = "auto") -> Runtime:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,18 +13,56 @@ from tqdm import tqdm
 from .data import UnreadableData
 from .data.prefetch import to_device_ahead
 from .data.transforms import model_input
-from .distributed import Runtime, all_reduce_sum
+from .distributed import Runtime, all_reduce_sum, available_cpus
 from .model import M2CLIP
-from .text import Prompts
+from .prompts import Prompts
 
 LOSS_NAMES = ("total", "contrastive", "crossmodal", "visual", "mlm")
 
 
-def report_unreadable(batch: dict, what: str) -> None:
-    """Print the batch's unreadable videos above the progress bar (``tqdm.write``), one line each."""
-    for lines in batch["unreadable"]:
-        for line in filter(None, lines.split("\n")):
-            tqdm.write(f"{what} {line}")
+_NOTED: set[str] = set()  # the notes this process has printed: each is said once, not every epoch
+
+
+def note_once(key: str, text: str) -> None:
+    """Print a note above the progress bar, once per process for each ``key``."""
+    if key not in _NOTED:
+        _NOTED.add(key)
+        tqdm.write(f"note: {text}")
+
+
+@dataclass
+class DataReport:
+    """What a pass over a data set found: the distinct unreadable videos (with why) and the short ones."""
+
+    unreadable: set[str] = field(default_factory=set)
+    short: set[str] = field(default_factory=set)
+
+    def add(self, batch: dict, what: str) -> None:
+        """Take a batch's reports; a video seen unreadable for the first time is named above the progress bar."""
+        for lines in batch["unreadable"]:
+            for line in filter(None, lines.split("\n")):
+                if line not in self.unreadable:
+                    tqdm.write(f"{what} {line}")
+                self.unreadable.add(line)
+        self.short.update(filter(None, batch["short"]))
+
+    def note_short(self) -> None:
+        if self.short:
+            first = min(self.short)
+            more = f" (and {len(self.short) - 1} more video{'s' * (len(self.short) > 2)} like it)" \
+                if len(self.short) > 1 else ""
+            note_once(f"short:{first}", f"{first}{more}")
+
+
+@dataclass
+class EpochResult:
+    """Where an epoch ended: the global ``step``, ``replaced`` (unreadable draws replaced by another video),
+    ``stopped_at`` (batches done, or -1 when the epoch ran to its end) and what its data held."""
+
+    step: int
+    replaced: int
+    stopped_at: int
+    data: DataReport
 
 
 def train_one_epoch(
@@ -44,19 +83,17 @@ def train_one_epoch(
     seed: int,
     log_interval: int,
     log: Callable[[dict], None],
-    on_step: Callable[[int, int], None],
-    max_steps: Optional[int] = None,
+    on_step: Callable[[int, int], bool],
     first_batch: int = 0,
-) -> tuple[int, int, int]:
+) -> EpochResult:
     """One epoch (from batch ``first_batch``). ``on_step(step, batches_done)`` runs after each optimizer
-    step (checkpointing). Returns (global step, videos skipped as unreadable, batches done in the epoch:
-    fewer than the epoch has when ``max_steps`` stopped it early)."""
+    step (checkpointing) and returns whether to stop there (``--max-steps``, an interrupt)."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     window = torch.zeros(len(LOSS_NAMES), device=runtime.device)  # loss sums, kept on the device: no sync per step
     window_n, skipped, window_start = 0, 0, time.perf_counter()
     waited, ready = 0.0, time.perf_counter()  # host time spent waiting for the next batch, in this window
-    warned_slow_data = False
+    data = DataReport()
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
     last = len(loader) - 1
     done = first_batch
@@ -66,7 +103,7 @@ def train_one_epoch(
         video = loader.dataset.model_input(batch, runtime.device)  # uint8 copied; augmented and made float there
         labels = batch["label"].to(runtime.device, non_blocking=True)
         skipped += int(batch["skipped"].sum())
-        report_unreadable(batch, "replaced unreadable video")
+        data.add(batch, "replaced unreadable video")
         masks = torch.Generator().manual_seed(hash((seed, epoch, b, runtime.rank)) % 2**62)
         mlm_tokens, mlm_labels = prompts.masker(batch["label"], mask_rate, masks)
         sync = (i + 1) % grad_accum == 0 or i == last
@@ -101,18 +138,20 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{means['total']:.3f}", lr=f"{lr:.2e}")
             # "batches": how many the means cover (fewer than the interval right after a resume)
             log({"split": "train", "epoch": epoch, "step": step, "lr": lr, "batches": window_n, **means, **speed})
-            if speed["data_wait"] > 0.5 and not warned_slow_data:
-                warned_slow_data = True
-                tqdm.write(f"note: {100 * speed['data_wait']:.0f}% of the last {window_n} steps went to waiting for "
-                           "video: the data loader is the bottleneck (more --workers, or smaller, re-encoded videos)")
+            if speed["data_wait"] > 0.5:
+                more = ("more --workers, or " if loader.num_workers < available_cpus() else
+                        f"all {available_cpus()} CPUs already decode: ")
+                note_once("data_wait", f"{100 * speed['data_wait']:.0f}% of the last {window_n} steps went to "
+                          f"waiting for video: the data loader is the bottleneck ({more}smaller, re-encoded videos: "
+                          "python -m m2clip_fast.prepare)")
             window.zero_()
             window_n, window_start, waited = 0, time.perf_counter(), 0.0
         done = b + 1
-        on_step(step, done)
-        if max_steps is not None and step >= max_steps:
+        if on_step(step, done):
             break
         ready = time.perf_counter()
-    return step, skipped, done if done < first_batch + len(loader) else -1
+    data.note_short()
+    return EpochResult(step, skipped, done if done < first_batch + len(loader) else -1, data)
 
 
 def class_embeddings(model: M2CLIP, prompts: Prompts, autocast: Callable[[], contextlib.AbstractContextManager]
@@ -161,10 +200,11 @@ def evaluate(
     heads = ("crossmodal", "visual", "combined") if visual_head else ("crossmodal",)
     k5 = min(5, class_emb.shape[0])
     sums = torch.zeros(len(heads) * 2 + 3, dtype=torch.float64, device=runtime.device)
+    data = DataReport()
     for batch in tqdm(loader, desc=desc, disable=not runtime.is_main, dynamic_ncols=True):
         readable = batch["readable"]
         sums[-1] += int((~readable).sum())
-        report_unreadable(batch, "not scoring unreadable video")
+        data.add(batch, "not scoring unreadable video")
         if not readable.any():
             continue
         video = model_input(batch["video"][readable].to(runtime.device, non_blocking=True))  # [B, V, 3, T, S, S]
@@ -176,6 +216,8 @@ def evaluate(
             sums[2 * j + 1] += (top == labels[:, None]).any(-1).sum()
         sums[-2] += video.shape[0]
     all_reduce_sum(sums, runtime)
+    if runtime.is_main:
+        data.note_short()
     scored, unreadable = int(sums[-2].item()), int(sums[-1].item())
     if unreadable > scored:
         raise UnreadableData(f"{unreadable} of {scored + unreadable} evaluation videos are unreadable (each is named in "

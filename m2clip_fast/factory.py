@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import textwrap
 import warnings
 import zipfile
 from typing import Mapping, Optional, Union
@@ -88,6 +89,13 @@ def load_clip_weights(clip: torch.nn.Module, path: PathLike) -> None:
     clip.load_state_dict(sd)
 
 
+def short_reason(err: BaseException, limit: int = 160) -> str:
+    """``"TypeName: the first line of its message"``, shortened at a word boundary (never mid-word)."""
+    lines = str(err).strip().splitlines()
+    detail = textwrap.shorten(lines[0], limit, placeholder=" …") if lines else ""
+    return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+
+
 def resolve_pretrained(backbone: Union[str, dict], pretrained: PathLike, cache_dir: Optional[str] = None) -> str:
     """A local weights file for ``pretrained``: the path itself, or an open_clip pretrained tag of the backbone
     (``openai``, ``laion2b_s34b_b88k``, ...) fetched through open_clip's own download and cache (once; a cached
@@ -95,7 +103,13 @@ def resolve_pretrained(backbone: Union[str, dict], pretrained: PathLike, cache_d
     path = os.fspath(pretrained)
     if os.path.isfile(path):
         return path
-    names = [backbone] if isinstance(backbone, str) else []
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"--pretrained {path} is a folder: give the weights file in it")
+    if not isinstance(backbone, str):
+        raise FileNotFoundError(f"--pretrained {path!r} is neither a file nor an open_clip tag: this model's backbone "
+                                "is a small test config with no published weights (give a local weights file of its "
+                                "shape, or leave --pretrained out)")
+    names = [backbone]
     names += [n.removesuffix("-quickgelu") for n in names if n.endswith("-quickgelu")]
     for name in names:
         if path in open_clip.list_pretrained_tags_by_model(name):
@@ -103,10 +117,11 @@ def resolve_pretrained(backbone: Union[str, dict], pretrained: PathLike, cache_d
                 target = open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(name, path),
                                                                   cache_dir=cache_dir)
             except Exception as err:  # no network, hub refused, ...: say what to do instead
-                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                reason = short_reason(err)
+                example = f"{name.removesuffix('-quickgelu')}.pt" if path == "openai" else "open_clip_pytorch_model.bin"
                 raise ValueError(f"could not get open_clip's '{path}' weights for {name} ({reason}). Without a "
                                  "network, fetch them where there is one (open_clip caches them) or give a local "
-                                 "file: --pretrained /path/to/ViT-B-16.pt") from None
+                                 f"file: --pretrained /path/to/{example}") from None
             if target and os.path.isfile(target):
                 return target
     tags = sorted({t for n in names for t in open_clip.list_pretrained_tags_by_model(n)})

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .text import IGNORE_INDEX
-
+IGNORE_INDEX = -100  # MLM targets at positions that are not masked words (cross-entropy skips them)
 
 
 def contrastive_kl_loss(

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from typing import Mapping, Optional, Sequence
 
 import torch
 
-from . import checkpointing
+from . import run_state
 from .data import VideoDataset, VideoRecord, read_class_names
 from .data.transforms import model_input
+from .distributed import device_problem
 from .engine import class_embeddings, view_probabilities
 from .model import M2CLIP
-from .text import class_prompts
+from .prompts import class_prompts
 
 PREDICT_DEFAULTS = {"sampling": "segment", "sampling_rate": 16, "views": "1x1"}
 
@@ -41,6 +43,8 @@ def predict(model: M2CLIP, video_path: str, labels: Sequence[str], top_k: int = 
     item = dataset[0]
     if not item["readable"]:
         raise ValueError(f"cannot read the video: {item['unreadable']}")
+    if item["short"]:
+        print(f"note: {item['short']}", file=sys.stderr, flush=True)
     prompts = class_prompts(model, labels, device, contextlib.nullcontext)
     class_emb = class_embeddings(model, prompts, contextlib.nullcontext)
     probs = view_probabilities(model, model_input(item["video"][None].to(device)), class_emb, contextlib.nullcontext,
@@ -57,16 +61,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--labels", help="comma-separated free-text labels")
     p.add_argument("--classes", help="an 'id,name' class CSV (default: the checkpoint's classes)")
     p.add_argument("--top-k", type=int, default=5, help="how many labels to print")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda' or 'cuda:N'")
     args = p.parse_args(argv)
+    if os.path.isdir(args.video):
+        p.error(f"{args.video} is a folder: give one video file")
+    if not os.path.isfile(args.video):
+        p.error(f"video not found: {args.video}")
+    if args.top_k < 1:
+        p.error(f"--top-k must be >= 1, got {args.top_k}")
+    problem = device_problem(args.device)
+    if problem:
+        p.error(problem)
     try:
-        ckpt = checkpointing.load(args.checkpoint)
-        if args.labels:
+        ckpt = run_state.load(args.checkpoint)
+        if args.labels is not None:
             labels = [s.strip() for s in args.labels.split(",") if s.strip()]
+            if not labels:
+                raise ValueError(f"--labels {args.labels!r} holds no label: give comma-separated labels, or leave "
+                                 "--labels out to score the checkpoint's classes")
         else:
             labels = read_class_names(args.classes) if args.classes else list(ckpt["class_names"])
         on_gpu = args.device.startswith("cuda")  # the fused kernels need CUDA (or the interpreter)
-        model = checkpointing.model_from_checkpoint(ckpt, use_fused=None if on_gpu else False).to(args.device)
+        model = run_state.model_from_checkpoint(ckpt, use_fused=None if on_gpu else False).to(args.device)
         results = predict(model, args.video, labels, args.top_k, settings=ckpt.get("settings"))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         p.error(str(err))

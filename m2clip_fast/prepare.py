@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from .data import read_video_list
+from .distributed import available_cpus
 
 
 def encode(src: str, dst: str, short_side: int = 320, gop: int = 16, crf: int = 23) -> None:
@@ -69,7 +70,7 @@ def prepare(list_file: str, data_root: str, out: str, short_side: int = 320, gop
     targets = [os.path.join(out, os.path.splitext(p)[0] + ".mp4") for p in rel]
     todo = [(r.path, t, short_side, gop) for r, t in zip(records, targets) if not os.path.exists(t)]
     failures: list[str] = []
-    workers = workers or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    workers = workers or available_cpus()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for error in tqdm(pool.map(_job, todo, chunksize=4), total=len(todo), disable=not progress,
                           desc="prepare", dynamic_ncols=True):
@@ -99,12 +100,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(f"list file not found: {args.list_file}")
     if args.short_side < 2 or args.gop < 1:
         p.error("--short-side must be >= 2 and --gop >= 1")
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out} is a file, not a folder")
     try:
         new_list, failures = prepare(args.list_file, args.data_root, args.out, args.short_side, args.gop,
                                      args.workers)
     except ValueError as err:
         p.error(str(err))
-    print(f"wrote {new_list}" + (f"; {len(failures)} unreadable videos skipped (named above)" if failures else ""))
+    skipped = f"; {len(failures)} unreadable video{'s' * (len(failures) != 1)} skipped (named above)" if failures else ""
+    print(f"wrote {new_list}{skipped}. Train on it with: --train-list {new_list} --data-root {args.out}")
     return 0
 
 

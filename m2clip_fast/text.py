@@ -1,18 +1,14 @@
-"""Class prompts, tokenisation, the word-level MLM vocabulary and class-word masking."""
+"""Prompt text, tokenisation, the word-level MLM vocabulary and class-word masking (no model needed; the
+prompts a model scores against are :mod:`m2clip_fast.prompts`)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
-if TYPE_CHECKING:
-    from .model import M2CLIP
-
-IGNORE_INDEX = -100  # MLM targets at positions that are not masked words (cross-entropy skips them)
-
+from .losses import IGNORE_INDEX
 
 PROMPT_TEMPLATE = "A video of {}"
 SPECIAL_WORDS = ("[PAD]", "[UNK]", "[MASK]")
@@ -126,32 +122,3 @@ class PromptMasker:
                     tokens[i, start:end] = self.mask_token_id
                     targets[i, start] = word_id
         return tokens.to(labels.device), targets.to(labels.device)
-
-
-@dataclass
-class Prompts:
-    """Class prompts on the device, their cached frozen text prefix, and (for training) the MLM masker."""
-
-    tokens: torch.Tensor  # [K, S]
-    prefix: torch.Tensor  # [K, S, W]
-    masker: Optional[PromptMasker] = None
-
-
-def class_prompts(model: "M2CLIP", class_names: Sequence[str], device: torch.device, autocast) -> Prompts:
-    """``"A video of {class}"`` for every class, tokenised and with the frozen text prefix computed once —
-    what evaluation and prediction score against (no MLM vocabulary needed: any class names work)."""
-    tokens = tokenize(format_prompts(class_names), context_length=model.context_length).to(device)
-    with torch.no_grad(), autocast():
-        prefix = model.text_prefix(tokens)
-    return Prompts(tokens, prefix)
-
-
-def make_prompts(model: "M2CLIP", class_names: list[str], device: torch.device, autocast) -> Prompts:
-    """:func:`class_prompts` plus the MLM masker over the classes' words, for training."""
-    vocab = MLMVocabulary.from_class_names(class_names)
-    if len(vocab) > model.cfg.mlm_vocab_size:
-        raise ValueError(f"the class names have {len(vocab)} MLM words; mlm_vocab_size is {model.cfg.mlm_vocab_size}")
-    masker = PromptMasker(class_names, vocab, model.cfg.mlm_mask_token_id, context_length=model.context_length)
-    prompts = class_prompts(model, class_names, device, autocast)
-    assert torch.equal(prompts.tokens.cpu(), masker.class_tokens()), "the masker's prompts must be the scored ones"
-    return Prompts(prompts.tokens, prompts.prefix, masker)

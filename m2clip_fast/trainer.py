@@ -8,15 +8,20 @@ import contextlib
 import json
 import os
 import random
+import signal
 import time
+import warnings
 from functools import partial
 from typing import Optional
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
-from . import checkpointing
+from kernels.utils import EagerFallbackWarning
+
+from . import run_state
 from .config import M2CLIPConfig
 from .data import EpochSampler, UnreadableData, VideoDataset
 from .distributed import init_runtime, shutdown
@@ -24,8 +29,9 @@ from .engine import evaluate, train_one_epoch
 from .factory import build_model
 from .model import M2CLIP
 from .optim import param_groups, warmup_cosine
+from .prompts import class_prompts, make_prompts
 from .protocols import summarize
-from .text import MLMVocabulary, class_prompts, make_prompts
+from .text import MLMVocabulary
 
 
 def _autocast(amp: str, device: torch.device):
@@ -51,6 +57,21 @@ class MetricsLog:
 
                 self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
 
+    def rewind(self, epoch: int, step: int) -> int:
+        """A resumed run's log goes on from its checkpoint: rows written after it (a run killed between two
+        checkpoints logs them again when it redoes those steps) are dropped. -> how many were dropped."""
+        if not (self.enabled and os.path.exists(self.path)):
+            return 0
+        with open(self.path) as f:
+            rows = [line for line in f if line.strip()]
+        kept = [line for line in rows if _before(json.loads(line), epoch, step)]
+        if len(kept) < len(rows):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.path)
+        return len(rows) - len(kept)
+
     def start_fresh(self) -> Optional[str]:
         """A fresh run starts a fresh log: an old one is renamed aside (its name is returned), never appended to."""
         if not (self.enabled and os.path.exists(self.path)):
@@ -75,6 +96,27 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _before(row: dict, epoch: int, step: int) -> bool:
+    """Whether a metrics row was logged before a checkpoint at (``epoch``, ``step``): training rows up to its
+    step; a validation row of an epoch the checkpoint has finished (epoch numbers count finished epochs)."""
+    if row.get("step", 0) > step:
+        return False
+    return row.get("split") != "val" or row.get("epoch", 0) < epoch
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _ignore_interrupts(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which stops at the next step and saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped training; the run was saved where it stopped (the message says how to go on)."""
 
 
 class Trainer:
@@ -118,7 +160,7 @@ class Trainer:
         frozen backbone comes from."""
         args, ckpt = self.args, self.args.checkpoint
         if ckpt is not None:
-            model = checkpointing.model_from_checkpoint(ckpt, use_fused=args.use_fused, pretrained=args.pretrained)
+            model = run_state.model_from_checkpoint(ckpt, use_fused=args.use_fused, pretrained=args.pretrained)
             model.cfg.grad_checkpointing = model.cfg.grad_checkpointing or args.grad_checkpointing  # memory, not maths
             if model.cfg.num_classes != len(args.class_names):
                 raise SystemExit(f"error: {args.resume_path} was trained on {model.cfg.num_classes} classes; "
@@ -127,7 +169,7 @@ class Trainer:
         vocab = max(len(MLMVocabulary.from_class_names(args.class_names)), 1)
         if args.init_checkpoint is not None:
             source = args.init_checkpoint
-            model, kept, reset = checkpointing.transfer_from_checkpoint(
+            model, kept, reset = run_state.transfer_from_checkpoint(
                 source, len(args.class_names), vocab, use_fused=args.use_fused, pretrained=args.pretrained)
             args.init_checkpoint = None  # copied into the model: free it
             if self.runtime.is_main:
@@ -160,25 +202,25 @@ class Trainer:
         return torch.utils.data.DataLoader(
             dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
             pin_memory=runtime.device.type == "cuda", drop_last=train and len(sampler) >= args.batch_size,
+            worker_init_fn=_ignore_interrupts,
             generator=torch.Generator().manual_seed(args.seed),  # leaves the global RNG (dropout) alone: exact resume
         )
 
     def save(self, name: str, epoch: int, step: int, batches_done: int) -> None:
         if self.runtime.is_main:
-            settings = {k: getattr(self.args, k) for k in checkpointing.RUN_SETTINGS}
-            state = checkpointing.training_state(self.model, self.optimizer, self.scheduler, self.scaler,
+            settings = {k: getattr(self.args, k) for k in run_state.RUN_SETTINGS}
+            settings["preset"] = self.args.model_preset
+            state = run_state.training_state(self.model, self.optimizer, self.scheduler, self.scaler,
                                                  self.args.class_names, self.pretrained, settings, epoch, step,
                                                  batches_done, self.best)
-            checkpointing.atomic_save(state, os.path.join(self.args.output_dir, name))
+            run_state.atomic_save(state, os.path.join(self.args.output_dir, name))
 
-    def validate(self, loader: Optional[torch.utils.data.DataLoader] = None) -> dict:
+    def validate(self, loader: Optional[torch.utils.data.DataLoader] = None, desc: Optional[str] = None) -> dict:
         """Evaluate on the validation list (by default with the full ``--views``) and log it."""
         loader = loader or self.val_loader
-        dataset = loader.dataset
         metrics = evaluate(self.model, loader, self.eval_prompts, self.autocast, self.runtime,
-                           visual_head=self.args.eval_class_names is None, desc=f"eval {self.epoch}")
-        views = f"{dataset.spatial_views}x{dataset.temporal_views}"
-        self.log({"split": "val", "epoch": self.epoch, "step": self.step, "views": views, **metrics})
+                           visual_head=self.args.eval_class_names is None, desc=desc or f"eval {self.epoch}")
+        self.log({"split": "val", "epoch": self.epoch, "step": self.step, "views": self._views(loader), **metrics})
         return metrics
 
     def zero_shot(self) -> dict:
@@ -206,7 +248,7 @@ class Trainer:
         ckpt = args.checkpoint
         if ckpt is None:
             if not args.eval_only and main:
-                if checkpointing.latest(args.output_dir):
+                if run_state.latest(args.output_dir):
                     print(f"note: {args.output_dir} holds a checkpoint; starting afresh and overwriting it "
                           "(--resume auto continues it)", flush=True)
                 aside = self.log.start_fresh()
@@ -214,15 +256,22 @@ class Trainer:
                     print(f"note: the previous run's metrics.jsonl is now {os.path.basename(aside)}", flush=True)
             return
         position = f"epoch {ckpt['epoch']}, step {ckpt['step']}"
-        if not args.eval_only:
-            self.epoch, self.step, self.batches_done, self.best = checkpointing.restore(
+        if args.eval_only:  # logged at the checkpoint's position
+            self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        else:
+            self.epoch, self.step, self.batches_done, self.best = run_state.restore(
                 ckpt, self.optimizer, self.scheduler, self.scaler)
+            dropped = self.log.rewind(self.epoch, self.step) if main else 0
+            if dropped:
+                print(f"note: dropped {_plural(dropped, 'row')} of metrics.jsonl logged after the checkpoint (they "
+                      "are logged again as those steps are redone)", flush=True)
         args.checkpoint = None  # its tensors now live in the model and optimizer: free the copies
         if main:
             print(f"{'evaluating' if args.eval_only else 'resumed from'} {args.resume_path} ({position})", flush=True)
 
     def _train(self) -> dict:
-        """Epochs from where the run stands; validation and checkpoints after each. -> the last metrics."""
+        """Epochs from where the run stands; validation and checkpoints after each. -> the last metrics.
+        Ctrl-C stops at the end of the step in progress and saves there (a second one stops at once)."""
         args, runtime, loader = self.args, self.runtime, self.train_loader
         model = self.model
         if runtime.distributed:
@@ -230,40 +279,76 @@ class Trainer:
                                             device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
         prompts = make_prompts(self.model, args.class_names, runtime.device, self.autocast)
         metrics: dict = {}
-        while self.epoch < args.epochs and (args.max_steps is None or self.step < args.max_steps):
-            loader.sampler.set_epoch(self.epoch, start=self.batches_done * args.batch_size)
-            loader.dataset.set_epoch(self.epoch)
+        interrupted = []
 
-            def on_step(step: int, batches_done: int, epoch: int = self.epoch) -> None:
-                if args.save_every and step % args.save_every == 0:
-                    self.save(checkpointing.LATEST, epoch, step, batches_done)
+        def on_interrupt(signum, frame) -> None:
+            if interrupted:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            interrupted.append(signum)
+            tqdm.write("interrupt: stopping after this step to save the run (Ctrl-C again stops at once)")
 
-            self.step, skipped, stopped_at = train_one_epoch(
-                model, loader, prompts, self.optimizer, self.scheduler, self.scaler, self.autocast, runtime,
-                self.epoch, self.step, grad_accum=args.grad_accum, clip_grad=args.clip_grad,
-                mask_rate=args.mlm_mask_rate, seed=args.seed, log_interval=args.log_interval, log=self.log,
-                on_step=on_step, max_steps=args.max_steps, first_batch=self.batches_done,
-            )
-            if runtime.is_main and skipped:
-                print(f"epoch {self.epoch}: {skipped} unreadable videos were skipped and replaced", flush=True)
-            if skipped > len(loader.sampler):
-                raise UnreadableData(f"epoch {self.epoch}: {skipped} unreadable videos against {len(loader.sampler)} "
-                                     "read: most of the data set is unreadable — check --data-root and the list")
-            if stopped_at >= 0:  # --max-steps ended the run mid-epoch: resume from this batch
-                self.save(checkpointing.LATEST, self.epoch, self.step, stopped_at)
-                break
-            last = self.epoch + 1 == args.epochs
-            validated = {}
-            if self.val_loader is not None and ((self.epoch + 1) % args.eval_every == 0 or last):
-                validated = metrics = self.validate(self.quick_val_loader)
-            self.epoch, self.batches_done = self.epoch + 1, 0
-            if validated and (self.best is None or validated["top1"] > self.best):
-                self.best = validated["top1"]
-                self.save("best.pt", self.epoch, self.step, 0)
-            self.save(checkpointing.LATEST, self.epoch, self.step, 0)
-            if last and self.quick_val_loader is not self.val_loader:  # the finished model, with every view
-                metrics = self.validate()
+        previous = signal.signal(signal.SIGINT, on_interrupt) if runtime.is_main else None
+        try:
+            while self.epoch < args.epochs and (args.max_steps is None or self.step < args.max_steps):
+                metrics = self._epoch(model, loader, prompts, interrupted) or metrics
+                if interrupted:
+                    raise Interrupted(f"interrupted at epoch {self.epoch}, step {self.step}: saved "
+                                      f"{os.path.join(args.output_dir, run_state.LATEST)}; --resume auto (with the "
+                                      f"same --output-dir) continues from there")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return metrics
+
+    def _epoch(self, model: torch.nn.Module, loader: torch.utils.data.DataLoader, prompts, interrupted: list) -> dict:
+        """One epoch from where the run stands, then its validation and checkpoints. -> its validation metrics
+        (empty when none ran)."""
+        args, runtime = self.args, self.runtime
+        loader.sampler.set_epoch(self.epoch, start=self.batches_done * args.batch_size)
+        loader.dataset.set_epoch(self.epoch)
+
+        def on_step(step: int, batches_done: int, epoch: int = self.epoch) -> bool:
+            if args.save_every and step % args.save_every == 0:
+                self.save(run_state.LATEST, epoch, step, batches_done)
+            return bool(interrupted) or (args.max_steps is not None and step >= args.max_steps)
+
+        result = train_one_epoch(
+            model, loader, prompts, self.optimizer, self.scheduler, self.scaler, self.autocast, runtime,
+            self.epoch, self.step, grad_accum=args.grad_accum, clip_grad=args.clip_grad,
+            mask_rate=args.mlm_mask_rate, seed=args.seed, log_interval=args.log_interval, log=self.log,
+            on_step=on_step, first_batch=self.batches_done,
+        )
+        self.step, bad = result.step, len(result.data.unreadable)
+        if runtime.is_main and result.replaced:
+            print(f"epoch {self.epoch}: {_plural(bad, 'unreadable video')} (named above), replaced by other "
+                  f"samples {_plural(result.replaced, 'time')}", flush=True)
+        if result.replaced > len(loader.sampler):
+            raise UnreadableData(f"epoch {self.epoch}: {result.replaced} unreadable draws against "
+                                 f"{len(loader.sampler)} read: most of the data set is unreadable — check --data-root "
+                                 "and the list")
+        if result.stopped_at >= 0:  # --max-steps or Ctrl-C ended the run mid-epoch: resume from this batch
+            self.batches_done = result.stopped_at
+            self.save(run_state.LATEST, self.epoch, self.step, result.stopped_at)
+            return {}
+        last = self.epoch + 1 == args.epochs
+        validated = {}
+        if self.val_loader is not None and ((self.epoch + 1) % args.eval_every == 0 or last):
+            validated = self.validate(self.quick_val_loader)
+            if runtime.is_main:
+                print(f"epoch {self.epoch}: validation top-1 {validated['top1']:.1f}% ({self._views(self.quick_val_loader)}"
+                      " views)", flush=True)
+        self.epoch, self.batches_done = self.epoch + 1, 0
+        if validated and (self.best is None or validated["top1"] > self.best):
+            self.best = validated["top1"]
+            self.save("best.pt", self.epoch, self.step, 0)
+        self.save(run_state.LATEST, self.epoch, self.step, 0)
+        if last and self.quick_val_loader is not self.val_loader and not interrupted:  # the finished model, every view
+            return self.validate(desc="final eval")
+        return validated
+
+    @staticmethod
+    def _views(loader: torch.utils.data.DataLoader) -> str:
+        return f"{loader.dataset.spatial_views}x{loader.dataset.temporal_views}"
 
     def run(self) -> dict:
         """The whole job; returns the final validation metrics (empty without a validation list)."""
@@ -271,6 +356,8 @@ class Trainer:
         self._start_or_resume()
         if runtime.is_main:
             self._print_summary()
+        if self.model.adapter_backend.startswith("eager reference"):  # the summary said so, and why: once is enough
+            warnings.filterwarnings("ignore", category=EagerFallbackWarning)
         start = time.time()
         metrics: dict = {}
         if self.train_loader is not None and args.resume_path and self.epoch >= args.epochs:
@@ -309,7 +396,7 @@ class Trainer:
         if self.train_loader is None:
             return
         how = "" if args.lr is not None else f" (base-lr {args.base_lr:g} x total batch {self.world_batch} / 256)"
-        print(f"training: {args.epochs} epochs x {self.steps_per_epoch} steps, total batch {self.world_batch}, lr "
+        print(f"training: {_plural(args.epochs, 'epoch')} x {_plural(self.steps_per_epoch, 'step')}, total batch {self.world_batch}, lr "
               f"{self.lr:.3g}{how}, flips {'on' if args.flip else 'off'}, {args.workers} loader workers, mixed "
               f"precision {self.amp}", flush=True)
         if args.lr is None and self.lr < 1e-4:
@@ -334,8 +421,20 @@ class Trainer:
         if metrics["unreadable"]:
             scored = (f"{metrics['videos']} of {metrics['listed']} listed videos ({metrics['unreadable']} "
                       "unreadable, named in the warnings above)")
-        print(f"done in {elapsed:.0f}s: {', '.join(parts)} on {scored} (chance {100.0 / len(self.eval_names):.1f}%); "
-              f"output in {out_dir}", flush=True)
+        print(f"done in {elapsed:.0f}s: {', '.join(parts)} on {scored} ({self._chance()}); output in {out_dir}",
+              flush=True)
+
+    def _chance(self) -> str:
+        """Chance accuracy: uniform guessing, and always guessing the most frequent class where that is higher."""
+        uniform = 100.0 / len(self.eval_names)
+        records = self.args.val_records or []
+        if not records:
+            return f"chance {uniform:.1f}%"
+        counts = np.bincount([r.label for r in records])
+        majority = 100.0 * counts.max() / len(records)
+        if majority < uniform + 0.05:
+            return f"chance {uniform:.1f}%"
+        return f"chance {uniform:.1f}%; {majority:.1f}% by always answering the most frequent class"
 
 
 def run(args: argparse.Namespace) -> dict:

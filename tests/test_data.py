@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from m2clip_fast.data import VideoDataset, VideoRecord, decode_frames, read_class_names, read_video_list, sampling
+from m2clip_fast.data import (VideoDataset, VideoRecord, decode_frames, frame_indices, read_class_names,
+                              read_video_list)
 from m2clip_fast.data.synthetic import CLASSES, make_synthetic_dataset, render_motion, write_mp4
 
 
@@ -17,24 +18,24 @@ def synthetic(tmp_path_factory):
 def test_dense_indices():
     rng = np.random.default_rng(0)
     for _ in range(20):
-        idx = sampling.dense_indices(100, 8, 4, rng)
+        idx = frame_indices.dense_indices(100, 8, 4, rng)
         assert len(idx) == 8 and idx.min() >= 0 and idx.max() < 100 and (np.diff(idx) == 4).all()
-    short = sampling.dense_indices(10, 8, 4, rng)  # span 29 > 10 frames: evenly over the video
+    short = frame_indices.dense_indices(10, 8, 4, rng)  # span 29 > 10 frames: evenly over the video
     assert short.tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
-    assert sampling.dense_indices(1, 4, 2, rng).tolist() == [0, 0, 0, 0]
-    clips = sampling.dense_clips(100, 8, 4, 3)
+    assert frame_indices.dense_indices(1, 4, 2, rng).tolist() == [0, 0, 0, 0]
+    clips = frame_indices.dense_clips(100, 8, 4, 3)
     assert clips.shape == (3, 8) and clips[0, 0] == 0 and clips[-1, -1] == 99
 
 
 def test_segment_indices():
     rng = np.random.default_rng(0)
-    idx = sampling.segment_indices(80, 8, rng)
+    idx = frame_indices.segment_indices(80, 8, rng)
     assert ((idx // 10) == np.arange(8)).all()  # one frame in each segment
-    assert sampling.segment_indices(80, 8, None).tolist() == [5, 15, 25, 35, 45, 55, 65, 75]
-    assert sampling.segment_indices(3, 6, None).tolist() == [0, 0, 1, 1, 2, 2]
-    assert sampling.segment_clips(80, 8, 2).shape == (2, 8)
+    assert frame_indices.segment_indices(80, 8, None).tolist() == [5, 15, 25, 35, 45, 55, 65, 75]
+    assert frame_indices.segment_indices(3, 6, None).tolist() == [0, 0, 1, 1, 2, 2]
+    assert frame_indices.segment_clips(80, 8, 2).shape == (2, 8)
     with pytest.raises(ValueError, match="no frames"):
-        sampling.segment_indices(0, 8, None)
+        frame_indices.segment_indices(0, 8, None)
 
 
 def test_decoding_returns_the_encoded_frames(tmp_path):

@@ -30,7 +30,7 @@ def test_prepare_reencodes_resumably_and_reports_broken_inputs(tmp_path, capsys)
     prepare.main([str(listing), "--data-root", str(root), "--out", str(out), "--short-side", "32", "--gop", "8",
                   "--workers", "2"])
     printed = capsys.readouterr()
-    assert "broken.mp4" in printed.out + printed.err and "1 unreadable videos skipped" in printed.out
+    assert "broken.mp4" in printed.out + printed.err and "1 unreadable video skipped" in printed.out
     records = read_video_list(str(out / "train.txt"), str(out), 3)
     assert [(os.path.relpath(r.path, out), r.label) for r in records] == [("a/v0.mp4", 0), ("a/v1.mp4", 1),
                                                                           ("a/v2.mp4", 2)]

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from m2clip_fast import checkpointing, predict
+from m2clip_fast import predict, run_state
 from m2clip_fast.data.synthetic import CLASSES
 from m2clip_fast.cli import main
 
@@ -31,14 +31,14 @@ def test_short_training_run_logs_and_checkpoints(demo_data, tmp_path, capsys):
     assert {"epoch", "step", "top1_crossmodal", "top5_crossmodal", "top1_visual", "top5_visual", "top1", "top5"} <= set(val[0])
     for r in train:  # the logged total is the paper's weighting of the logged terms (means are linear)
         assert r["total"] == pytest.approx(0.5 * (r["contrastive"] + r["crossmodal"]) + r["visual"] + 0.1 * r["mlm"])
-    ckpt = checkpointing.load(str(tmp_path / "last.pt"))
+    ckpt = run_state.load(str(tmp_path / "last.pt"))
     assert ckpt["epoch"] == 2 and ckpt["step"] == 8 and ckpt["class_names"] == list(CLASSES)
     assert "done in" in capsys.readouterr().out
 
 
 def _trainable(path):
-    ckpt = checkpointing.load(path)
-    model = checkpointing.model_from_checkpoint(ckpt)
+    ckpt = run_state.load(path)
+    model = run_state.model_from_checkpoint(ckpt)
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
@@ -46,7 +46,7 @@ def test_resume_mid_epoch_equals_uninterrupted(demo_data, tmp_path):
     full, parts = tmp_path / "full", tmp_path / "parts"
     main(train_args(demo_data, full, "--epochs", "2"))
     main(train_args(demo_data, parts, "--epochs", "2", "--max-steps", "3", "--save-every", "1"))
-    assert checkpointing.load(str(parts / "last.pt"))["batches_done"] == 3  # stopped mid-epoch
+    assert run_state.load(str(parts / "last.pt"))["batches_done"] == 3  # stopped mid-epoch
     main(train_args(demo_data, parts, "--epochs", "2", "--resume", "auto"))
     a, b = _trainable(str(full / "last.pt")), _trainable(str(parts / "last.pt"))
     for name in a:
@@ -55,15 +55,15 @@ def test_resume_mid_epoch_equals_uninterrupted(demo_data, tmp_path):
 
 def test_atomic_save_keeps_the_previous_checkpoint(tmp_path):
     path = str(tmp_path / "last.pt")
-    checkpointing.atomic_save({"format": checkpointing.FORMAT, "v": 1}, path)
+    run_state.atomic_save({"format": run_state.FORMAT, "v": 1}, path)
 
     class Exploding:
         def __reduce__(self):
             raise RuntimeError("crash mid-write")
 
     with pytest.raises(RuntimeError, match="crash mid-write"):
-        checkpointing.atomic_save({"format": checkpointing.FORMAT, "v": Exploding()}, path)
-    assert checkpointing.load(path)["v"] == 1
+        run_state.atomic_save({"format": run_state.FORMAT, "v": Exploding()}, path)
+    assert run_state.load(path)["v"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
 
 
@@ -80,7 +80,7 @@ def test_zero_shot_eval_and_predict(demo_data, tmp_path, capsys):
     assert zero_shot["split"] == "val" and zero_shot["videos"] == 2 and zero_shot["top1_visual"] is None
     assert zero_shot["top1"] == zero_shot["top1_crossmodal"]
 
-    model = checkpointing.model_from_checkpoint(checkpointing.load(str(tmp_path / "last.pt")))
+    model = run_state.model_from_checkpoint(run_state.load(str(tmp_path / "last.pt")))
     clip = os.path.join(demo_data.root, "videos/val_0001.mp4")
     labels = ["moving right", "a dog", "moving up"]
     result = predict.predict(model, clip, labels, top_k=3)
@@ -127,7 +127,7 @@ def test_two_process_ddp_with_torchrun(demo_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     val = [r for r in records(tmp_path) if r["split"] == "val"]
     assert len(val) == 1 and val[0]["videos"] == 4  # both ranks' halves of the 4 val videos, reduced
-    assert checkpointing.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
+    assert run_state.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -138,7 +138,7 @@ def test_mixed_precision_and_gradient_accumulation(demo_data, tmp_path, amp):
     for r in train:  # under mixed precision too, the logged total is the weighting of the logged terms
         assert r["total"] == pytest.approx(0.5 * (r["contrastive"] + r["crossmodal"]) + r["visual"] + 0.1 * r["mlm"],
                                            rel=1e-3)
-    assert bool(checkpointing.load(str(tmp_path / "last.pt"))["scaler"]) == (amp == "fp16")  # fp16: a grad scaler
+    assert bool(run_state.load(str(tmp_path / "last.pt"))["scaler"]) == (amp == "fp16")  # fp16: a grad scaler
 
 
 def test_a_fresh_run_starts_a_fresh_metrics_log(demo_data, tmp_path, capsys):
@@ -156,7 +156,8 @@ def test_default_workers_follow_the_cpus_this_process_may_use(demo_data, tmp_pat
     from m2clip_fast import cli
 
     monkeypatch.setattr(cli, "available_cpus", lambda: 1)
-    base = ["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--data-root", demo_data.root]
+    base = ["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--data-root", demo_data.root,
+            "--pretrained", "random"]
     assert cli.resolve_args(base).workers == 1  # the default 4 would oversubscribe one CPU
     assert cli.resolve_args([*base, "--workers", "3"]).workers == 3  # an explicit choice stands
 
@@ -172,8 +173,8 @@ def test_prediction_scores_a_clip_exactly_as_evaluation_does(demo_data, tmp_path
     reproduces evaluation's cross-modal top-1."""
     main(train_args(demo_data, tmp_path, "--epochs", "1"))
     evaluated = [r for r in records(tmp_path) if r["split"] == "val"][-1]
-    ckpt = checkpointing.load(str(tmp_path / "last.pt"))
-    model = checkpointing.model_from_checkpoint(ckpt)
+    ckpt = run_state.load(str(tmp_path / "last.pt"))
+    model = run_state.model_from_checkpoint(ckpt)
     correct = []
     for line in open(demo_data.val_list).read().splitlines():
         path, label = line.rsplit(maxsplit=1)
@@ -205,10 +206,10 @@ def test_init_from_transfers_a_run_to_a_new_label_set(demo_data, tmp_path, capsy
           "--classes", str(classes), "--init-from", str(tmp_path / "source" / "last.pt")])
     out = capsys.readouterr().out
     assert "initialised from" in out and "visual_head.weight" in out and "mlm_head.decoder.weight" in out
-    target = checkpointing.model_from_checkpoint(checkpointing.load(str(tmp_path / "target" / "last.pt")))
+    target = run_state.model_from_checkpoint(run_state.load(str(tmp_path / "target" / "last.pt")))
     assert target.cfg.num_classes == 2 and target.visual_head.weight.shape[0] == 2
-    source = checkpointing.load(str(tmp_path / "source" / "last.pt"))
-    model, kept, reset = checkpointing.transfer_from_checkpoint(source, 2, 6)  # [PAD][UNK][MASK] moving left right
+    source = run_state.load(str(tmp_path / "source" / "last.pt"))
+    model, kept, reset = run_state.transfer_from_checkpoint(source, 2, 6)  # [PAD][UNK][MASK] moving left right
     assert set(reset) == {"visual_head.weight", "visual_head.bias", "mlm_head.decoder.weight", "mlm_head.bias"}
     weights = model.state_dict()
     assert kept and all(torch.equal(weights[n], source["model"][n]) for n in kept)
@@ -244,12 +245,12 @@ def test_two_nodes_rendezvous_on_loopback(demo_data, tmp_path):
     outputs = [node.communicate(timeout=300) for node in nodes]
     assert all(node.returncode == 0 for node in nodes), outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert "cpu x 2" in outputs[0][0] + outputs[1][0]  # one world of two ranks
-    assert checkpointing.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
+    assert run_state.load(str(tmp_path / "last.pt"))["step"] == 2  # 16 videos / (2 ranks × 4) per step
 
 
 def test_the_released_ssv2_augmentations_train(demo_data, tmp_path):
     main(train_args(demo_data, tmp_path, "--epochs", "1", "--randaugment", "rand-m7-n4-mstd0.5-inc1", "--crop-scale",
                     "0.08,1", "--interpolation", "bicubic", "--workers", "2"))
-    settings = checkpointing.load(str(tmp_path / "last.pt"))["settings"]
+    settings = run_state.load(str(tmp_path / "last.pt"))["settings"]
     assert (settings["randaugment"], settings["crop_scale"], settings["interpolation"]) == (
         "rand-m7-n4-mstd0.5-inc1", "0.08,1", "bicubic")

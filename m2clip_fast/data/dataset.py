@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import sampling
+from . import frame_indices
 from .transforms import augment_batch, crop_clip, draw_augment, model_input, test_views, train_clip
 
 log = logging.getLogger(__name__)
@@ -29,52 +29,81 @@ class VideoRecord:
     label: int
 
 
+def read_text_lines(path: str, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark, as spreadsheet programs write, is dropped; CRLF line
+    ends are fine). Bytes that are not UTF-8 (a file saved as Latin-1, say) raise ``ValueError`` naming the
+    file, the line and the byte."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}" if not os.path.isdir(path)
+                                else f"{what} {path} is a folder, not a file")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ValueError(f"{path}:{line}: byte 0x{data[err.start]:02x} at column {column} is not UTF-8 text; save the "
+                         "file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    return text.splitlines()
+
+
 def read_class_names(csv_path: str) -> list[str]:
     """Class names from an ``id,name`` CSV whose ids are ``0..K-1`` (any order)."""
-    if not os.path.isfile(csv_path):
-        raise FileNotFoundError(f"class list not found: {csv_path}")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"id", "name"} <= set(reader.fieldnames):
-            raise ValueError(f"{csv_path}: expected a header 'id,name', got {reader.fieldnames}")
-        rows: dict[int, str] = {}
-        for row in reader:
-            where = f"{csv_path}:{reader.line_num}"
-            ident, name = (row.get("id") or "").strip(), (row.get("name") or "").strip()
-            if not ident.isdigit():
-                raise ValueError(f"{where}: expected an integer class id, got {ident!r} (rows are 'id,name')")
-            if not name:
-                raise ValueError(f"{where}: class {ident} has no name (rows are 'id,name')")
-            if int(ident) in rows:
-                raise ValueError(f"{where}: class id {ident} appears twice")
-            rows[int(ident)] = name
+    reader = csv.DictReader(read_text_lines(csv_path, "class list"))
+    if reader.fieldnames is None or not {"id", "name"} <= {n.strip() for n in reader.fieldnames}:
+        raise ValueError(f"{csv_path}: expected a header 'id,name', got {reader.fieldnames}")
+    rows: dict[int, str] = {}
+    for row in reader:
+        row = {(k or "").strip(): v for k, v in row.items()}
+        where = f"{csv_path}:{reader.line_num}"
+        ident, name = (row.get("id") or "").strip(), (row.get("name") or "").strip()
+        if not ident.isdigit():
+            raise ValueError(f"{where}: expected an integer class id, got {ident!r} (rows are 'id,name')")
+        if not name:
+            raise ValueError(f"{where}: class {ident} has no name (rows are 'id,name')")
+        if int(ident) in rows:
+            raise ValueError(f"{where}: class id {ident} appears twice")
+        rows[int(ident)] = name
     if sorted(rows) != list(range(len(rows))) or not rows:
         raise ValueError(f"{csv_path}: class ids must be 0..K-1 without gaps")
     return [rows[i] for i in range(len(rows))]
 
 
 def read_video_list(list_file: str, root: str, num_classes: int) -> list[VideoRecord]:
-    """``<video path> <label>`` lines (the released format; paths relative to ``root`` may hold spaces)."""
-    if not os.path.isfile(list_file):
-        raise FileNotFoundError(f"video list not found: {list_file}")
-    records = []
-    with open(list_file) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise ValueError(f"{list_file}:{lineno}: expected '<video path> <label>', got {line.strip()!r}")
-            if not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"{list_file}:{lineno}: the label must be an integer class id, got {parts[1]!r} "
-                                 f"(lines are '<video path> <label>')")
-            label = int(parts[1])
-            if not 0 <= label < num_classes:
-                raise ValueError(f"{list_file}:{lineno}: label {label} is out of range for {num_classes} classes")
-            records.append(VideoRecord(os.path.join(root, parts[0]), label))
+    """``<video path> <label>`` lines (the released format; paths relative to ``root`` may hold spaces).
+
+    A line that repeats an earlier one (same path, same label) is dropped, with a warning that counts them: a
+    video is listed once. The same path with two labels is an error naming both lines."""
+    records: dict[str, tuple[int, VideoRecord]] = {}
+    repeats: list[int] = []
+    for lineno, line in enumerate(read_text_lines(list_file, "video list"), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise ValueError(f"{list_file}:{lineno}: expected '<video path> <label>', got {line.strip()!r}")
+        if not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"{list_file}:{lineno}: the label must be an integer class id, got {parts[1]!r} "
+                             f"(lines are '<video path> <label>')")
+        label = int(parts[1])
+        if not 0 <= label < num_classes:
+            raise ValueError(f"{list_file}:{lineno}: label {label} is out of range for {num_classes} classes")
+        path = parts[0].strip()
+        if path in records:
+            first, seen = records[path]
+            if seen.label != label:
+                raise ValueError(f"{list_file}:{lineno}: {path} is listed with label {label}, but line {first} "
+                                 f"gives it label {seen.label}: a video has one label")
+            repeats.append(lineno)
+            continue
+        records[path] = (lineno, VideoRecord(os.path.join(root, path), label))
     if not records:
         raise ValueError(f"{list_file} lists no videos")
-    return records
+    if repeats:
+        log.warning("%s: %d repeated line%s dropped (each video is listed once; first at line %d)", list_file,
+                    len(repeats), "" if len(repeats) == 1 else "s", repeats[0])
+    return [record for _, record in records.values()]
 
 
 @functools.lru_cache(maxsize=None)  # one header read per video and worker process, not one per sample
@@ -83,6 +112,8 @@ def _probe_size(path: str) -> tuple[int, int]:
     import av
 
     with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream (audio only?)")
         stream = container.streams.video[0]
         return stream.height, stream.width
 
@@ -97,7 +128,7 @@ def decode_frames(path: str, pick: Callable[[int], np.ndarray], short_side: Opti
     import decord
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"video not found: {path}")
+        raise FileNotFoundError(f"{path} is a folder, not a video" if os.path.isdir(path) else f"video not found: {path}")
     size = {}
     if short_side is not None:
         h, w = _probe_size(path)
@@ -120,6 +151,8 @@ def _decode_with_pyav(path: str, pick: Callable[[int], np.ndarray], size: dict) 
     import av
 
     with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream (audio only?)")
         stream = container.streams.video[0]
         count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
     if count < 1:
@@ -145,14 +178,15 @@ class VideoDataset(Dataset):
     ``[spatial*temporal, T, 3, S, S]``); :meth:`model_input` makes a batch of them the model's input, on the
     device.
 
-    Each item is ``{"video", "label", "skipped", "readable", "unreadable"}``, and in training also the
+    Each item is ``{"video", "label", "skipped", "readable", "unreadable", "short"}``, and in training also the
     clip's augmentation draw, ``"flip"`` and ``"augment_seed"``, which :meth:`model_input` applies on the
     device (with timm's RandAugment the worker applies them and the item has neither). In training an unreadable,
     missing or empty video is replaced by another sample (``skipped`` counts the replacements). In test mode
     it is *not* replaced: the item has ``readable=False`` and a zero video, so that evaluation can exclude
     it and count it — an evaluated set is exactly the listed videos that could be read. ``unreadable``
     names each such video and why, one per line, for the training loop to report in the main process
-    (above its progress bar, whatever the worker count).
+    (above its progress bar, whatever the worker count). ``short`` says when the video has fewer frames than a
+    clip spans (its frames were spread over the whole video, repeated where it has fewer than ``num_frames``).
     Randomness depends only on ``(seed, epoch, index)``, so results do not depend on workers or on resuming.
     """
 
@@ -195,11 +229,11 @@ class VideoDataset(Dataset):
         t, stride = self.num_frames, self.sampling_rate
         if self.train:
             if self.sampling_mode == "dense":
-                return lambda n: sampling.dense_indices(n, t, stride, rng)
-            return lambda n: sampling.segment_indices(n, t, rng)
+                return lambda n: frame_indices.dense_indices(n, t, stride, rng)
+            return lambda n: frame_indices.segment_indices(n, t, rng)
         if self.sampling_mode == "dense":
-            return lambda n: sampling.dense_clips(n, t, stride, self.temporal_views)
-        return lambda n: sampling.segment_clips(n, t, self.temporal_views)
+            return lambda n: frame_indices.dense_clips(n, t, stride, self.temporal_views)
+        return lambda n: frame_indices.segment_clips(n, t, self.temporal_views)
 
     @property
     def augments_on_device(self) -> bool:
@@ -207,17 +241,38 @@ class VideoDataset(Dataset):
         which works on PIL images, makes the workers do it)."""
         return self.train and not isinstance(self.randaugment, str)
 
+    def _span(self) -> int:
+        """Frames a clip covers: a dense clip's stride span; TSN segments need ``num_frames``."""
+        return (self.num_frames - 1) * self.sampling_rate + 1 if self.sampling_mode == "dense" else self.num_frames
+
+    def _short_note(self, path: str, count: int) -> str:
+        if count >= self._span():
+            return ""
+        repeats = " (repeating frames)" if count < self.num_frames else ""
+        return (f"{path} has {count} frame{'s' * (count != 1)}, fewer than the {self._span()} a clip spans: its "
+                f"{self.num_frames} frames were spread over the whole video{repeats}")
+
     def _load(self, record: VideoRecord, rng: np.random.Generator, gen: torch.Generator) -> dict:
+        counted, pick = {}, self._pick(rng)
+
+        def pick_counting(n: int) -> np.ndarray:
+            counted["n"] = n
+            return pick(n)
+
+        item = self._decode(record, pick_counting, gen)
+        return {**item, "short": self._short_note(record.path, counted.get("n", self._span()))}
+
+    def _decode(self, record: VideoRecord, pick: Callable[[int], np.ndarray], gen: torch.Generator) -> dict:
         if self.train:
             short = int(torch.randint(self.scale_range[0], self.scale_range[1] + 1, (1,), generator=gen))
-            frames = decode_frames(record.path, self._pick(rng), short)
+            frames = decode_frames(record.path, pick, short)
             if not self.augments_on_device:
                 return {"video": train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment,
                                             self.crop_scale, self.interpolation)}
             clip = crop_clip(frames, short, self.crop_size, gen, self.crop_scale, self.interpolation)
             flipped, seed = draw_augment(self.flip, self.randaugment, gen)
             return {"video": clip.contiguous(), "flip": flipped, "augment_seed": seed}
-        frames = decode_frames(record.path, self._pick(rng), self.crop_size)
+        frames = decode_frames(record.path, pick, self.crop_size)
         views = [test_views(clip, self.crop_size, self.spatial_views) for clip in frames]  # per temporal clip
         return {"video": torch.cat(views)}
 
@@ -248,7 +303,7 @@ class VideoDataset(Dataset):
                     views = self.spatial_views * self.temporal_views
                     empty = torch.zeros(views, self.num_frames, 3, self.crop_size, self.crop_size, dtype=torch.uint8)
                     return {"video": empty, "label": record.label, "skipped": 0, "readable": False,
-                            "unreadable": problems[0]}
+                            "unreadable": problems[0], "short": ""}
                 candidate = int(rng.integers(len(self.records)))
         raise UnreadableData(
             f"{self.max_tries} videos in a row were unreadable (last: {record.path}); most of the data set "

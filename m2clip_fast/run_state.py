@@ -8,12 +8,13 @@ import os
 import pickle
 import random
 import tempfile
+import warnings
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from .factory import build_model
+from .factory import build_model, short_reason
 from .config import M2CLIPConfig
 from .model import M2CLIP
 
@@ -52,16 +53,28 @@ def load(path: str) -> dict:
     objects other than tensors and plain data, raises ``ValueError`` with one line saying so (nothing in it
     is run, and nothing suggests turning that safety off)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}" if not os.path.isdir(path)
+                                else f"{path} is a folder, not a checkpoint file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        raise ValueError(f"{path} is not a valid checkpoint: the file is empty")
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip format, or its legacy pickle
+        raise ValueError(f"{path} is not a valid checkpoint: not a file torch.save wrote (it starts with "
+                         f"{magic!r})")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused a global: code or objects we do not load
+        with warnings.catch_warnings():  # torch's notes on odd pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():  # not a refused global: a broken pickle
+            raise ValueError(f"{path} is not a valid checkpoint: its contents are corrupt ({short_reason(err)})"
+                             ) from None
         raise ValueError(f"{path} holds objects that are not allowed in a checkpoint (only tensors and plain "
                          "data are loaded); it was refused and nothing in it was run") from None
-    except Exception as err:  # truncated, corrupt or not a torch file at all
-        detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
-        reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
-        raise ValueError(f"{path} is not a valid checkpoint (torch.load could not read it: {reason})") from None
+    except Exception as err:  # truncated or corrupt
+        raise ValueError(f"{path} is not a valid checkpoint: the file is truncated or corrupt (torch.load: "
+                         f"{short_reason(err, 100)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an m2clip_fast training checkpoint")
     return ckpt
