@@ -27,6 +27,13 @@ NO_CUDA_REASON = "GPU benchmark: no CUDA device on this machine (the fused ops a
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``‖a − b‖ / ‖b‖`` in fp64 (on ``a``'s and ``b``'s devices): the one error measure of the parity checks
+    (tests, profiles; docs/DESIGN.md §3)."""
+    b = b.double()
+    return ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
 @dataclass(frozen=True)
 class Width:
     """A CLIP ViT's widths: image tower C, TED bottleneck Ca, patch grid, joint/text width D."""

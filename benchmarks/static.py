@@ -394,20 +394,6 @@ def temporal_adapter_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
     return run
 
 
-def stencil_ops_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
-    """The stencil's building blocks as ops of their own (temporal conv, temporal difference, 3×3 conv)."""
-    x = torch.randn(s.B * s.T, s.L - 1, s.Ca, dtype=s.dtype, requires_grad=True)
-    wt, ws, b = (torch.randn(*shape, dtype=s.dtype, requires_grad=True) for shape in
-                 ((s.Ca, 1, 3), (s.Ca, 1, 3, 3), (s.Ca,)))
-    grad = torch.randn(x.shape, dtype=s.dtype)
-
-    def run():
-        impl.temporal_conv(x, s.T, wt, b).backward(grad)
-        impl.temporal_difference(x, s.T).backward(grad)
-        impl.spatial_conv(x, s.grid, ws, b).backward(grad)
-    return run
-
-
 def quick_gelu_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
     """The frozen towers' QuickGELU on one vision block's MLP hidden ``[B*T, L, 4C]``."""
     x = torch.randn(s.B * s.T, s.L, 4 * s.C, dtype=s.dtype, requires_grad=True)
@@ -490,7 +476,7 @@ def fast_launches_match_triton() -> dict:
 
     bf16 = Shape(B=1, T=2, grid=(2, 2), C=16, Ca=8, dtype=torch.bfloat16)
     runs = [make(kernels, shape) for make in (ted_fwd_bwd, text_fwd_bwd, temporal_adapter_fwd_bwd,
-                                              stencil_ops_fwd_bwd) for shape in (TINY, bf16)]
+                                              quick_gelu_fwd_bwd) for shape in (TINY, bf16)]
     with fake_h100() as fake:
         results = [compare_launches(fake, fn) for fn in runs]
     return dict(launches=sum(r["launches"] for r in results), differing=sum((r["differing"] for r in results), []))
@@ -602,7 +588,7 @@ def kept_activations(preset: str = "vit-b16-k400", frames: int = 8) -> dict:
 
     kept = {}
     for provider in ("fused", "eager", "full-finetune"):  # the last makes every weight trainable
-        model.set_fused(provider == "fused")
+        model.set_backend("fused" if provider == "fused" else "eager")
         if provider == "full-finetune":
             model.requires_grad_(True)  # as benchmarks/test_train_step.py does
         one, two = kept_mb(1), kept_mb(2)
@@ -620,7 +606,6 @@ def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
     others = [analyse_op(name, make, shape) for name, make, shape in (
         ("text_adapter fwd+bwd", text_fwd_bwd, VIT_B16),
         ("temporal_adapter fwd+bwd", temporal_adapter_fwd_bwd, VIT_B16),
-        ("stencil building blocks fwd+bwd", stencil_ops_fwd_bwd, VIT_B16),
         ("quick_gelu fwd+bwd (one vision MLP)", quick_gelu_fwd_bwd, VIT_B16),
         ("ted_adapter fwd+bwd fp32", ted_fwd_bwd, Shape(dtype=torch.float32)),
         ("ted_adapter fwd+bwd fp32 tf32", ted_fwd_bwd, Shape(dtype=torch.float32, tf32=True)),

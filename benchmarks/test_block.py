@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from .harness import DTYPES, HAS_CUDA, NO_CUDA_REASON, VIT_B16, VIT_L14, copies_for, device_time_ms, rotating
-from .test_ops import COMPILE_MODES, PROVIDERS, QUICK
+from .cases import COMPILE_MODES, PROVIDERS, QUICK
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
 
@@ -18,7 +18,7 @@ def _block(width, provider):
     from m2clip_fast.model import run_block
 
     block = ResidualAttentionBlock(width.C, width.C // 64).cuda().requires_grad_(False)
-    adapters = BlockAdapters(lambda: TEDAdapter(width.C, width.Ca, use_fused=provider == "fused"), ("mlp",)).cuda()
+    adapters = BlockAdapters(lambda: TEDAdapter(width.C, width.Ca, backend="fused" if provider == "fused" else "eager"), ("mlp",)).cuda()
     for p in adapters.parameters():
         torch.nn.init.normal_(p, std=0.02)
 

@@ -13,51 +13,20 @@ import time
 import pytest
 import torch
 
-import m2clip_fast as m2
-
+from .cases import train_step
 from .harness import HAS_CUDA, device_time_ms
 
-CLASSES = [f"action number {i}" for i in range(400)]
 if HAS_CUDA:
     CASES = [("vit-b16-k400", B, p) for B in (8, 32) for p in ("fused", "eager", "full-finetune", "fused+ckpt")]
 else:
     CASES = [("tiny", 4, p) for p in ("eager", "full-finetune")]
 
 
-def _setup(preset: str, batch: int, provider: str, device: str):
-    torch.manual_seed(0)
-    masker_names = CLASSES[: 400 if preset != "tiny" else 8]
-    vocab = m2.MLMVocabulary.from_class_names(masker_names)
-    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(masker_names), num_frames=8, mlm_vocab_size=len(vocab),
-                                 grad_checkpointing=provider.endswith("+ckpt"))
-    model = m2.build_model(cfg, use_fused=provider.startswith("fused")).to(device)
-    if provider == "full-finetune":
-        model.requires_grad_(True)
-    masker = m2.PromptMasker(masker_names, vocab)
-    size = model.image_size[0]
-    video = torch.randn(batch, 3, 8, size, size, device=device)
-    labels = torch.arange(batch, device=device) % len(masker_names)
-    tokens = masker.class_tokens().to(device)
-    mlm_tokens, mlm_labels = (t.to(device) for t in masker(labels.cpu(), 0.2, torch.Generator().manual_seed(0)))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
-
-    def step():
-        with autocast:
-            loss = model.compute_losses(video, labels, tokens, mlm_tokens, mlm_labels)["total"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step, sum(p.numel() for p in params)
-
-
 @pytest.mark.parametrize("preset, batch, provider", CASES)
 def test_train_step(benchmark, record, preset, batch, provider):
     device = "cuda" if HAS_CUDA else "cpu"
     try:
-        step, trainable = _setup(preset, batch, provider, device)
+        step, trainable = train_step(preset, batch, provider, device)
         step()  # warm-up: autotune, allocator, optimizer state
         if HAS_CUDA:
             torch.cuda.reset_peak_memory_stats()

@@ -9,13 +9,11 @@ kernels, and Triton reads the variable then. Anywhere else the ops run the eager
 (:mod:`kernels.reference`) and say so once (a warning). ``launch_counts`` counts the launches per kernel.
 """
 from .ops.gemm import gemm
-from .ops.linear import linear
 from .ops.quick_gelu import quick_gelu
-from .ops.stencil import spatial_conv, temporal_conv, temporal_difference
 from .ops.ted_adapter import ted_adapter, temporal_adapter
 from .ops.text_adapter import text_adapter
 from .reference import BranchWeights
 from .utils import INTERPRET, launch_counts
 
-__all__ = ["BranchWeights", "INTERPRET", "gemm", "launch_counts", "linear", "quick_gelu", "spatial_conv",
-           "temporal_adapter", "temporal_conv", "temporal_difference", "ted_adapter", "text_adapter"]
+__all__ = ["BranchWeights", "INTERPRET", "gemm", "launch_counts", "quick_gelu", "temporal_adapter", "ted_adapter",
+           "text_adapter"]

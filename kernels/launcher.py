@@ -167,9 +167,3 @@ def _learn(kernel, grid, args: tuple, meta: dict) -> Any:
     return _Known(compiled.run, compiled.function, compiled.packed_metadata, tail,
                   {name: i for i, name in enumerate(jit.arg_names)})
 
-
-def forget() -> int:
-    """Drop every remembered signature; returns how many there were."""
-    n = len(_known)
-    _known.clear()
-    return n

@@ -1,10 +1,11 @@
-"""Adapter modules, and the frozen towers' QuickGELU. Each runs either the eager reference
-(:mod:`kernels.reference`, the specification) or the fused Triton ops (:mod:`kernels`), chosen by
-``use_fused``; both paths take the same parameters, so state dicts move freely between them.
+"""Adapter modules, and the frozen towers' QuickGELU. Each holds the ops it runs (:class:`AdapterOps`): the eager
+reference (:data:`EAGER`, :mod:`kernels.reference`, the specification) or the fused Triton ops (:data:`FUSED`,
+:mod:`kernels`). The backend is chosen when the model is built, or switched by :meth:`M2CLIP.set_backend`; both take
+the same parameters, so state dicts move freely between them, and it is not part of a checkpoint.
 """
 from __future__ import annotations
 
-import types
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -16,9 +17,35 @@ from kernels.packing import pack_pairs, tap_major
 from kernels.reference import BranchWeights
 
 
-def _ops(use_fused: bool) -> types.ModuleType:
-    """The namespace with ``ted_adapter``, ``temporal_adapter``, ``text_adapter``, ``quick_gelu``: fused or eager."""
-    return kernels if use_fused else reference
+@dataclass(frozen=True)
+class AdapterOps:
+    """The four ops the adapters call, all from one backend."""
+
+    name: str
+    ted_adapter: Callable
+    temporal_adapter: Callable
+    text_adapter: Callable
+    quick_gelu: Callable
+
+
+EAGER = AdapterOps("eager", reference.ted_adapter, reference.temporal_adapter, reference.text_adapter,
+                   reference.quick_gelu)
+FUSED = AdapterOps("fused", kernels.ted_adapter, kernels.temporal_adapter, kernels.text_adapter, kernels.quick_gelu)
+BACKENDS = {ops.name: ops for ops in (EAGER, FUSED)}
+
+
+def adapter_ops(backend: str) -> AdapterOps:
+    """``"eager"`` -> :data:`EAGER`, ``"fused"`` -> :data:`FUSED`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return BACKENDS[backend]
+
+
+class RunsOps:
+    """Mixed into a module whose forward calls ``self.ops`` (:class:`AdapterOps`): what
+    :meth:`M2CLIP.set_backend` switches."""
+
+    ops: AdapterOps
 
 
 class ConvBottleneck(nn.Module):
@@ -45,7 +72,7 @@ class ConvBottleneck(nn.Module):
         )
 
 
-class TEDAdapter(nn.Module):
+class TEDAdapter(nn.Module, RunsOps):
     """Temporal Enhancement + temporal Difference adapter (docs/DESIGN.md §1.1). Identity at init.
     ``branches``: both (the method) or one of ``"te"``, ``"td"`` (ablations); an absent branch has no
     parameters.
@@ -53,11 +80,11 @@ class TEDAdapter(nn.Module):
     forward: x ``[B*T, 1 + h*w, C]`` (CLS first, frame-major) -> ``[B*T, 1 + h*w, C]``.
     """
 
-    def __init__(self, dim: int, width: int, use_fused: bool = False, branches: tuple[str, ...] = ("te", "td")) -> None:
+    def __init__(self, dim: int, width: int, backend: str = "eager", branches: tuple[str, ...] = ("te", "td")) -> None:
         super().__init__()
+        self.ops = adapter_ops(backend)
         self.te = ConvBottleneck(dim, width, "temporal") if "te" in branches else None
         self.td = ConvBottleneck(dim, width, "spatial") if "td" in branches else None
-        self.use_fused = use_fused
         self._pack()
 
     def _pack(self) -> None:
@@ -73,51 +100,50 @@ class TEDAdapter(nn.Module):
     def forward(self, x: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
         te = None if self.te is None else self.te.weights()
         td = None if self.td is None else self.td.weights()
-        return _ops(self.use_fused).ted_adapter(x, num_frames, grid, te, td)
+        return self.ops.ted_adapter(x, num_frames, grid, te, td)
 
 
-class TemporalAdapter(ConvBottleneck):
+class TemporalAdapter(ConvBottleneck, RunsOps):
     """Global temporal adapter on frame embeddings: ``f + fc2(conv_T(fc1(f)))``. Identity at init.
 
     forward: f ``[B*T, D]`` -> ``[B*T, D]``.
     """
 
-    def __init__(self, dim: int, width: int, use_fused: bool = False) -> None:
+    def __init__(self, dim: int, width: int, backend: str = "eager") -> None:
         super().__init__(dim, width, "temporal")
-        self.use_fused = use_fused
+        self.ops = adapter_ops(backend)
 
     def forward(self, f: torch.Tensor, num_frames: int) -> torch.Tensor:
-        return _ops(self.use_fused).temporal_adapter(f, num_frames, self.weights())
+        return self.ops.temporal_adapter(f, num_frames, self.weights())
 
 
-class TextAdapter(nn.Module):
+class TextAdapter(nn.Module, RunsOps):
     """``x + fc2(GELU(fc1(x)))`` (exact GELU); biases zero, weights PyTorch's default init (not an
     identity at init, as released). forward: x ``[N, S, D]`` -> ``[N, S, D]``."""
 
-    def __init__(self, dim: int, width: int, use_fused: bool = False) -> None:
+    def __init__(self, dim: int, width: int, backend: str = "eager") -> None:
         super().__init__()
+        self.ops = adapter_ops(backend)
         self.fc1 = nn.Linear(dim, width)
         self.fc2 = nn.Linear(width, dim)
         nn.init.zeros_(self.fc1.bias)
         nn.init.zeros_(self.fc2.bias)
-        self.use_fused = use_fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ops = _ops(self.use_fused)
-        return ops.text_adapter(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        return self.ops.text_adapter(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
 
 
-class QuickGELU(nn.Module):
+class QuickGELU(nn.Module, RunsOps):
     """``x·σ(1.702·x)`` in place of open_clip's ``QuickGELU`` (no parameters). Fused, the backward keeps only
     ``x``, not ``σ`` too: half the activation memory of the frozen MLPs (:mod:`kernels.ops.quick_gelu`).
     forward: ``[...]`` -> same shape."""
 
-    def __init__(self, use_fused: bool = False) -> None:
+    def __init__(self, backend: str = "eager") -> None:
         super().__init__()
-        self.use_fused = use_fused
+        self.ops = adapter_ops(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ops(self.use_fused).quick_gelu(x)
+        return self.ops.quick_gelu(x)
 
 
 class BlockAdapters(nn.Module):

@@ -17,6 +17,7 @@ TINY_BACKBONE: dict[str, Any] = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 
+LEGACY_FIELDS = ("use_fused",)  # in checkpoints of older versions; ignored when read
 PRESETS: dict[str, dict[str, Any]] = {
     # TEDs before the MLP of every vision block; text adapters before the MLP of the last regular
     # block and of the extra (MLM) block.
@@ -73,7 +74,6 @@ class M2CLIPConfig:
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"contrastive": 0.5, "crossmodal": 0.5, "visual": 1.0, "mlm": 0.1}
     )
-    use_fused: bool = False
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -113,4 +113,6 @@ class M2CLIPConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "M2CLIPConfig":
-        return cls(**d)
+        """The config saved in a checkpoint; keys of older versions that are not model identity (``use_fused``,
+        now the backend chosen at build time) are ignored."""
+        return cls(**{k: v for k, v in d.items() if k not in LEGACY_FIELDS})

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import UnreadableData
-from .data.prefetch import to_device_ahead
-from .data.transforms import model_input
+from .data.device import device_batches
 from .distributed import Runtime, all_reduce_sum, available_cpus
 from .model import M2CLIP
 from .prompts import Prompts
@@ -97,10 +96,10 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
     last = len(loader) - 1
     done = first_batch
-    for i, batch in enumerate(to_device_ahead(bar, runtime.device)):  # the next batch's copy overlaps this step
+    # The next batch's copy overlaps this step; flips, RandAugment and the normalisation run on the device.
+    for i, (batch, video) in enumerate(device_batches(bar, runtime.device, loader.dataset.device_randaugment)):
         waited += time.perf_counter() - ready
         b = first_batch + i
-        video = loader.dataset.model_input(batch, runtime.device)  # uint8 copied; augmented and made float there
         labels = batch["label"].to(runtime.device, non_blocking=True)
         skipped += int(batch["skipped"].sum())
         data.add(batch, "replaced unreadable video")
@@ -201,13 +200,14 @@ def evaluate(
     k5 = min(5, class_emb.shape[0])
     sums = torch.zeros(len(heads) * 2 + 3, dtype=torch.float64, device=runtime.device)
     data = DataReport()
-    for batch in tqdm(loader, desc=desc, disable=not runtime.is_main, dynamic_ncols=True):
+    bar = tqdm(loader, desc=desc, disable=not runtime.is_main, dynamic_ncols=True)
+    for batch, views in device_batches(bar, runtime.device):  # views [B, V, 3, T, S, S]
         readable = batch["readable"]
         sums[-1] += int((~readable).sum())
         data.add(batch, "not scoring unreadable video")
         if not readable.any():
             continue
-        video = model_input(batch["video"][readable].to(runtime.device, non_blocking=True))  # [B, V, 3, T, S, S]
+        video = views if readable.all() else views[readable.to(runtime.device)]
         labels = batch["label"][readable].to(runtime.device)
         probs = view_probabilities(model, video, class_emb, autocast, visual_head)
         for j, head in enumerate(heads):

@@ -2,7 +2,6 @@
 M2-CLIP around it."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import textwrap
 import warnings
@@ -130,15 +129,13 @@ def resolve_pretrained(backbone: Union[str, dict], pretrained: PathLike, cache_d
 
 
 def build_model(
-    cfg: M2CLIPConfig, pretrained: Optional[PathLike] = None, use_fused: Optional[bool] = None
+    cfg: M2CLIPConfig, pretrained: Optional[PathLike] = None, backend: str = "eager"
 ) -> M2CLIP:
     """An M2-CLIP for ``cfg``. ``pretrained``: a local OpenAI CLIP TorchScript archive (``ViT-B-16.pt``)
     or an open_clip state dict (``.pt``/``.bin``/``.safetensors``), or an open_clip pretrained tag of the
     backbone (:func:`resolve_pretrained`). The extra text block is a copy of the (loaded) last text block.
-    ``use_fused`` overrides ``cfg.use_fused``."""
-    if use_fused is not None:
-        cfg = dataclasses.replace(cfg, use_fused=use_fused)
+    ``backend``: ``"eager"`` (the reference adapters) or ``"fused"`` (the Triton kernels)."""
     clip = create_clip(cfg.backbone)
     if pretrained is not None:
         load_clip_weights(clip, resolve_pretrained(cfg.backbone, pretrained))
-    return M2CLIP(cfg, clip)
+    return M2CLIP(cfg, clip, backend)

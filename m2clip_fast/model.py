@@ -12,9 +12,9 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from kernels.utils import backend
+from kernels.utils import backend as kernel_backend
 
-from .adapters import BlockAdapters, QuickGELU, TEDAdapter, TemporalAdapter, TextAdapter
+from .adapters import BlockAdapters, QuickGELU, RunsOps, TEDAdapter, TemporalAdapter, TextAdapter, adapter_ops
 from .config import M2CLIPConfig
 from .losses import contrastive_kl_loss, crossmodal_classification_loss, masked_lm_loss
 
@@ -81,12 +81,14 @@ class M2CLIP(nn.Module):
     Submodules: ``clip`` (the frozen open_clip CLIP), ``visual_adapters`` (one :class:`BlockAdapters` of
     TED-Adapters per vision block), ``temporal_adapter``, ``visual_head`` (Linear C→K), ``text_adapters``
     (one per text block plus one for the extra block), ``mlm_block`` (frozen copy of the last text
-    block), ``mlm_head``. Only adapters and heads are trainable.
+    block), ``mlm_head``. Only adapters and heads are trainable. ``backend``: what the adapters and the towers'
+    QuickGELU run, ``"eager"`` (the reference) or ``"fused"`` (the Triton kernels); see :meth:`set_backend`.
     """
 
-    def __init__(self, cfg: M2CLIPConfig, clip: nn.Module) -> None:
+    def __init__(self, cfg: M2CLIPConfig, clip: nn.Module, backend: str = "eager") -> None:
         super().__init__()
-        self.cfg = cfg
+        adapter_ops(backend)  # a bad name fails here, before anything is built
+        self.cfg, self.backend = cfg, backend
         self.clip = clip
         visual = clip.visual
         vision_width = visual.conv1.out_channels
@@ -102,16 +104,15 @@ class M2CLIP(nn.Module):
                     f"the backbone's blocks must be open_clip ResidualAttentionBlocks with batch-first "
                     f"nn.MultiheadAttention (open_clip >= 2.24 default configs); got {type(block).__name__}"
                 )
-        fused = cfg.use_fused
         for block in (*visual.transformer.resblocks, *clip.transformer.resblocks):
             if isinstance(getattr(block.mlp, "gelu", None), open_clip.transformer.QuickGELU):  # OpenAI CLIP's towers
-                block.mlp.gelu = QuickGELU(fused)
+                block.mlp.gelu = QuickGELU(backend)
         self.visual_adapters = nn.ModuleList(
-            BlockAdapters(lambda: TEDAdapter(vision_width, cfg.adapter_width, fused, cfg.ted_branches),
+            BlockAdapters(lambda: TEDAdapter(vision_width, cfg.adapter_width, backend, cfg.ted_branches),
                           cfg.visual_adapter_positions)
             for _ in visual.transformer.resblocks
         )
-        self.temporal_adapter = TemporalAdapter(embed_dim, embed_dim // 2, fused)
+        self.temporal_adapter = TemporalAdapter(embed_dim, embed_dim // 2, backend)
         self.visual_dropout = nn.Dropout(cfg.visual_head_dropout)
         self.visual_head = nn.Linear(vision_width, cfg.num_classes)
         nn.init.normal_(self.visual_head.weight, std=0.02)
@@ -123,7 +124,7 @@ class M2CLIP(nn.Module):
         text_adapter_width = cfg.text_adapter_width or cfg.adapter_width
         self.text_adapters = nn.ModuleList(
             BlockAdapters(
-                lambda: TextAdapter(text_width, text_adapter_width, fused),
+                lambda: TextAdapter(text_width, text_adapter_width, backend),
                 cfg.text_adapter_positions if i >= first_adapted else (),
             )
             for i in range(text_depth)
@@ -136,20 +137,22 @@ class M2CLIP(nn.Module):
         self.mlm_block.requires_grad_(False)
 
     # -- configuration ---------------------------------------------------------------------------
-    def set_fused(self, use_fused: bool) -> "M2CLIP":
-        """Switch every adapter between the fused kernels and the eager reference (same parameters)."""
-        self.cfg.use_fused = use_fused
+    def set_backend(self, backend: str) -> "M2CLIP":
+        """Switch every adapter and QuickGELU between ``"fused"`` (the kernels) and ``"eager"`` (the reference);
+        the parameters stay as they are."""
+        ops = adapter_ops(backend)
+        self.backend = backend
         for m in self.modules():
-            if hasattr(m, "use_fused"):
-                m.use_fused = use_fused
+            if isinstance(m, RunsOps):
+                m.ops = ops
         return self
 
     @property
     def adapter_backend(self) -> str:
-        """What the adapters run: ``"eager"`` (``use_fused=False``), or with ``use_fused=True`` what the fused ops
-        run on this model's device — ``"triton"``, ``"triton (interpreter)"`` or ``"eager reference (why)"``
+        """What the adapters run: ``"eager"``, or with the fused backend what the fused ops run on this model's
+        device — ``"triton"``, ``"triton (interpreter)"`` or ``"eager reference (why)"``
         (:func:`kernels.utils.backend`: the one rule)."""
-        return backend(next(self.parameters()).device) if self.cfg.use_fused else "eager"
+        return kernel_backend(next(self.parameters()).device) if self.backend == "fused" else "eager"
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import torch
 
 from . import run_state
 from .data import VideoDataset, VideoRecord, read_class_names
-from .data.transforms import model_input
+from .data.device import device_input
 from .distributed import device_problem
 from .engine import class_embeddings, view_probabilities
 from .model import M2CLIP
@@ -47,7 +47,7 @@ def predict(model: M2CLIP, video_path: str, labels: Sequence[str], top_k: int = 
         print(f"note: {item['short']}", file=sys.stderr, flush=True)
     prompts = class_prompts(model, labels, device, contextlib.nullcontext)
     class_emb = class_embeddings(model, prompts, contextlib.nullcontext)
-    probs = view_probabilities(model, model_input(item["video"][None].to(device)), class_emb, contextlib.nullcontext,
+    probs = view_probabilities(model, device_input({"video": item["video"][None]}, device), class_emb, contextlib.nullcontext,
                                visual_head=False)["crossmodal"][0]
     top = probs.topk(min(top_k, len(labels)))
     return [(labels[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
@@ -61,6 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--labels", help="comma-separated free-text labels")
     p.add_argument("--classes", help="an 'id,name' class CSV (default: the checkpoint's classes)")
     p.add_argument("--top-k", type=int, default=5, help="how many labels to print")
+    p.add_argument("--use-fused", action="store_true", help="fused Triton adapters (CUDA), as train.py's flag")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda' or 'cuda:N'")
     args = p.parse_args(argv)
     if os.path.isdir(args.video):
@@ -81,8 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  "--labels out to score the checkpoint's classes")
         else:
             labels = read_class_names(args.classes) if args.classes else list(ckpt["class_names"])
-        on_gpu = args.device.startswith("cuda")  # the fused kernels need CUDA (or the interpreter)
-        model = run_state.model_from_checkpoint(ckpt, use_fused=None if on_gpu else False).to(args.device)
+        model = run_state.model_from_checkpoint(ckpt, backend="fused" if args.use_fused else "eager").to(args.device)
         results = predict(model, args.video, labels, args.top_k, settings=ckpt.get("settings"))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         p.error(str(err))

@@ -138,11 +138,11 @@ def model_weights(model: M2CLIP, pretrained: Optional[str]) -> dict[str, torch.T
     return {k: v for k, v in model.state_dict().items() if pretrained is None or k in trainable}
 
 
-def model_from_checkpoint(ckpt: dict, use_fused: Optional[bool] = None, pretrained: Optional[str] = None) -> M2CLIP:
+def model_from_checkpoint(ckpt: dict, backend: str = "eager", pretrained: Optional[str] = None) -> M2CLIP:
     """Rebuild the model a checkpoint was trained with: its config, its weights, and its frozen backbone
     (stored in the checkpoint, or read from the ``pretrained`` file it names, or from ``pretrained``)."""
     cfg = M2CLIPConfig.from_dict(ckpt["config"])
-    model = build_model(cfg, pretrained=pretrained or ckpt.get("pretrained"), use_fused=use_fused)
+    model = build_model(cfg, pretrained=pretrained or ckpt.get("pretrained"), backend=backend)
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     if unexpected or trainable & set(missing):
@@ -151,14 +151,14 @@ def model_from_checkpoint(ckpt: dict, use_fused: Optional[bool] = None, pretrain
     return model
 
 
-def transfer_from_checkpoint(ckpt: dict, num_classes: int, mlm_vocab_size: int, use_fused: Optional[bool] = None,
+def transfer_from_checkpoint(ckpt: dict, num_classes: int, mlm_vocab_size: int, backend: str = "eager",
                              pretrained: Optional[str] = None) -> tuple[M2CLIP, list[str], list[str]]:
     """A new model for another label set, started from a checkpoint's run: its config and backbone, every
     weight whose shape still fits (adapters, text and MLM blocks); the heads whose shape depends on the
     classes start afresh. -> (model, kept tensor names, reset tensor names)."""
     cfg = dataclasses.replace(M2CLIPConfig.from_dict(ckpt["config"]), num_classes=num_classes,
                               mlm_vocab_size=mlm_vocab_size)
-    model = build_model(cfg, pretrained=pretrained or ckpt.get("pretrained"), use_fused=use_fused)
+    model = build_model(cfg, pretrained=pretrained or ckpt.get("pretrained"), backend=backend)
     own = model.state_dict()
     fitting = {k: v for k, v in ckpt["model"].items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)

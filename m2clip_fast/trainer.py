@@ -131,6 +131,8 @@ class Trainer:
         np.random.seed(args.seed)
         self.model, self.pretrained = self._build_model()
         self.model.to(runtime.device)
+        if self.model.adapter_backend.startswith("eager reference"):  # the start-up summary says so, and why
+            warnings.filterwarnings("ignore", category=EagerFallbackWarning)
         self.autocast, self.amp = _autocast(args.amp, runtime.device)
         self.log = MetricsLog(args.output_dir, runtime.is_main, tensorboard=args.tensorboard)
         self.eval_names = args.eval_class_names or args.class_names
@@ -159,8 +161,9 @@ class Trainer:
         """The checkpoint's own model (config, weights, backbone source), or a fresh one; and where its
         frozen backbone comes from."""
         args, ckpt = self.args, self.args.checkpoint
+        self.backend = "fused" if args.use_fused else "eager"
         if ckpt is not None:
-            model = run_state.model_from_checkpoint(ckpt, use_fused=args.use_fused, pretrained=args.pretrained)
+            model = run_state.model_from_checkpoint(ckpt, backend=self.backend, pretrained=args.pretrained)
             model.cfg.grad_checkpointing = model.cfg.grad_checkpointing or args.grad_checkpointing  # memory, not maths
             if model.cfg.num_classes != len(args.class_names):
                 raise SystemExit(f"error: {args.resume_path} was trained on {model.cfg.num_classes} classes; "
@@ -170,7 +173,7 @@ class Trainer:
         if args.init_checkpoint is not None:
             source = args.init_checkpoint
             model, kept, reset = run_state.transfer_from_checkpoint(
-                source, len(args.class_names), vocab, use_fused=args.use_fused, pretrained=args.pretrained)
+                source, len(args.class_names), vocab, backend=self.backend, pretrained=args.pretrained)
             args.init_checkpoint = None  # copied into the model: free it
             if self.runtime.is_main:
                 print(f"initialised from {args.init_from}: kept {len(kept)} trained tensors; started afresh "
@@ -179,10 +182,10 @@ class Trainer:
         cfg = M2CLIPConfig.preset(args.preset, **{
             "num_classes": len(args.class_names), "num_frames": args.num_frames,
             "mlm_vocab_size": vocab,
-            "mlm_mask_rate": args.mlm_mask_rate, "crossmodal_loss": args.crossmodal_loss, "use_fused": args.use_fused,
+            "mlm_mask_rate": args.mlm_mask_rate, "crossmodal_loss": args.crossmodal_loss,
             "grad_checkpointing": args.grad_checkpointing, **args.config_overrides,
         })
-        return build_model(cfg, pretrained=args.pretrained), args.pretrained
+        return build_model(cfg, pretrained=args.pretrained, backend=self.backend), args.pretrained
 
     def _loader(self, records: list, train: bool, views: Optional[tuple[int, int]] = None
                 ) -> torch.utils.data.DataLoader:
@@ -356,8 +359,6 @@ class Trainer:
         self._start_or_resume()
         if runtime.is_main:
             self._print_summary()
-        if self.model.adapter_backend.startswith("eager reference"):  # the summary said so, and why: once is enough
-            warnings.filterwarnings("ignore", category=EagerFallbackWarning)
         start = time.time()
         metrics: dict = {}
         if self.train_loader is not None and args.resume_path and self.epoch >= args.epochs:

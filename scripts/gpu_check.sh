@@ -39,11 +39,9 @@ python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${
 #    (2026-11-26, H100, 16 cores, -n 8: 61 tests in 128 s.) Autotuning results are cached on disk for the later steps.
 export TRITON_CACHE_AUTOTUNING=1
 parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 16")
+#    Selected by marker: every test that needs CUDA or runs the kernels (tests/conftest.py marks those).
 timeout "${TESTS_S:-130}" python3 -m pytest -q -rfEs -p no:cacheprovider -p no:benchmark -W ignore::DeprecationWarning \
-  $parallel tests/test_gemm.py tests/test_stencil.py tests/test_ted_adapter.py tests/test_text_adapter.py \
-  tests/test_quick_gelu.py tests/test_graph_capture.py tests/test_fused_model.py tests/test_benchmark_harness.py \
-  tests/test_prefetch.py tests/test_launcher.py \
-  2>&1 | tee "$OUT/tests.log"
+  $parallel -m "cuda or kernels" tests/ 2>&1 | tee "$OUT/tests.log"
 
 # 2. Benchmarks: rows that would start after the budget skip; <card>.json in $OUT is rewritten after every row.
 M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_BENCH_BUDGET_S=${M2CLIP_BENCH_BUDGET_S:-230} \

@@ -28,8 +28,8 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.harness import VIT_B16, device_time_ms
-from benchmarks.test_ops import _ops, _provider_fn, _runner
-from tests.parity import rel_err
+from benchmarks.cases import op_cases, provider_fn, runner, train_step
+from benchmarks.harness import rel_err
 
 STEPS = 20
 
@@ -38,7 +38,7 @@ def steady_state_parity(case) -> None:
     """The fused op's second call on fresh inputs (remembered launches) against fp64 on the same inputs."""
     import kernels
 
-    fused = _provider_fn(case, "ted_adapter", "fused")
+    fused = provider_fn(case, "ted_adapter", "fused")
     fused(*case.make(torch.bfloat16)).sum().backward()  # first call: through Triton
     inputs = [t.detach().requires_grad_() for t in case.make(torch.bfloat16)]
     out = fused(*inputs)
@@ -90,12 +90,12 @@ def ted(into: str | None = None) -> None:
     """The target row; with ``into`` (a card's results JSON) the figures are stored there as its ``profile``,
     which ``benchmarks.report`` sets beside the static model's prediction kernel by kernel."""
     torch.manual_seed(0)
-    case = _ops(VIT_B16, 8, 8)["ted_adapter"]
+    case = op_cases(VIT_B16, 8, 8)["ted_adapter"]
     steady_state_parity(case)
     profile = {"shape": "ted_adapter ViT-B/16 B=8 T=8 bf16 fwd+bwd", "call": "this run"}
     for provider in ("fused", "eager"):
-        profile[provider] = measure(f"ted_adapter {provider}", _runner(
-            _provider_fn(case, "ted_adapter", provider), lambda: case.make(torch.bfloat16), "fwdbwd", 2))
+        profile[provider] = measure(f"ted_adapter {provider}", runner(
+            provider_fn(case, "ted_adapter", provider), lambda: case.make(torch.bfloat16), "fwdbwd", 2))
     if into and os.path.exists(into):
         with open(into) as f:
             result = json.load(f)
@@ -109,8 +109,8 @@ def ncu_target() -> None:
     """The fused target row, warmed up (autotuned, launches learnt), then one fwd+bwd inside the NVTX range
     ``profile`` — for Nsight Compute: ``ncu --nvtx --nvtx-include "profile/" ... gpu_profile.py ncu``."""
     torch.manual_seed(0)
-    case = _ops(VIT_B16, 8, 8)["ted_adapter"]
-    run = _runner(_provider_fn(case, "ted_adapter", "fused"), lambda: case.make(torch.bfloat16), "fwdbwd", 2)
+    case = op_cases(VIT_B16, 8, 8)["ted_adapter"]
+    run = runner(provider_fn(case, "ted_adapter", "fused"), lambda: case.make(torch.bfloat16), "fwdbwd", 2)
     for _ in range(3):
         run()
     torch.cuda.synchronize()
@@ -120,10 +120,8 @@ def ncu_target() -> None:
 
 
 def train(batch: int = 8) -> None:
-    from benchmarks.test_train_step import _setup
-
     for provider in ("fused", "eager"):
-        step, _ = _setup("vit-b16-k400", batch, provider, "cuda")
+        step, _ = train_step("vit-b16-k400", batch, provider, "cuda")
         measure(f"train step B={batch} {provider}", step, rows=20)
 
 

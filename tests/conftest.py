@@ -35,6 +35,17 @@ if INTERPRET and _version(triton.__version__) < (3, 7) and _version(numpy.__vers
                 "install triton>=3.7 or numpy<2.4", returncode=4)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """``cuda`` tests skip without a CUDA device; a test that takes ``kernel_device`` runs the kernels
+    (marked ``kernels``: the GPU check selects ``-m "cuda or kernels"``)."""
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "kernel_device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kernels)
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def kernel_device() -> str:
     """The device the fused-kernel tests run on: "cpu" (interpreter) or "cuda"."""

@@ -6,16 +6,12 @@ import pytest
 import torch
 
 import kernels
+from benchmarks.harness import rel_err  # noqa: F401 (the shared error measure, re-exported for the tests)
 from kernels import BranchWeights
 
 FP32_TOL = 1e-5  # docs/DESIGN.md §3: fp32 with IEEE multiplies (the interpreter; the GPU under PyTorch's default)
 TF32_TOL = 1e-3  # docs/DESIGN.md §3: fp32 on a GPU with TF32 matmuls allowed
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    b = b.double()
-    return ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item()
+cuda = pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py)
 
 
 def branch(width: int, ca: int, kernel: tuple, gen: torch.Generator, device="cpu", dtype=torch.float32):

@@ -38,10 +38,11 @@ BAD_OP_CALLS = {  # what was wrong -> (the call, the message that must say so)
     "mixed devices": (lambda: kernels.ted_adapter(_X.to("meta"), 2, (2, 2), _TE, _TD), "one device"),
     "text adapter weight shape": (lambda: kernels.text_adapter(_X, _TE.fc1_weight, _TE.fc1_bias, _TE.fc2_weight[:, :4],
                                                                _TE.fc2_bias), r"fc2_weight must be \[16, 8\]"),
-    "grid does not tile the tokens": (lambda: kernels.spatial_conv(_X[:, 1:], (3, 2), _TD.conv_weight), "does not tile"),
-    "temporal conv given a 3x3 kernel": (lambda: kernels.temporal_conv(_X, 2, _TD.conv_weight),
-                                         r"weight must be \[16, 1, 3\]"),
-    "linear K mismatch": (lambda: kernels.linear(_X, _TE.fc1_weight.t()), "agree on K"),
+    "TE branch given a 3x3 kernel": (lambda: kernels.ted_adapter(_X, 2, (2, 2), _TD, None),
+                                     r"te.conv_weight must be \[8, 1, 3\]"),
+    "TE and TD of different widths": (lambda: kernels.ted_adapter(_X, 2, (2, 2), _TE, branch(16, 4, (3, 3), _G)),
+                                      "must have one width, got 8 and 4"),
+    "temporal adapter on tokens": (lambda: kernels.temporal_adapter(_X, 2, _TE), r"f must be \[B\*T, D\]"),
     "QuickGELU of integers": (lambda: kernels.quick_gelu(torch.arange(6)), "float32/bfloat16/float16"),
 }
 
@@ -523,3 +524,17 @@ def test_counts_and_labels_read_right(demo_data, trained, tmp_path, capsys):
     cli.main(["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", str(val), "--workers", "0",
               "--output-dir", str(tmp_path), "--device", "cpu"])
     assert "chance 25.0%; 75.0% by always answering the most frequent class" in capsys.readouterr().out
+
+
+def test_use_fused_where_triton_cannot_run_is_said_once_not_warned_per_op(demo_data, tmp_path, monkeypatch, capsys):
+    import warnings
+
+    import kernels.utils
+
+    monkeypatch.setattr(kernels.utils, "INTERPRET", False)  # a CPU without the interpreter: the eager reference
+    monkeypatch.setattr(kernels.utils, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        cli.main(train_args(demo_data, tmp_path, "--epochs", "1", "--max-steps", "1", "--use-fused"))
+    assert "adapters: eager reference (TRITON_INTERPRET=1 was not set" in capsys.readouterr().out
+    assert not [w for w in caught if issubclass(w.category, kernels.utils.EagerFallbackWarning)]

@@ -1,4 +1,4 @@
-"""Whole-model parity: ``use_fused=True`` vs the eager reference, on the ``kernel_device`` (Triton's
+"""Whole-model parity: the fused backend vs the eager reference, on the ``kernel_device`` (Triton's
 interpreter on CPU, or the GPU)."""
 import dataclasses
 
@@ -23,9 +23,9 @@ def _batch(masker, device, seed=0):
 def _models(cfg, device):
     """An eager model with random adapters, and a fused one loaded from its state dict."""
     torch.manual_seed(0)
-    eager = m2.build_model(cfg, use_fused=False).to(device).eval()
+    eager = m2.build_model(cfg, backend="eager").to(device).eval()
     randomize_adapters(eager, scale=0.2)
-    fused = m2.build_model(cfg, use_fused=True).to(device).eval()
+    fused = m2.build_model(cfg, backend="fused").to(device).eval()
     fused.load_state_dict(eager.state_dict())  # a checkpoint moves freely between the two paths
     assert fused.state_dict().keys() == eager.state_dict().keys()
     return eager, fused
@@ -82,7 +82,7 @@ def test_fused_model_trains_like_the_eager_one(kernel_device, tiny_cfg, masker):
         assert rel_err(fused_weights[name], w) < 1e-4, name
 
 
-def test_set_fused_switches_every_adapter_to_the_kernels_and_back(kernel_device, tiny_cfg, masker):
+def test_set_backend_switches_every_adapter_to_the_kernels_and_back(kernel_device, tiny_cfg, masker):
     """Counted launches, not flags: eager runs no kernel; fused runs one stencil per TED-Adapter and one for
     the global temporal adapter per video forward, and one QuickGELU per block; switching back runs none again."""
     from m2clip_fast.adapters import TEDAdapter
@@ -101,9 +101,9 @@ def test_set_fused_switches_every_adapter_to_the_kernels_and_back(kernel_device,
         return kernels.launch_counts["stencil_fwd"] - before[0], kernels.launch_counts["quick_gelu"] - before[1]
 
     assert teds > 0 and launches() == (0, 0)
-    model.set_fused(True)
-    assert model.cfg.use_fused and launches() == (teds + 1, blocks)  # and one QuickGELU per vision block
-    model.set_fused(False)
+    model.set_backend("fused")
+    assert model.backend == "fused" and launches() == (teds + 1, blocks)  # and one QuickGELU per vision block
+    model.set_backend("eager")
     assert launches() == (0, 0)
 
 
@@ -124,7 +124,7 @@ def test_fused_path_sees_the_eager_dtypes_under_autocast(kernel_device, tiny_cfg
 def test_whole_fused_model_compiles_fullgraph(kernel_device, tiny_cfg, masker):
     """No graph break anywhere in a fused training forward (aot_eager: dynamo + AOT autograd, no codegen)."""
     torch.manual_seed(0)
-    model = m2.build_model(tiny_cfg, use_fused=True).to(kernel_device).eval()
+    model = m2.build_model(tiny_cfg, backend="fused").to(kernel_device).eval()
     randomize_adapters(model, scale=0.2)
     batch = _batch(masker, kernel_device)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -146,10 +146,10 @@ def test_the_model_says_what_its_adapters_run(kernel_device, tiny_cfg, monkeypat
 
     model = m2.build_model(tiny_cfg).to(kernel_device)
     assert model.adapter_backend == "eager"
-    model.set_fused(True)
+    model.set_backend("fused")
     assert model.adapter_backend == ("triton (interpreter)" if kernel_device == "cpu" else "triton")
     monkeypatch.setattr(kutils, "INTERPRET", False)
-    assert m2.build_model(tiny_cfg, use_fused=True).adapter_backend == \
+    assert m2.build_model(tiny_cfg, backend="fused").adapter_backend == \
         "eager reference (TRITON_INTERPRET=1 was not set before `kernels` was imported)"
 
 
@@ -172,3 +172,13 @@ def test_grad_checkpointing_gives_the_same_losses_and_gradients(kernel_device, t
             torch.testing.assert_close(losses[k], reference_losses[k], rtol=1e-5, atol=1e-6)
         for name, g in reference_grads.items():
             torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_backend_is_not_saved_and_old_checkpoints_that_hold_it_still_load(tiny_cfg):
+    """How a model runs is chosen at build time, not model identity: configs do not hold it, and a config saved
+    by an older version (with ``use_fused``) still reads."""
+    saved = dataclasses.asdict(m2.build_model(tiny_cfg, backend="fused").cfg)
+    assert "use_fused" not in saved
+    assert m2.M2CLIPConfig.from_dict({**saved, "use_fused": True}) == tiny_cfg
+    with pytest.raises(ValueError, match="backend must be one of eager, fused, got 'triton'"):
+        m2.build_model(tiny_cfg, backend="triton")

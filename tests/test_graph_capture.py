@@ -26,7 +26,7 @@ class _Ops(TorchDispatchMode):
 
 def _adapters(device):
     torch.manual_seed(0)
-    ted, text = TEDAdapter(16, 8, use_fused=True).to(device), TextAdapter(16, 8, use_fused=True).to(device)
+    ted, text = TEDAdapter(16, 8, backend="fused").to(device), TextAdapter(16, 8, backend="fused").to(device)
     randomize_adapters(ted, scale=0.2)
     return ted, text
 
@@ -54,7 +54,7 @@ def test_warm_fused_step_neither_syncs_nor_copies_from_the_host(kernel_device):
     assert not HOST_BOUND & set(ops.names), sorted(HOST_BOUND & set(ops.names))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_graph_capture_and_replay_of_a_fused_step():
     ted, text = _adapters("cuda")
     x = torch.randn(4, 5, 16, device="cuda", requires_grad=True)

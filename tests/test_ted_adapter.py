@@ -102,10 +102,10 @@ def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
 
 
 def test_torch_compile_fullgraph_of_a_fused_adapter(kernel_device):
-    from m2clip_fast.adapters import TEDAdapter
+    from m2clip_fast.adapters import EAGER, TEDAdapter
 
     torch.manual_seed(0)
-    adapter = TEDAdapter(16, 8, use_fused=True).to(kernel_device)
+    adapter = TEDAdapter(16, 8, backend="fused").to(kernel_device)
     with torch.no_grad():
         for p in adapter.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
@@ -115,7 +115,7 @@ def test_torch_compile_fullgraph_of_a_fused_adapter(kernel_device):
     out.sum().backward()
     grad_compiled = x.grad.clone()
     x.grad = None
-    adapter.use_fused = False
+    adapter.ops = EAGER
     expected = adapter(x, 2, (2, 2))
     expected.sum().backward()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

@@ -5,10 +5,9 @@ Rows are tokens in frame-major order, ``r = (b*T + t)*L + l``; a row of ``z`` ho
 channels:
 - **TE part**, columns ``[0, C_TE)``: ``h = conv_T(z + in_bias) + bias`` — 3 taps over frames, i.e.
   rows ``r - L``, ``r``, ``r + L`` (zero padding applies to ``z + in_bias``);
-- **TD part**, columns ``[C_TE, C_TE + C_TD)``: ``g = Δ_t z + in_bias`` (``Δ_t z_0 = 0``; optional),
-  ``h = conv_3x3(g) + bias`` (optional; else ``h = g``) over each frame's ``GH×GW`` patch grid, i.e.
-  rows ``r + di*GW + dj``. With a CLS token (``l = 0``) the TD output is 0 and patch ``(i, j)`` is
-  ``l = 1 + i*GW + j``.
+- **TD part**, columns ``[C_TE, C_TE + C_TD)``: ``g = Δ_t z + in_bias`` (``Δ_t z_0 = 0``),
+  ``h = conv_3x3(g) + bias`` over each frame's ``GH×GW`` patch grid, i.e. rows ``r + di*GW + dj``. Token
+  ``l = 0`` is CLS: its TD output is 0, and patch ``(i, j)`` is ``l = 1 + i*GW + j``.
 
 Each program owns a ``[BLOCK_R rows, BLOCK_C channels]`` tile. A tap is one shifted, masked load of
 neighbouring rows; depthwise weights and biases are loaded once per program. The forward has no
@@ -19,15 +18,13 @@ deterministic, no atomics.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from .. import reference
-from ..packing import dense_taps
-from ..utils import INTERPRET, can_run_triton, cdiv, check, check_tensors, compute_dtype, launch, next_power_of_2
+from ..utils import INTERPRET, cdiv, launch, next_power_of_2
 
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
@@ -94,9 +91,9 @@ def _coords(first, rows, T, L):
 
 
 @triton.jit
-def _patch(l, live, GW, HAS_CLS: tl.constexpr):
-    """For tokens ``l``: whether each is a live patch row, and its grid row ``i`` and column ``j``."""
-    p = l - HAS_CLS  # patch index; -1 on the CLS row
+def _patch(l, live, GW):
+    """For tokens ``l`` (CLS first): whether each is a live patch row, and its grid row ``i`` and column ``j``."""
+    p = l - 1  # patch index; -1 on the CLS row
     i, j = _small_divmod(tl.maximum(p, 0), GW)
     return live & (p >= 0), i, j
 
@@ -108,13 +105,10 @@ def _in_grid(is_patch, i, j, DI: tl.constexpr, DJ: tl.constexpr, GH, GW):
 
 
 @triton.jit
-def _td_input(z, rows, ok, t, L, stride_z, cols, cmask, in_bias, DIFF: tl.constexpr, EVEN_C: tl.constexpr):
+def _td_input(z, rows, ok, t, L, stride_z, cols, cmask, in_bias, EVEN_C: tl.constexpr):
     """The TD stencil's input ``Δ_t z + in_bias`` at ``rows`` (0 where not ``ok``; ``Δ_t z = 0`` at t = 0)."""
-    if DIFF:
-        moving = ok & (t > 0)
-        x = _tile(z, rows, stride_z, cols, moving, cmask, EVEN_C) - _tile(z, rows - L, stride_z, cols, moving, cmask, EVEN_C)
-    else:
-        x = _tile(z, rows, stride_z, cols, ok, cmask, EVEN_C)
+    moving = ok & (t > 0)
+    x = _tile(z, rows, stride_z, cols, moving, cmask, EVEN_C) - _tile(z, rows - L, stride_z, cols, moving, cmask, EVEN_C)
     return x + in_bias[None, :] * _rowf(ok)
 
 
@@ -122,8 +116,7 @@ def _td_input(z, rows, ok, t, L, stride_z, cols, cmask, in_bias, DIFF: tl.conste
 def _stencil_fwd_kernel(
     z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr,
     R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h, te_wc, te_wq, td_wc, td_wq,
-    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
-    HAS_CLS: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Grid ``(cdiv(R, BLOCK_R), TE channel blocks + TD channel blocks)``; h ``[R, C_TE + C_TD]``.
 
@@ -153,20 +146,15 @@ def _stencil_fwd_kernel(
         if pid_c >= N_TE_BLOCKS:
             cols = (pid_c - N_TE_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
             cmask = cols < C_TD
-            is_patch, i, j = _patch(l, live, GW, HAS_CLS)
+            is_patch, i, j = _patch(l, live, GW)
             in_bias = _vec(td_in_bias_ptr, cols, cmask)
             acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
             for q in tl.static_range(_TD_TAPS):  # patch (i + q // 3 - 1, j + q % 3 - 1)
-                if TD_SPATIAL or q == 4:
-                    ok = _in_grid(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
-                    x = _td_input(z + C_TE, rows + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols, cmask,
-                                  in_bias, TD_DIFF, EVEN_C)
-                    if TD_SPATIAL:
-                        acc += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * x
-                    else:
-                        acc += x
-            if td_bias_ptr is not None:  # CLS rows of the TD part stay 0
-                acc += _vec(td_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)
+                ok = _in_grid(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
+                x = _td_input(z + C_TE, rows + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols, cmask,
+                              in_bias, EVEN_C)
+                acc += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * x
+            acc += _vec(td_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)  # CLS rows of the TD part stay 0
             _put(h + C_TE, rows, stride_h, cols, acc, live, cmask, EVEN_C)
 
 
@@ -222,9 +210,8 @@ def _store_partials(part, C, cols, cmask, wc, wq, sum_dh, sum_dx, TAPS: tl.const
 def _stencil_bwd_kernel(
     dh_ptr, z_ptr, dz_ptr, te_part_ptr, td_part_ptr, te_in_bias_ptr, te_w_ptr, td_in_bias_ptr, td_w_ptr,
     R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_dh, stride_z, stride_dz, te_wc, te_wq, td_wc, td_wq,
-    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, TD_DIFF: tl.constexpr, TD_SPATIAL: tl.constexpr,
-    HAS_CLS: tl.constexpr, EVEN_C: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, EVEN_C: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Grid ``(cdiv(R, ROWS_PER_PROGRAM), TE channel blocks + TD channel blocks)``; dz ``[R, C_TE + C_TD]``.
 
@@ -274,37 +261,25 @@ def _stencil_bwd_kernel(
                 rows = r0 + tl.arange(0, BLOCK_R)
                 live = first + rows < R
                 t, l = _coords(first, rows, T, L)
-                is_patch, i, j = _patch(l, live, GW, HAS_CLS)
-                if td_part_ptr is not None:
-                    x = _td_input(z + C_TE, rows, is_patch, t, L, stride_z, cols, cmask, in_bias, TD_DIFF, EVEN_C)
+                is_patch, i, j = _patch(l, live, GW)
+                x = _td_input(z + C_TE, rows, is_patch, t, L, stride_z, cols, cmask, in_bias, EVEN_C)
                 d_x = zero
                 d_next = zero
                 for q in tl.static_range(_TD_TAPS):
-                    if TD_SPATIAL or q == 4:
-                        ok = _in_grid(is_patch, i, j, 1 - q // 3, 1 - q % 3, GH, GW)
-                        shift = rows - (q // 3 - 1) * GW - (q % 3 - 1)
-                        if TD_SPATIAL:
-                            w = _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :]
-                        else:
-                            w = 1.0
-                        g = _tile(dh + C_TE, shift, stride_dh, cols, ok, cmask, EVEN_C)
-                        d_x += w * g
-                        if TD_DIFF:  # z_t enters Δ at frame t (+) and at frame t + 1 (−)
-                            d_next += w * _tile(dh + C_TE, shift + L, stride_dh, cols, ok & (t + 1 < T), cmask, EVEN_C)
-                        if td_part_ptr is not None:
-                            a0, a1, a2, a3, a4, a5, a6, a7, a8 = _add_to_tap(q, x * g, a0, a1, a2, a3, a4, a5, a6, a7,
-                                                                             a8)
-                            if q == 4:
-                                sum_dh += g
-                if TD_DIFF:
-                    d_z = d_x * _rowf(t > 0) - d_next
-                else:
-                    d_z = d_x
-                _put(dz + C_TE, rows, stride_dz, cols, d_z, live, cmask, EVEN_C)
+                    ok = _in_grid(is_patch, i, j, 1 - q // 3, 1 - q % 3, GH, GW)
+                    shift = rows - (q // 3 - 1) * GW - (q % 3 - 1)
+                    w = _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :]
+                    g = _tile(dh + C_TE, shift, stride_dh, cols, ok, cmask, EVEN_C)
+                    d_x += w * g
+                    # z_t enters Δ at frame t (+) and at frame t + 1 (−)
+                    d_next += w * _tile(dh + C_TE, shift + L, stride_dh, cols, ok & (t + 1 < T), cmask, EVEN_C)
+                    a0, a1, a2, a3, a4, a5, a6, a7, a8 = _add_to_tap(q, x * g, a0, a1, a2, a3, a4, a5, a6, a7, a8)
+                    if q == 4:
+                        sum_dh += g
+                _put(dz + C_TE, rows, stride_dz, cols, d_x * _rowf(t > 0) - d_next, live, cmask, EVEN_C)
                 sum_dx += d_x
-            if td_part_ptr is not None:  # (the temporal difference alone has no parameters)
-                part = td_part_ptr + tl.program_id(0).to(tl.int64) * C_TD * (_TD_TAPS + 2)
-                _store_partials(part, C_TD, cols, cmask, td_wc, td_wq, sum_dh, sum_dx, _TD_TAPS, a0, a1, a2, a3, a4, a5, a6, a7, a8)
+            part = td_part_ptr + tl.program_id(0).to(tl.int64) * C_TD * (_TD_TAPS + 2)
+            _store_partials(part, C_TD, cols, cmask, td_wc, td_wq, sum_dh, sum_dx, _TD_TAPS, a0, a1, a2, a3, a4, a5, a6, a7, a8)
 
 
 def tap_strides(weight: Optional[torch.Tensor]) -> tuple[int, int]:
@@ -320,16 +295,23 @@ def _block_c(c_te: int, c_td: int, cap: int) -> int:
     return min(cap, max(16, next_power_of_2(max(c_te, c_td))))
 
 
-def stencil_forward(
-    z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[int, int], c_te: int,
-    te: tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]],
-    td: tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]],
-    td_diff: bool, td_spatial: bool, has_cls: bool,
-) -> torch.Tensor:
-    """z ``[R, C_TE + C_TD]`` (unit column stride) -> h, same shape and dtype; one launch for both parts.
+class StencilPart(NamedTuple):
+    """One part's parameters, of any float dtype (read in fp32); all None for an absent part.
 
-    te / td: ``(in_bias [C], weight [C, 3] / [C, 9], bias [C])``, each entry optional and of any float
-    dtype (read in fp32)."""
+    in_bias ``[C]`` (the first GEMM's bias, added before the stencil), weight ``[C, 1, 3]`` (TE) /
+    ``[C, 1, 3, 3]`` (TD), contiguous or tap-major, bias ``[C]``."""
+
+    in_bias: Optional[torch.Tensor]
+    weight: Optional[torch.Tensor]
+    bias: Optional[torch.Tensor] = None
+
+
+# The launches below pass every argument positionally, in the kernel's order: kernels.launcher replays a launch
+# from its positional arguments (keywords are the constexprs).
+def stencil_forward(z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[int, int], c_te: int,
+                    te: StencilPart, td: StencilPart) -> torch.Tensor:
+    """z ``[R, C_TE + C_TD]`` (unit column stride; each frame ``tokens`` rows, CLS first) -> h, same shape and
+    dtype; one launch for both parts."""
     R, width = z.shape
     c_td = width - c_te
     h = torch.empty((R, width), device=z.device, dtype=z.dtype)
@@ -337,21 +319,15 @@ def stencil_forward(
     n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
     launch(_stencil_fwd_kernel, (cdiv(R, BLOCK_R), n_te + n_td),
            z, h, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
-           *tap_strides(te[1]), *tap_strides(td[1]),
-           HAS_TE=c_te > 0, HAS_TD=c_td > 0, TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls,
-           EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd",
+           *tap_strides(te.weight), *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0, EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd",
            num_warps=4)
     return h
 
 
-def stencil_backward(
-    dh: torch.Tensor, z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[int, int], c_te: int,
-    te: tuple[Optional[torch.Tensor], Optional[torch.Tensor]],
-    td: tuple[Optional[torch.Tensor], Optional[torch.Tensor]],
-    td_diff: bool, td_spatial: bool, has_cls: bool,
-    te_part: Optional[torch.Tensor], td_part: Optional[torch.Tensor],
-) -> torch.Tensor:
-    """dh, z ``[R, C_TE + C_TD]`` -> dz, same shape; te / td: ``(in_bias, weight)`` as in the forward.
+def stencil_backward(dh: torch.Tensor, z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[int, int],
+                     c_te: int, te: StencilPart, td: StencilPart, te_part: Optional[torch.Tensor],
+                     td_part: Optional[torch.Tensor]) -> torch.Tensor:
+    """dh, z ``[R, C_TE + C_TD]`` -> dz, same shape; te / td as in the forward (their biases unused).
 
     Writes each part's per-program partial gradient sums into ``te_part [P, C_TE*5]`` / ``td_part
     [P, C_TD*11]`` (fp32, ``P = stencil_programs(R)``), to be summed over ``P``. One launch for both parts."""
@@ -361,10 +337,9 @@ def stencil_backward(
     block = _block_c(c_te, c_td, BWD_BLOCK_C)
     n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
     launch(_stencil_bwd_kernel, (stencil_programs(R), n_te + n_td),
-           dh, z, dz, te_part, td_part, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te,
-           dh.stride(0), z.stride(0), dz.stride(0), *tap_strides(te[1]), *tap_strides(td[1]),
-           HAS_TE=c_te > 0, HAS_TD=c_td > 0, TD_DIFF=td_diff, TD_SPATIAL=td_spatial, HAS_CLS=has_cls,
-           EVEN_C=c_te % block == 0 and c_td % block == 0, ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R,
+           dh, z, dz, te_part, td_part, te.in_bias, te.weight, td.in_bias, td.weight, R, num_frames, tokens,
+           grid[0], grid[1], c_te, c_td, n_te, dh.stride(0), z.stride(0), dz.stride(0), *tap_strides(te.weight),
+           *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0, EVEN_C=c_te % block == 0 and c_td % block == 0, ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R,
            BLOCK_C=block, name="stencil_bwd", num_warps=4)
     return dz
 
@@ -372,143 +347,3 @@ def stencil_backward(
 def stencil_programs(rows: int) -> int:
     """Row programs of the backward launch, i.e. the partial rows each part's gradients are cut into."""
     return cdiv(rows, ROWS_PER_PROGRAM)
-
-
-# --- the stencil as an op of its own: temporal conv, temporal difference, spatial conv --------------------
-
-def _stencil(z: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_frames: int,
-             tokens: int, grid: tuple[int, int], is_te: bool, diff: bool) -> torch.Tensor:
-    """One part (TE, or TD with/without the spatial conv) over all of z ``[R, C]``, ``tokens`` rows a frame."""
-    weights = (None, weight, bias)
-    none = (None, None, None)
-    return stencil_forward(z, num_frames, tokens, grid,
-                           z.shape[1] if is_te else 0, weights if is_te else none, none if is_te else weights,
-                           td_diff=diff, td_spatial=weight is not None, has_cls=False)
-
-
-def _stencil_grads(dh: torch.Tensor, z: torch.Tensor, weight: Optional[torch.Tensor], num_frames: int, tokens: int,
-                   grid: tuple[int, int], is_te: bool, diff: bool, grad_dtype: torch.dtype):
-    """-> dz and, with a weight, the flat ``[C*taps weight | C bias]`` gradient in ``grad_dtype``."""
-    from .reduce import Partials
-
-    R, c = z.shape
-    taps = TE_TAPS if is_te else TD_TAPS
-    parts = Partials([(stencil_programs(R), partial_width(c, taps))], z.device) if weight is not None else None
-    part = None if parts is None else parts.part(0)
-    weights = (None, weight)
-    dz = stencil_backward(dh, z, num_frames, tokens, grid, c if is_te else 0, weights if is_te else (None, None),
-                          (None, None) if is_te else weights, td_diff=diff, td_spatial=weight is not None,
-                          has_cls=False, te_part=part if is_te else None, td_part=None if is_te else part)
-    return dz, (z.new_empty(0, dtype=grad_dtype) if parts is None else parts.sum(grad_dtype)[:c * (taps + 1)])
-
-
-@torch.library.custom_op("m2clip_fast::stencil", mutates_args=())
-def _stencil_op(z: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_frames: int,
-                tokens: int, grid_h: int, grid_w: int, is_te: bool, diff: bool) -> torch.Tensor:
-    return _stencil(z, weight, bias, num_frames, tokens, (grid_h, grid_w), is_te, diff)
-
-
-@_stencil_op.register_fake
-def _(z, *args):
-    return torch.empty_like(z)
-
-
-@torch.library.custom_op("m2clip_fast::stencil_backward", mutates_args=())
-def _stencil_backward_op(dh: torch.Tensor, z: torch.Tensor, weight: Optional[torch.Tensor], num_frames: int,
-                         tokens: int, grid_h: int, grid_w: int, is_te: bool, diff: bool,
-                         grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return _stencil_grads(dh, z, weight, num_frames, tokens, (grid_h, grid_w), is_te, diff, grad_dtype)
-
-
-@_stencil_backward_op.register_fake
-def _(dh, z, weight, num_frames, tokens, grid_h, grid_w, is_te, diff, grad_dtype):
-    n = 0 if weight is None else z.shape[1] * ((TE_TAPS if is_te else TD_TAPS) + 1)
-    return torch.empty_like(z), z.new_empty(n, dtype=grad_dtype)
-
-
-class _StencilFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, num_frames, grid_h, grid_w, is_te, diff):
-        z = x.reshape(-1, x.shape[-1])
-        z = z if z.is_contiguous() else z.contiguous()
-        geometry = (num_frames, x.shape[1], grid_h, grid_w, is_te, diff)
-        if torch.compiler.is_compiling():
-            h = _stencil_op(z, weight, bias, *geometry)
-        else:
-            h = _stencil(z, weight, bias, num_frames, x.shape[1], (grid_h, grid_w), is_te, diff)
-        ctx.save_for_backward(z, weight)
-        ctx.geometry, ctx.x_shape, ctx.has_bias = geometry, x.shape, bias is not None
-        ctx.grad_dtype = x.dtype if weight is None else weight.dtype
-        return h.view(x.shape)
-
-    @staticmethod
-    def backward(ctx, dh):
-        z, weight = ctx.saved_tensors
-        dh = dh.reshape(z.shape)
-        dh = dh if dh.is_contiguous() else dh.contiguous()
-        num_frames, tokens, grid_h, grid_w, is_te, diff = ctx.geometry
-        if torch.compiler.is_compiling():
-            dz, flat = _stencil_backward_op(dh, z, weight, *ctx.geometry, ctx.grad_dtype)
-        else:
-            dz, flat = _stencil_grads(dh, z, weight, num_frames, tokens, (grid_h, grid_w), is_te, diff,
-                                      ctx.grad_dtype)
-        if weight is None:
-            return dz.view(ctx.x_shape), None, None, None, None, None, None, None
-        d_weight, d_bias = flat[:weight.numel()].as_strided(weight.shape, weight.stride()), flat[weight.numel():]
-        return dz.view(ctx.x_shape), d_weight, (d_bias if ctx.has_bias else None), None, None, None, None, None
-
-
-# --- public building blocks ------------------------------------------------------------------------
-
-def _check_frames(op: str, x: torch.Tensor, num_frames: int) -> None:
-    check_tensors(op, x)
-    check(x.dim() == 3, f"{op}: x must be [B*T, L, C], got {list(x.shape)}")
-    check(num_frames >= 1 and x.shape[0] % num_frames == 0,
-          f"{op}: x.shape[0] = {x.shape[0]} must be a multiple of num_frames = {num_frames} (x is [B*T, L, C])")
-
-
-def _check_kernel(op: str, weight: torch.Tensor, bias: Optional[torch.Tensor], shape: tuple, x: torch.Tensor) -> None:
-    check_tensors(op, x, weight, bias)
-    check(tuple(weight.shape) == shape, f"{op}: weight must be {list(shape)}, got {list(weight.shape)}")
-    check(bias is None or tuple(bias.shape) == shape[:1], f"{op}: bias must be [{shape[0]}]")
-
-
-def _run(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_frames: int,
-         grid: tuple[int, int], is_te: bool, diff: bool) -> torch.Tensor:
-    dtype = compute_dtype(x)
-    return _StencilFunction.apply(x.to(dtype), None if weight is None else dense_taps(weight),
-                                  None if bias is None else bias.contiguous(), num_frames, grid[0], grid[1], is_te, diff)
-
-
-def temporal_conv(
-    x: torch.Tensor, num_frames: int, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """Depthwise conv over frames, kernel 3, zero padding. x ``[B*T, L, C]``, weight ``[C, 1, 3]``,
-    bias ``[C]`` -> ``[B*T, L, C]``."""
-    _check_frames("temporal_conv", x, num_frames)
-    _check_kernel("temporal_conv", weight, bias, (x.shape[-1], 1, 3), x)
-    if not can_run_triton(x, "temporal_conv"):
-        return reference.temporal_conv(x, num_frames, weight, bias)
-    return _run(x, weight, bias, num_frames, (0, 0), is_te=True, diff=False)
-
-
-def temporal_difference(x: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """``d_t = x_t - x_{t-1}``, ``d_0 = 0``. x ``[B*T, N, C]`` -> ``[B*T, N, C]``."""
-    _check_frames("temporal_difference", x, num_frames)
-    if not can_run_triton(x, "temporal_difference"):
-        return reference.temporal_difference(x, num_frames)
-    return _run(x, None, None, num_frames, (1, x.shape[1]), is_te=False, diff=True)
-
-
-def spatial_conv(
-    x: torch.Tensor, grid: tuple[int, int], weight: torch.Tensor, bias: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """Depthwise 3×3 conv over each frame's ``h×w`` token grid, zero padding. x ``[B*T, h*w, C]``,
-    weight ``[C, 1, 3, 3]``, bias ``[C]`` -> ``[B*T, h*w, C]``."""
-    _check_frames("spatial_conv", x, 1)
-    check(len(grid) == 2 and grid[0] * grid[1] == x.shape[1],
-          f"spatial_conv: grid {tuple(grid)} does not tile the {x.shape[1]} tokens of x [B*T, h*w, C]")
-    _check_kernel("spatial_conv", weight, bias, (x.shape[-1], 1, 3, 3), x)
-    if not can_run_triton(x, "spatial_conv"):
-        return reference.spatial_conv(x, grid, weight, bias)
-    return _run(x, weight, bias, 1, tuple(grid), is_te=False, diff=False)

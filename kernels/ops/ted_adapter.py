@@ -29,7 +29,8 @@ from ..reference import BranchWeights
 from ..utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
 from .gemm import Blocks, colsum_rows, gemm, split_k_for
 from .reduce import Partials
-from .stencil import TD_TAPS, TE_TAPS, partial_width, stencil_backward, stencil_forward, stencil_programs
+from .stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward, stencil_forward,
+                      stencil_programs)
 
 
 def _stacked(first: Optional[torch.Tensor], second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -50,26 +51,26 @@ def _grad_layout(width: int, c_te: int, c_td: int) -> list[tuple[int, ...]]:
             (c_td, 1, 3, 3), (c_td,), (c_td,), (width,), (width if c_td else 0,)]
 
 
-def _te_width(te: tuple) -> int:
+def _te_width(te: StencilPart) -> int:
     """Channels of the TE part (0 for a TD-only adapter: the TE branch absent)."""
-    return 0 if te[1] is None else te[1].shape[0]
+    return 0 if te.weight is None else te.weight.shape[0]
 
 
-def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: tuple, td: tuple,
+def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: StencilPart, td: StencilPart,
              b2: Optional[torch.Tensor], b4: Optional[torch.Tensor], num_frames: int, tokens: int,
              grid: tuple[int, int]):
     """x ``[R, C]``, w_in ``[2Ca, C]``, w_out ``[2, C, Ca]`` -> out ``[R, C]``, z, h ``[R, 2Ca]`` (``Ca`` and
     one block when a branch is absent)."""
     c_te = _te_width(te)
     z = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
-    h = stencil_forward(z, num_frames, tokens, grid, c_te, te, td, td_diff=True, td_spatial=True, has_cls=True)
+    h = stencil_forward(z, num_frames, tokens, grid, c_te, te, td)
     out = gemm(h, Blocks(w_out).T, bias=b2, bias2=b4, bias2_period=tokens, residual=x, out_dtype=x.dtype,
                dot=w_out.dtype)
     return out, z, h
 
 
 def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor,
-              w_out: torch.Tensor, te: tuple, td: tuple, num_frames: int, tokens: int, grid: tuple[int, int],
+              w_out: torch.Tensor, te: StencilPart, td: StencilPart, num_frames: int, tokens: int, grid: tuple[int, int],
               grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """-> dx ``[R, C]`` and every parameter gradient, flat in ``grad_dtype`` (pieces: :func:`_grad_layout`)."""
     (R, width), c_te = x.shape, _te_width(te)
@@ -84,8 +85,7 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Ten
     parts = Partials(segments, x.device)
     dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
     gemm(dout.t(), h, out=parts.part(1).view(split_out, *w_out.shape), split_k=split_out, dot=w_out.dtype)
-    dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, td_diff=True, td_spatial=True,
-                          has_cls=True, te_part=parts.part(2) if c_te else None,
+    dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, te_part=parts.part(2) if c_te else None,
                           td_part=parts.part(3) if c_td else None)
     dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
               colsum_out=parts.part(len(segments) - 1), out_dtype=x.dtype, dot=w_in.dtype)
@@ -102,8 +102,8 @@ def _forward_op(
     td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor], b2: Optional[torch.Tensor],
     b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(x, w_in, w_out, (te_in, te_w, te_b), (td_in, td_w, td_b), b2, b4, num_frames, tokens,
-                    (grid_h, grid_w))
+    return _forward(x, w_in, w_out, StencilPart(te_in, te_w, te_b), StencilPart(td_in, td_w, td_b), b2, b4,
+                    num_frames, tokens, (grid_h, grid_w))
 
 
 @_forward_op.register_fake
@@ -118,13 +118,13 @@ def _backward_op(
     te_in: Optional[torch.Tensor], te_w: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
     td_w: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backward(dout, x, z, h, w_in, w_out, (te_in, te_w), (td_in, td_w), num_frames, tokens,
-                     (grid_h, grid_w), grad_dtype)
+    return _backward(dout, x, z, h, w_in, w_out, StencilPart(te_in, te_w), StencilPart(td_in, td_w), num_frames,
+                     tokens, (grid_h, grid_w), grad_dtype)
 
 
 @_backward_op.register_fake
 def _(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w, grad_dtype):
-    c_te = _te_width((te_in, te_w))
+    c_te = _te_width(StencilPart(te_in, te_w))
     n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
     return torch.empty_like(x), x.new_empty(n, dtype=grad_dtype)
 
@@ -143,8 +143,8 @@ class _TEDFunction(torch.autograd.Function):
         if torch.compiler.is_compiling():
             out, z, h = _forward_op(*args, *geometry)
         else:
-            out, z, h = _forward(rows, w_in, w_out, (b1, wt, bt), (b3, ws, bs), b2, b4, geometry[0], geometry[1],
-                                 (grid_h, grid_w))
+            out, z, h = _forward(rows, w_in, w_out, StencilPart(b1, wt, bt), StencilPart(b3, ws, bs), b2, b4,
+                                 geometry[0], geometry[1], (grid_h, grid_w))
         ctx.save_for_backward(rows, z, h, w_in, w_out, b1, wt, b3, ws)
         ctx.geometry = geometry
         ctx.grad_dtype = (w1 if w1 is not None else w3).dtype
@@ -160,9 +160,9 @@ class _TEDFunction(torch.autograd.Function):
         if torch.compiler.is_compiling():
             dx, flat = _backward_op(dout, x, z, h, w_in, w_out, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype)
         else:
-            dx, flat = _backward(dout, x, z, h, w_in, w_out, (b1, wt), (b3, ws), num_frames, tokens,
-                                 (grid_h, grid_w), ctx.grad_dtype)
-        c_te = _te_width((b1, wt))
+            dx, flat = _backward(dout, x, z, h, w_in, w_out, StencilPart(b1, wt), StencilPart(b3, ws), num_frames,
+                                 tokens, (grid_h, grid_w), ctx.grad_dtype)
+        c_te = _te_width(StencilPart(b1, wt))
         # Depthwise kernel gradients were written in each weight's own layout (contiguous or tap-major).
         conv_strides = (None,) * 4 + (wt.stride() if ctx.has_te else None,) + (None,) * 2 + (
             ws.stride() if ctx.has_td else None,)

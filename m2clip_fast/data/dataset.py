@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import frame_indices
-from .transforms import augment_batch, crop_clip, draw_augment, model_input, test_views, train_clip
+from .transforms import crop_clip, draw_augment, test_views, train_clip
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +175,11 @@ def _decode_with_pyav(path: str, pick: Callable[[int], np.ndarray], size: dict) 
 
 class VideoDataset(Dataset):
     """uint8 clips for training (``train=True``: one cropped clip ``[T, 3, S, S]``) or test (all views
-    ``[spatial*temporal, T, 3, S, S]``); :meth:`model_input` makes a batch of them the model's input, on the
+    ``[spatial*temporal, T, 3, S, S]``); :mod:`m2clip_fast.data.device` makes a batch of them the model's input, on the
     device.
 
     Each item is ``{"video", "label", "skipped", "readable", "unreadable", "short"}``, and in training also the
-    clip's augmentation draw, ``"flip"`` and ``"augment_seed"``, which :meth:`model_input` applies on the
+    clip's augmentation draw, ``"flip"`` and ``"augment_seed"``, which the device step applies on the
     device (with timm's RandAugment the worker applies them and the item has neither). In training an unreadable,
     missing or empty video is replaced by another sample (``skipped`` counts the replacements). In test mode
     it is *not* replaced: the item has ``readable=False`` and a zero video, so that evaluation can exclude
@@ -237,7 +237,7 @@ class VideoDataset(Dataset):
 
     @property
     def augments_on_device(self) -> bool:
-        """Whether flips and RandAugment wait for :meth:`model_input` (training, unless timm's RandAugment,
+        """Whether flips and RandAugment wait for the device step (training, unless timm's RandAugment,
         which works on PIL images, makes the workers do it)."""
         return self.train and not isinstance(self.randaugment, str)
 
@@ -276,14 +276,10 @@ class VideoDataset(Dataset):
         views = [test_views(clip, self.crop_size, self.spatial_views) for clip in frames]  # per temporal clip
         return {"video": torch.cat(views)}
 
-    def model_input(self, batch: dict, device: torch.device) -> torch.Tensor:
-        """A collated batch -> the model's float input on ``device``: the uint8 copy (pinned memory, no wait),
-        then the flips and RandAugment the workers drew (training) and the conversion, batched there.
-        Train ``[B, 3, T, S, S]``; evaluation ``[B, V, 3, T, S, S]``."""
-        video = batch["video"].to(device, non_blocking=True)
-        if "flip" in batch:  # drawn by the workers, applied here (self.augments_on_device)
-            video = augment_batch(video, batch["flip"], batch["augment_seed"], self.randaugment)
-        return model_input(video)
+    @property
+    def device_randaugment(self) -> Optional[torch.nn.Module]:
+        """The RandAugment the device step applies (torchvision's, drawn per clip by the workers), or None."""
+        return self.randaugment if self.augments_on_device and not isinstance(self.randaugment, str) else None
 
     def __getitem__(self, index: int) -> dict:
         seed = [self.seed, self.epoch, index]

@@ -1,0 +1,196 @@
+"""What the benchmarks measure, as code the benchmarks, the tests (a dry run at a small width), the static model and
+the profiler all import: each op's inputs, fused and eager functions and cost (:func:`op_cases`), the providers
+(:func:`provider_fn`), the timed passes (:func:`runner`), and the whole training step (:func:`train_step`).
+
+Bytes are the compulsory traffic (every input read once, every output written once); FLOPs are
+counted analytically (GEMMs 2·M·N·K; depthwise taps 2 per tap).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+import m2clip_fast as m2
+
+from .harness import VIT_B16, VIT_L14, Width, rotating
+
+PROVIDERS = os.environ.get("M2CLIP_BENCH_PROVIDERS", "fused,eager,compile,compile-max").split(",")
+# The same ops replayed from CUDA graphs: device time alone, where launching no longer counts.
+GRAPH_PROVIDERS = os.environ.get("M2CLIP_BENCH_GRAPH_PROVIDERS", "fused-graph,eager-graph").split(",")
+QUICK = os.environ.get("M2CLIP_BENCH_QUICK", "0") == "1"  # trims the grid to fit a short GPU lease
+DEVICE = "cuda"  # a module constant so the harness can be dry-run elsewhere
+# torch.compile modes. compile-max autotunes its kernels like max-autotune, but without CUDA graphs: every
+# provider is timed under the same launch conditions (graphs would help all of them alike), and graph
+# replays would overwrite outputs that the rotated backward inputs still hold.
+COMPILE_MODES = {"compile": None, "compile-max": "max-autotune-no-cudagraphs"}
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """make(width, B, T, dtype) -> inputs (all differentiable); fused/eager take them positionally.
+    cost(width, B, T, elem_bytes) -> (fwd bytes, fwd flops, bwd bytes, bwd flops)."""
+
+    make: Callable
+    fused: Callable
+    eager: Callable
+    cost: Callable
+
+
+def _param(*shape, dtype, scale=0.02):
+    return (torch.randn(*shape, device=DEVICE) * scale).to(dtype).requires_grad_()
+
+
+def _branch(width, ca, kernel, dtype):
+    """One bottleneck branch laid out as the adapter modules store it (depthwise weight tap-major)."""
+    from kernels.packing import tap_major
+
+    conv = tap_major(_param(ca, 1, *kernel, dtype=dtype, scale=0.3).detach()).requires_grad_()
+    return [_param(ca, width, dtype=dtype), _param(ca, dtype=dtype), conv,
+            _param(ca, dtype=dtype), _param(width, ca, dtype=dtype), _param(width, dtype=dtype)]
+
+
+def _ted_inputs(x, C, Ca, dtype):
+    """x and both branches, the fc weights of the two branches packed back to back as ``TEDAdapter`` does."""
+    from kernels.packing import pack_pairs
+
+    te, td = _branch(C, Ca, (3,), dtype), _branch(C, Ca, (3, 3), dtype)
+    pack_pairs([(te[0], td[0]), (te[4], td[4])])
+    return [x, *te, *td]
+
+
+def _ted(impl, w: Width, T):
+    from kernels import BranchWeights
+
+    return lambda x, *p: impl.ted_adapter(x, T, w.grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
+
+
+def op_cases(w: Width, B: int, T: int) -> dict[str, OpCase]:
+    """Every benchmarked op at width ``w``, ``B`` clips of ``T`` frames."""
+    import kernels
+    from kernels import BranchWeights, reference
+
+    R, C, Ca, D = B * T * w.L, w.C, w.Ca, w.D
+    S = 16  # text tokens per prompt
+
+    def x(rows_shape, dtype):
+        return torch.randn(*rows_shape, device=DEVICE).to(dtype).requires_grad_()
+
+    gemm_pair = lambda rows, c, ca, e: (2 * rows * c * e, 4 * rows * c * ca, 3 * rows * c * e, 8 * rows * c * ca)  # noqa: E731
+    return {
+        "ted_adapter": OpCase(
+            lambda dt: _ted_inputs(x((B * T, w.L, C), dt), C, Ca, dt),
+            _ted(kernels, w, T), _ted(reference, w, T),
+            lambda e: (2 * R * C * e, 8 * R * C * Ca + 26 * R * Ca, 3 * R * C * e, 16 * R * C * Ca + 52 * R * Ca)),
+        "temporal_adapter": OpCase(
+            lambda dt: [x((B * T, D), dt), *_branch(D, D // 2, (3,), dt)],
+            lambda f, *p: kernels.temporal_adapter(f, T, BranchWeights(*p)),
+            lambda f, *p: reference.temporal_adapter(f, T, BranchWeights(*p)),
+            lambda e: gemm_pair(B * T, D, D // 2, e)),
+        "text_adapter": OpCase(
+            lambda dt: [x((B, S, D), dt), _param(Ca, D, dtype=dt), _param(Ca, dtype=dt), _param(D, Ca, dtype=dt),
+                        _param(D, dtype=dt)],
+            kernels.text_adapter, reference.text_adapter, lambda e: gemm_pair(B * S, D, Ca, e)),
+        "quick_gelu": OpCase(  # the frozen vision MLP's activation, [B*T, L, 4C]
+            lambda dt: [x((B * T, w.L, 4 * C), dt)], kernels.quick_gelu, reference.quick_gelu,
+            lambda e: (2 * R * 4 * C * e, 4 * R * 4 * C, 3 * R * 4 * C * e, 8 * R * 4 * C)),
+    }
+
+
+def op_grid():
+    """(op, width, B, T): the TED-Adapter over the whole grid, the other ops at B=8, T=8."""
+    widths = [VIT_B16] if QUICK else [VIT_B16, VIT_L14]
+    for w in widths:
+        for T in ([8] if QUICK else [8, 16]):
+            for B in ([8] if QUICK else [1, 8, 32]):
+                yield "ted_adapter", w, B, T
+        for op in ("temporal_adapter", "text_adapter", "quick_gelu"):
+            yield op, w, 8, 8
+
+
+_COMPILED: dict = {}
+
+
+def provider_fn(case: OpCase, op: str, provider: str) -> Callable:
+    """The function a provider times: ``fused``, ``eager``, ``compile`` / ``compile-max`` (the eager function
+    under torch.compile), each also as ``…-graph`` (the same function, replayed from CUDA graphs)."""
+    provider = provider.removesuffix("-graph")  # the same function; only the timing differs
+    if provider == "fused":
+        return case.fused
+    if provider == "eager":
+        return case.eager
+    if provider not in COMPILE_MODES:
+        raise ValueError(f"unknown provider {provider!r}: expected fused, eager, {', '.join(COMPILE_MODES)} "
+                         "(each optionally with -graph)")
+    key = (op, provider)
+    if key not in _COMPILED:
+        mode = COMPILE_MODES[provider]
+        _COMPILED[key] = torch.compile(case.eager, mode=mode, dynamic=False)
+    return _COMPILED[key]
+
+
+def runner(fn: Callable, make: Callable, passes: str, copies: int) -> Callable[[], None]:
+    """The timed callable for one pass: forward; backward through stored graphs; or both. Inputs rotate
+    over ``copies`` independently made sets."""
+    if passes == "bwd":
+        def graph():
+            inputs = make()
+            out = fn(*inputs)
+            return inputs, out, torch.randn_like(out)
+
+        graphs = rotating(graph, copies)
+
+        def run_bwd():
+            inputs, out, grad = graphs()
+            torch.autograd.grad(out, inputs, grad, retain_graph=True)
+
+        return run_bwd
+    sets = rotating(make, copies)
+    if passes == "fwd":
+        return lambda: fn(*sets())
+    grad = torch.randn_like(fn(*sets()))
+
+    def run_fwdbwd():
+        inputs = sets()
+        torch.autograd.grad(fn(*inputs), inputs, grad)
+
+    return run_fwdbwd
+
+
+
+
+TRAIN_CLASSES = [f"action number {i}" for i in range(400)]
+
+
+def train_step(preset: str, batch: int, provider: str, device: str) -> tuple[Callable[[], None], int]:
+    """One M2-CLIP training step (forward, the four losses, backward, AdamW step) of a ``provider``: ``fused``,
+    ``eager``, ``full-finetune`` (every CLIP weight trainable too), ``fused+ckpt`` (gradient checkpointing).
+    -> (the step, its trainable parameter count)."""
+    torch.manual_seed(0)
+    masker_names = TRAIN_CLASSES[: 400 if preset != "tiny" else 8]
+    vocab = m2.MLMVocabulary.from_class_names(masker_names)
+    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(masker_names), num_frames=8, mlm_vocab_size=len(vocab),
+                                 grad_checkpointing=provider.endswith("+ckpt"))
+    model = m2.build_model(cfg, backend="fused" if provider.startswith("fused") else "eager").to(device)
+    if provider == "full-finetune":
+        model.requires_grad_(True)
+    masker = m2.PromptMasker(masker_names, vocab)
+    size = model.image_size[0]
+    video = torch.randn(batch, 3, 8, size, size, device=device)
+    labels = torch.arange(batch, device=device) % len(masker_names)
+    tokens = masker.class_tokens().to(device)
+    mlm_tokens, mlm_labels = (t.to(device) for t in masker(labels.cpu(), 0.2, torch.Generator().manual_seed(0)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def step():
+        with autocast:
+            loss = model.compute_losses(video, labels, tokens, mlm_tokens, mlm_labels)["total"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, sum(p.numel() for p in params)
