@@ -15,6 +15,7 @@ from .data.device import device_batches
 from .distributed import Runtime, all_reduce_sum, available_cpus
 from .model import M2CLIP
 from .prompts import Prompts
+from .run_state import Optimisation
 
 LOSS_NAMES = ("total", "contrastive", "crossmodal", "visual", "mlm")
 
@@ -64,90 +65,121 @@ class EpochResult:
     data: DataReport
 
 
-def train_one_epoch(
-    model: torch.nn.Module,
-    loader: torch.utils.data.DataLoader,
-    prompts: Prompts,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    autocast: Callable[[], contextlib.AbstractContextManager],
-    runtime: Runtime,
-    epoch: int,
-    step: int,
-    *,
-    grad_accum: int,
-    clip_grad: float,
-    mask_rate: float,
-    seed: int,
-    log_interval: int,
-    log: Callable[[dict], None],
-    on_step: Callable[[int, int], bool],
-    first_batch: int = 0,
-) -> EpochResult:
-    """One epoch (from batch ``first_batch``). ``on_step(step, batches_done)`` runs after each optimizer
-    step (checkpointing) and returns whether to stop there (``--max-steps``, an interrupt)."""
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    window = torch.zeros(len(LOSS_NAMES), device=runtime.device)  # loss sums, kept on the device: no sync per step
-    window_n, skipped, window_start = 0, 0, time.perf_counter()
-    waited, ready = 0.0, time.perf_counter()  # host time spent waiting for the next batch, in this window
-    data = DataReport()
+@dataclass(frozen=True)
+class TrainStep:
+    """What a training step runs: the model (DDP-wrapped or not), the class prompts with their MLM masker, the
+    optimisation state, the autocast context factory and where it runs."""
+
+    model: torch.nn.Module
+    prompts: Prompts
+    optim: Optimisation
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    runtime: Runtime
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    grad_accum: int
+    clip_grad: float  # gradient-norm clipping, 0: off
+    mask_rate: float  # share of class-name words masked for the MLM head
+    seed: int
+    log_interval: int  # optimizer steps between log rows (the loop's only host-device sync)
+
+
+class _LogWindow:
+    """Loss sums kept on the device between log points (no sync per step), and the host time spent waiting
+    for data, turned into one ``metrics.jsonl`` row every ``log_interval`` steps."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(len(LOSS_NAMES), device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.batches, self.waited, self.start = 0, 0.0, time.perf_counter()
+
+    def add(self, losses: dict) -> None:
+        self.sums += torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
+        self.batches += 1
+
+    def row(self, clips: int, runtime: Runtime) -> dict:
+        """Means over the window, clips/s and ``data_wait`` (the share of the window the loop waited for data:
+        near 1, the loader is the bottleneck)."""
+        elapsed = time.perf_counter() - self.start
+        row = dict(zip(LOSS_NAMES, (self.sums / self.batches).tolist()))
+        row.update(batches=self.batches, clips_per_s=self.batches * clips * runtime.world_size / elapsed,
+                   data_wait=min(1.0, self.waited / elapsed))
+        if runtime.device.type == "cuda":
+            row["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
+        return row
+
+
+def _note_slow_data(row: dict, workers: int) -> None:
+    if row["data_wait"] > 0.5:
+        more = "more --workers, or " if workers < available_cpus() else f"all {available_cpus()} CPUs already decode: "
+        note_once("data_wait", f"{100 * row['data_wait']:.0f}% of the last {row['batches']} steps went to waiting for "
+                  f"video: the data loader is the bottleneck ({more}smaller, re-encoded videos: python -m "
+                  "m2clip_fast.prepare)")
+
+
+def _optimizer_step(optim: Optimisation, params: list[torch.Tensor], clip_grad: float) -> None:
+    optim.scaler.unscale_(optim.optimizer)
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    optim.scaler.step(optim.optimizer)
+    optim.scaler.update()
+    optim.optimizer.zero_grad(set_to_none=True)
+    optim.scheduler.step()
+
+
+def _forward_backward(run: TrainStep, batch: dict, video: torch.Tensor, masks: torch.Generator, settings: StepSettings,
+                      sync: bool) -> dict:
+    """Losses of one batch, their scaled backward (without DDP's all-reduce unless ``sync``)."""
+    device = run.runtime.device
+    mlm_tokens, mlm_labels = run.prompts.masker(batch["label"], settings.mask_rate, masks)
+    no_sync = getattr(run.model, "no_sync", None)
+    with (no_sync() if no_sync is not None and not sync else contextlib.nullcontext()):
+        with run.autocast():
+            losses = run.model(video, batch["label"].to(device, non_blocking=True), run.prompts.tokens,
+                               mlm_tokens.to(device), mlm_labels.to(device), run.prompts.prefix)
+        run.optim.scaler.scale(losses["total"] / settings.grad_accum).backward()
+    return losses
+
+
+def train_one_epoch(run: TrainStep, loader: torch.utils.data.DataLoader, settings: StepSettings, epoch: int,
+                    start: tuple[int, int], log: Callable[[dict], None], on_step: Callable[[int, int], bool]
+                    ) -> EpochResult:
+    """One epoch from ``start = (global step, first batch)``. ``on_step(step, batches_done)`` runs after each
+    optimizer step (checkpointing) and returns whether to stop there (``--max-steps``, an interrupt)."""
+    step, first_batch = start
+    runtime = run.runtime
+    run.model.train()
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    window, skipped, data = _LogWindow(runtime.device), 0, DataReport()
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
-    last = len(loader) - 1
-    done = first_batch
+    done, ready = first_batch, time.perf_counter()
     # The next batch's copy overlaps this step; flips, RandAugment and the normalisation run on the device.
     for i, (batch, video) in enumerate(device_batches(bar, runtime.device, loader.dataset.device_randaugment)):
-        waited += time.perf_counter() - ready
-        b = first_batch + i
-        labels = batch["label"].to(runtime.device, non_blocking=True)
+        window.waited += time.perf_counter() - ready
         skipped += int(batch["skipped"].sum())
         data.add(batch, "replaced unreadable video")
-        masks = torch.Generator().manual_seed(hash((seed, epoch, b, runtime.rank)) % 2**62)
-        mlm_tokens, mlm_labels = prompts.masker(batch["label"], mask_rate, masks)
-        sync = (i + 1) % grad_accum == 0 or i == last
-        no_sync = getattr(model, "no_sync", None)
-        with (no_sync() if no_sync is not None and not sync else contextlib.nullcontext()):
-            with autocast():
-                losses = model(video, labels, prompts.tokens, mlm_tokens.to(runtime.device),
-                               mlm_labels.to(runtime.device), prompts.prefix)
-            scaler.scale(losses["total"] / grad_accum).backward()
-        window += torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
-        window_n += 1
-        if not sync:
-            ready = time.perf_counter()
-            continue
-        scaler.unscale_(optimizer)
-        if clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        if step % log_interval == 0:  # the only host-device sync of the loop
-            means = dict(zip(LOSS_NAMES, (window / window_n).tolist()))
-            elapsed = time.perf_counter() - window_start
-            # data_wait: the share of the window the loop waited for data (near 1: the loader is the bottleneck)
-            speed = {"clips_per_s": window_n * video.shape[0] * runtime.world_size / elapsed,
-                     "data_wait": min(1.0, waited / elapsed)}
-            if runtime.device.type == "cuda":
-                speed["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
-            lr = scheduler.get_last_lr()[0]
-            bar.set_postfix(loss=f"{means['total']:.3f}", lr=f"{lr:.2e}")
-            # "batches": how many the means cover (fewer than the interval right after a resume)
-            log({"split": "train", "epoch": epoch, "step": step, "lr": lr, "batches": window_n, **means, **speed})
-            if speed["data_wait"] > 0.5:
-                more = ("more --workers, or " if loader.num_workers < available_cpus() else
-                        f"all {available_cpus()} CPUs already decode: ")
-                note_once("data_wait", f"{100 * speed['data_wait']:.0f}% of the last {window_n} steps went to "
-                          f"waiting for video: the data loader is the bottleneck ({more}smaller, re-encoded videos: "
-                          "python -m m2clip_fast.prepare)")
-            window.zero_()
-            window_n, window_start, waited = 0, time.perf_counter(), 0.0
-        done = b + 1
-        if on_step(step, done):
-            break
+        masks = torch.Generator().manual_seed(hash((settings.seed, epoch, first_batch + i, runtime.rank)) % 2**62)
+        sync = (i + 1) % settings.grad_accum == 0 or i == len(loader) - 1
+        window.add(_forward_backward(run, batch, video, masks, settings, sync))
+        if sync:
+            _optimizer_step(run.optim, params, settings.clip_grad)
+            step += 1
+            if step % settings.log_interval == 0:
+                row = window.row(video.shape[0], runtime)
+                lr = run.optim.scheduler.get_last_lr()[0]
+                bar.set_postfix(loss=f"{row['total']:.3f}", lr=f"{lr:.2e}")
+                # "batches": how many the means cover (fewer than the interval right after a resume)
+                log({"split": "train", "epoch": epoch, "step": step, "lr": lr, **row})
+                _note_slow_data(row, loader.num_workers)
+                window.reset()
+            done = first_batch + i + 1
+            if on_step(step, done):
+                break
         ready = time.perf_counter()
     data.note_short()
     return EpochResult(step, skipped, done if done < first_batch + len(loader) else -1, data)

@@ -9,24 +9,36 @@ import pickle
 import random
 import tempfile
 import warnings
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .factory import build_model, short_reason
 from .config import M2CLIPConfig
+from .factory import build_model, short_reason
 from .model import M2CLIP
 
 FORMAT = "m2clip_fast/1"
 LATEST = "last.pt"
-# What defines a run, stored in its checkpoints: a resumed run continues with these, an --eval-only run
-# evaluates with the data settings among them, unless the command line says otherwise (m2clip_fast.cli).
-RUN_SETTINGS = ("num_frames", "sampling_rate", "sampling", "views", "flip", "randaugment", "crop_scale", "interpolation",
-                "batch_size", "grad_accum",
-                "epochs", "warmup_epochs", "lr", "base_lr", "weight_decay", "clip_grad", "amp", "seed",
-                "mlm_mask_rate", "crossmodal_loss")
-DATA_SETTINGS = ("num_frames", "sampling_rate", "sampling", "views")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands: finished epochs, optimizer steps, batches done in the current epoch, the best score."""
+
+    epoch: int = 0
+    step: int = 0
+    batches_done: int = 0
+    best: Optional[float] = None
+
+
+class Optimisation(NamedTuple):
+    """The training state besides the weights: the optimizer, its learning-rate schedule, the fp16 grad scaler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -105,30 +117,28 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def training_state(model: M2CLIP, optimizer: torch.optim.Optimizer, scheduler, scaler, class_names: list[str],
-                   pretrained: Optional[str], settings: dict, epoch: int, step: int, batches_done: int,
-                   best: Optional[float]) -> dict:
+def training_state(model: M2CLIP, optim: Optimisation, class_names: Sequence[str], pretrained: Optional[str],
+                   settings: dict, position: Position) -> dict:
     """Everything a run needs to go on exactly where it stopped, and to be evaluated or rebuilt later:
     the model's config and weights, the classes, the optimizer/scheduler/scaler states, the position
     (epoch, step, batches done in the epoch), the best score, the RNG states and the run's settings."""
     return {
-        "format": FORMAT, "config": dataclasses.asdict(model.cfg), "class_names": class_names,
+        "format": FORMAT, "config": dataclasses.asdict(model.cfg), "class_names": list(class_names),
         "pretrained": os.path.abspath(pretrained) if pretrained else None,
         "model": model_weights(model, pretrained),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-        "epoch": epoch, "step": step, "batches_done": batches_done, "best": best, "rng": rng_state(),
+        "optimizer": optim.optimizer.state_dict(), "scheduler": optim.scheduler.state_dict(),
+        "scaler": optim.scaler.state_dict(), **dataclasses.asdict(position), "rng": rng_state(),
         "settings": settings,
     }
 
 
-def restore(ckpt: dict, optimizer: torch.optim.Optimizer, scheduler, scaler) -> tuple[int, int, int, Optional[float]]:
-    """Put a run back where ``ckpt`` left it (optimizer, scheduler, scaler, RNG); returns (epoch, step,
-    batches done in the epoch, best score)."""
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
+def restore(ckpt: dict, optim: Optimisation) -> Position:
+    """Put a run back where ``ckpt`` left it (optimizer, scheduler, scaler, RNG); returns its position."""
+    optim.optimizer.load_state_dict(ckpt["optimizer"])
+    optim.scheduler.load_state_dict(ckpt["scheduler"])
+    optim.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
-    return ckpt["epoch"], ckpt["step"], ckpt["batches_done"], ckpt.get("best")
+    return Position(ckpt["epoch"], ckpt["step"], ckpt["batches_done"], ckpt.get("best"))
 
 
 def model_weights(model: M2CLIP, pretrained: Optional[str]) -> dict[str, torch.Tensor]:

@@ -1,10 +1,10 @@
-"""One run of training and/or evaluation (:class:`Trainer`), from resolved command-line arguments
-(:mod:`m2clip_fast.cli`): the model (fresh, or the checkpoint's own), its data, the optimiser state, where
-the run stands, checkpoints and the metrics log."""
+"""One run of training and/or evaluation (:class:`Trainer`) of a frozen run plan (:mod:`m2clip_fast.plan`): the
+model (fresh, or the checkpoint's own), its data, the optimiser state, where the run stands, checkpoints and the
+metrics log."""
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -25,10 +25,11 @@ from . import run_state
 from .config import M2CLIPConfig
 from .data import EpochSampler, UnreadableData, VideoDataset
 from .distributed import init_runtime, shutdown
-from .engine import evaluate, train_one_epoch
+from .engine import StepSettings, TrainStep, evaluate, train_one_epoch
 from .factory import build_model
 from .model import M2CLIP
 from .optim import param_groups, warmup_cosine
+from .plan import Plan, saved_settings
 from .prompts import class_prompts, make_prompts
 from .protocols import summarize
 from .text import MLMVocabulary
@@ -123,34 +124,35 @@ class Trainer:
     """A run: built from the arguments, then :meth:`run` trains (resuming where a checkpoint left off) and
     evaluates, or only evaluates."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.runtime = runtime = init_runtime(args.device)
-        torch.manual_seed(args.seed)
-        random.seed(args.seed)
-        np.random.seed(args.seed)
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.runtime = runtime = init_runtime(plan.run.device)
+        torch.manual_seed(plan.recipe.seed)
+        random.seed(plan.recipe.seed)
+        np.random.seed(plan.recipe.seed)
         self.model, self.pretrained = self._build_model()
         self.model.to(runtime.device)
         if self.model.adapter_backend.startswith("eager reference"):  # the start-up summary says so, and why
             warnings.filterwarnings("ignore", category=EagerFallbackWarning)
-        self.autocast, self.amp = _autocast(args.amp, runtime.device)
-        self.log = MetricsLog(args.output_dir, runtime.is_main, tensorboard=args.tensorboard)
-        self.eval_names = args.eval_class_names or args.class_names
-        self.val_loader = self._loader(args.val_records, train=False) if args.val_records else None
-        quick = (args.quick_spatial_views, args.quick_temporal_views)
+        self.autocast, self.amp = _autocast(plan.recipe.amp, runtime.device)
+        self.log = MetricsLog(plan.run.output_dir, runtime.is_main, tensorboard=plan.run.tensorboard)
+        self.eval_names = plan.data.eval_class_names or plan.data.class_names
+        self.val_loader = self._loader(plan.data.val, train=False) if plan.data.val else None
+        quick = (plan.data.quick_views[0], plan.data.quick_views[1])
         self.quick_val_loader = self.val_loader  # validation during training: cheap views
-        if self.val_loader is not None and not args.eval_only and quick != (args.spatial_views, args.temporal_views):
-            self.quick_val_loader = self._loader(args.val_records, train=False, views=quick)
+        if self.val_loader is not None and not plan.run.eval_only and quick != (plan.data.views[0], plan.data.views[1]):
+            self.quick_val_loader = self._loader(plan.data.val, train=False, views=quick)
         self.eval_prompts = class_prompts(self.model, self.eval_names, runtime.device, self.autocast)
-        self.train_loader = (self._loader(args.train_records, train=True)
-                             if args.train_records and not args.eval_only else None)
-        self.steps_per_epoch = max(1, len(self.train_loader) // args.grad_accum) if self.train_loader else 1
-        self.world_batch = args.batch_size * runtime.world_size * args.grad_accum
-        self.lr = args.lr if args.lr is not None else args.base_lr * self.world_batch / 256
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, self.lr, args.weight_decay), lr=self.lr)
-        self.scheduler = warmup_cosine(self.optimizer, self.steps_per_epoch * args.epochs,
-                                       round(args.warmup_epochs * self.steps_per_epoch))
-        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=self.amp == "fp16")
+        self.train_loader = (self._loader(plan.data.train, train=True)
+                             if plan.data.train and not plan.run.eval_only else None)
+        self.steps_per_epoch = max(1, len(self.train_loader) // plan.recipe.grad_accum) if self.train_loader else 1
+        self.world_batch = plan.recipe.batch_size * runtime.world_size * plan.recipe.grad_accum
+        self.lr = plan.recipe.lr if plan.recipe.lr is not None else plan.recipe.base_lr * self.world_batch / 256
+        optimizer = torch.optim.AdamW(param_groups(self.model, self.lr, plan.recipe.weight_decay), lr=self.lr)
+        self.optim = run_state.Optimisation(
+            optimizer, warmup_cosine(optimizer, self.steps_per_epoch * plan.recipe.epochs,
+                                     round(plan.recipe.warmup_epochs * self.steps_per_epoch)),
+            torch.amp.GradScaler(runtime.device.type, enabled=self.amp == "fp16"))
         self.epoch, self.step, self.batches_done, self.best = 0, 0, 0, None
 
     @property
@@ -160,127 +162,122 @@ class Trainer:
     def _build_model(self) -> tuple[M2CLIP, Optional[str]]:
         """The checkpoint's own model (config, weights, backbone source), or a fresh one; and where its
         frozen backbone comes from."""
-        args, ckpt = self.args, self.args.checkpoint
-        self.backend = "fused" if args.use_fused else "eager"
+        plan, ckpt = self.plan, self.plan.model.checkpoint
         if ckpt is not None:
-            model = run_state.model_from_checkpoint(ckpt, backend=self.backend, pretrained=args.pretrained)
-            model.cfg.grad_checkpointing = model.cfg.grad_checkpointing or args.grad_checkpointing  # memory, not maths
-            if model.cfg.num_classes != len(args.class_names):
-                raise SystemExit(f"error: {args.resume_path} was trained on {model.cfg.num_classes} classes; "
-                                 f"--classes lists {len(args.class_names)}")
-            return model, args.pretrained or ckpt.get("pretrained")
-        vocab = max(len(MLMVocabulary.from_class_names(args.class_names)), 1)
-        if args.init_checkpoint is not None:
-            source = args.init_checkpoint
+            model = run_state.model_from_checkpoint(ckpt, backend=plan.model.backend, pretrained=plan.model.pretrained)
+            model.cfg.grad_checkpointing = model.cfg.grad_checkpointing or plan.model.grad_checkpointing  # memory, not maths
+            if model.cfg.num_classes != len(plan.data.class_names):
+                raise SystemExit(f"error: {plan.run.resume_path} was trained on {model.cfg.num_classes} classes; "
+                                 f"--classes lists {len(plan.data.class_names)}")
+            return model, plan.model.pretrained or ckpt.get("pretrained")
+        vocab = max(len(MLMVocabulary.from_class_names(plan.data.class_names)), 1)
+        if plan.model.init_checkpoint is not None:
+            source = plan.model.init_checkpoint
             model, kept, reset = run_state.transfer_from_checkpoint(
-                source, len(args.class_names), vocab, backend=self.backend, pretrained=args.pretrained)
-            args.init_checkpoint = None  # copied into the model: free it
+                source, len(plan.data.class_names), vocab, backend=plan.model.backend, pretrained=plan.model.pretrained)
             if self.runtime.is_main:
-                print(f"initialised from {args.init_from}: kept {len(kept)} trained tensors; started afresh "
+                print(f"initialised from {plan.model.init_from}: kept {len(kept)} trained tensors; started afresh "
                       f"(shape depends on the classes): {', '.join(reset) or 'none'}", flush=True)
-            return model, args.pretrained or source.get("pretrained")
-        cfg = M2CLIPConfig.preset(args.preset, **{
-            "num_classes": len(args.class_names), "num_frames": args.num_frames,
+            return model, plan.model.pretrained or source.get("pretrained")
+        cfg = M2CLIPConfig.preset(plan.model.preset, **{
+            "num_classes": len(plan.data.class_names), "num_frames": plan.data.clip.num_frames,
             "mlm_vocab_size": vocab,
-            "mlm_mask_rate": args.mlm_mask_rate, "crossmodal_loss": args.crossmodal_loss,
-            "grad_checkpointing": args.grad_checkpointing, **args.config_overrides,
+            "mlm_mask_rate": plan.recipe.mlm_mask_rate, "crossmodal_loss": plan.recipe.crossmodal_loss,
+            "grad_checkpointing": plan.model.grad_checkpointing, **plan.model.overrides,
         })
-        return build_model(cfg, pretrained=args.pretrained, backend=self.backend), args.pretrained
+        return build_model(cfg, pretrained=plan.model.pretrained, backend=plan.model.backend), plan.model.pretrained
 
     def _loader(self, records: list, train: bool, views: Optional[tuple[int, int]] = None
                 ) -> torch.utils.data.DataLoader:
-        args, runtime = self.args, self.runtime
-        spatial, temporal = (1, 1) if train else views or (args.spatial_views, args.temporal_views)
-        randaugment = (args.randaugment or None) if train else None  # a timm config string, or torchvision's defaults
+        plan, runtime = self.plan, self.runtime
+        spatial, temporal = (1, 1) if train else views or (plan.data.views[0], plan.data.views[1])
+        randaugment = (plan.recipe.randaugment or None) if train else None  # a timm config string, or torchvision's defaults
         if randaugment == "torchvision":
             from torchvision.transforms import v2
 
             randaugment = v2.RandAugment()
         crop = self.model.image_size[0]  # the backbone's positional embedding fixes the input size
-        dataset = VideoDataset(records, args.num_frames, crop, train=train, sampling_mode=args.sampling,
-                               sampling_rate=args.sampling_rate, flip=args.flip, randaugment=randaugment,
-                               crop_scale=args.crop_range, interpolation=args.interpolation,
-                               spatial_views=spatial, temporal_views=temporal, seed=args.seed)
-        sampler = EpochSampler(len(dataset), runtime, shuffle=train, seed=args.seed, pad=train)
+        dataset = VideoDataset(records, plan.data.clip.num_frames, crop, train=train, sampling_mode=plan.data.clip.sampling,
+                               sampling_rate=plan.data.clip.sampling_rate, flip=plan.recipe.flip, randaugment=randaugment,
+                               crop_scale=plan.data.crop_range, interpolation=plan.recipe.interpolation,
+                               spatial_views=spatial, temporal_views=temporal, seed=plan.recipe.seed)
+        sampler = EpochSampler(len(dataset), runtime, shuffle=train, seed=plan.recipe.seed, pad=train)
         return torch.utils.data.DataLoader(
-            dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-            pin_memory=runtime.device.type == "cuda", drop_last=train and len(sampler) >= args.batch_size,
+            dataset, batch_size=plan.recipe.batch_size, sampler=sampler, num_workers=plan.data.workers,
+            pin_memory=runtime.device.type == "cuda", drop_last=train and len(sampler) >= plan.recipe.batch_size,
             worker_init_fn=_ignore_interrupts,
-            generator=torch.Generator().manual_seed(args.seed),  # leaves the global RNG (dropout) alone: exact resume
+            generator=torch.Generator().manual_seed(plan.recipe.seed),  # leaves the global RNG (dropout) alone: exact resume
         )
 
     def save(self, name: str, epoch: int, step: int, batches_done: int) -> None:
         if self.runtime.is_main:
-            settings = {k: getattr(self.args, k) for k in run_state.RUN_SETTINGS}
-            settings["preset"] = self.args.model_preset
-            state = run_state.training_state(self.model, self.optimizer, self.scheduler, self.scaler,
-                                                 self.args.class_names, self.pretrained, settings, epoch, step,
-                                                 batches_done, self.best)
-            run_state.atomic_save(state, os.path.join(self.args.output_dir, name))
+            settings = saved_settings(self.plan.data.clip, self.plan.recipe, self.plan.model.saved_preset)
+            state = run_state.training_state(self.model, self.optim, self.plan.data.class_names, self.pretrained,
+                                             settings, run_state.Position(epoch, step, batches_done, self.best))
+            run_state.atomic_save(state, os.path.join(self.plan.run.output_dir, name))
 
     def validate(self, loader: Optional[torch.utils.data.DataLoader] = None, desc: Optional[str] = None) -> dict:
         """Evaluate on the validation list (by default with the full ``--views``) and log it."""
         loader = loader or self.val_loader
         metrics = evaluate(self.model, loader, self.eval_prompts, self.autocast, self.runtime,
-                           visual_head=self.args.eval_class_names is None, desc=desc or f"eval {self.epoch}")
+                           visual_head=self.plan.data.eval_class_names is None, desc=desc or f"eval {self.epoch}")
         self.log({"split": "val", "epoch": self.epoch, "step": self.step, "views": self._views(loader), **metrics})
         return metrics
 
     def zero_shot(self) -> dict:
         """The zero-shot protocol: each split against its own classes (cross-modal head), then mean ± std."""
-        args, results = self.args, []
-        for split in args.zero_shot_splits:
+        plan, results = self.plan, []
+        for split in plan.data.zero_shot_splits:
             prompts = class_prompts(self.model, split.class_names, self.runtime.device, self.autocast)
             metrics = evaluate(self.model, self._loader(split.records, train=False), prompts, self.autocast,
                                self.runtime, visual_head=False, desc=split.name)
-            self.log({"split": "zero-shot", "protocol": args.zero_shot, "name": split.name, **metrics})
+            self.log({"split": "zero-shot", "protocol": plan.data.zero_shot, "name": split.name, **metrics})
             if self.runtime.is_main:
                 print(f"{split.name}: top-1 {metrics['top1']:.1f}%, top-5 {metrics['top5']:.1f}% on "
                       f"{metrics['videos']} of {metrics['listed']} videos ({len(split.class_names)} classes)", flush=True)
             results.append(metrics)
         summary = summarize(results)
-        self.log({"split": "zero-shot", "protocol": args.zero_shot, "name": "mean over splits", **summary})
+        self.log({"split": "zero-shot", "protocol": plan.data.zero_shot, "name": "mean over splits", **summary})
         if self.runtime.is_main:
-            print(f"{args.zero_shot} zero-shot: top-1 {summary['top1_mean']:.1f} ± {summary['top1_std']:.1f}%, "
+            print(f"{plan.data.zero_shot} zero-shot: top-1 {summary['top1_mean']:.1f} ± {summary['top1_std']:.1f}%, "
                   f"top-5 {summary['top5_mean']:.1f} ± {summary['top5_std']:.1f}% over {len(results)} splits",
                   flush=True)
         return {}
 
     def _start_or_resume(self) -> None:
-        args, main = self.args, self.runtime.is_main
-        ckpt = args.checkpoint
+        plan, main = self.plan, self.runtime.is_main
+        ckpt = plan.model.checkpoint
         if ckpt is None:
-            if not args.eval_only and main:
-                if run_state.latest(args.output_dir):
-                    print(f"note: {args.output_dir} holds a checkpoint; starting afresh and overwriting it "
+            if not plan.run.eval_only and main:
+                if run_state.latest(plan.run.output_dir):
+                    print(f"note: {plan.run.output_dir} holds a checkpoint; starting afresh and overwriting it "
                           "(--resume auto continues it)", flush=True)
                 aside = self.log.start_fresh()
                 if aside:
                     print(f"note: the previous run's metrics.jsonl is now {os.path.basename(aside)}", flush=True)
             return
-        position = f"epoch {ckpt['epoch']}, step {ckpt['step']}"
-        if args.eval_only:  # logged at the checkpoint's position
+        where = f"epoch {ckpt['epoch']}, step {ckpt['step']}"
+        if plan.run.eval_only:  # logged at the checkpoint's position
             self.epoch, self.step = ckpt["epoch"], ckpt["step"]
         else:
-            self.epoch, self.step, self.batches_done, self.best = run_state.restore(
-                ckpt, self.optimizer, self.scheduler, self.scaler)
+            position = run_state.restore(ckpt, self.optim)
+            self.epoch, self.step, self.batches_done, self.best = dataclasses.astuple(position)
             dropped = self.log.rewind(self.epoch, self.step) if main else 0
             if dropped:
                 print(f"note: dropped {_plural(dropped, 'row')} of metrics.jsonl logged after the checkpoint (they "
                       "are logged again as those steps are redone)", flush=True)
-        args.checkpoint = None  # its tensors now live in the model and optimizer: free the copies
         if main:
-            print(f"{'evaluating' if args.eval_only else 'resumed from'} {args.resume_path} ({position})", flush=True)
+            print(f"{'evaluating' if plan.run.eval_only else 'resumed from'} {plan.run.resume_path} ({where})", flush=True)
 
     def _train(self) -> dict:
         """Epochs from where the run stands; validation and checkpoints after each. -> the last metrics.
         Ctrl-C stops at the end of the step in progress and saves there (a second one stops at once)."""
-        args, runtime, loader = self.args, self.runtime, self.train_loader
+        plan, runtime, loader = self.plan, self.runtime, self.train_loader
         model = self.model
         if runtime.distributed:
             model = DistributedDataParallel(self.model,
                                             device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
-        prompts = make_prompts(self.model, args.class_names, runtime.device, self.autocast)
+        prompts = make_prompts(self.model, plan.data.class_names, runtime.device, self.autocast)
         metrics: dict = {}
         interrupted = []
 
@@ -292,11 +289,11 @@ class Trainer:
 
         previous = signal.signal(signal.SIGINT, on_interrupt) if runtime.is_main else None
         try:
-            while self.epoch < args.epochs and (args.max_steps is None or self.step < args.max_steps):
+            while self.epoch < plan.recipe.epochs and (plan.run.max_steps is None or self.step < plan.run.max_steps):
                 metrics = self._epoch(model, loader, prompts, interrupted) or metrics
                 if interrupted:
                     raise Interrupted(f"interrupted at epoch {self.epoch}, step {self.step}: saved "
-                                      f"{os.path.join(args.output_dir, run_state.LATEST)}; --resume auto (with the "
+                                      f"{os.path.join(plan.run.output_dir, run_state.LATEST)}; --resume auto (with the "
                                       f"same --output-dir) continues from there")
         finally:
             if previous is not None:
@@ -306,21 +303,20 @@ class Trainer:
     def _epoch(self, model: torch.nn.Module, loader: torch.utils.data.DataLoader, prompts, interrupted: list) -> dict:
         """One epoch from where the run stands, then its validation and checkpoints. -> its validation metrics
         (empty when none ran)."""
-        args, runtime = self.args, self.runtime
-        loader.sampler.set_epoch(self.epoch, start=self.batches_done * args.batch_size)
+        plan, runtime = self.plan, self.runtime
+        loader.sampler.set_epoch(self.epoch, start=self.batches_done * plan.recipe.batch_size)
         loader.dataset.set_epoch(self.epoch)
 
         def on_step(step: int, batches_done: int, epoch: int = self.epoch) -> bool:
-            if args.save_every and step % args.save_every == 0:
+            if plan.run.save_every and step % plan.run.save_every == 0:
                 self.save(run_state.LATEST, epoch, step, batches_done)
-            return bool(interrupted) or (args.max_steps is not None and step >= args.max_steps)
+            return bool(interrupted) or (plan.run.max_steps is not None and step >= plan.run.max_steps)
 
-        result = train_one_epoch(
-            model, loader, prompts, self.optimizer, self.scheduler, self.scaler, self.autocast, runtime,
-            self.epoch, self.step, grad_accum=args.grad_accum, clip_grad=args.clip_grad,
-            mask_rate=args.mlm_mask_rate, seed=args.seed, log_interval=args.log_interval, log=self.log,
-            on_step=on_step, first_batch=self.batches_done,
-        )
+        recipe = plan.recipe
+        settings = StepSettings(recipe.grad_accum, recipe.clip_grad, recipe.mlm_mask_rate, recipe.seed,
+                                plan.run.log_interval)
+        result = train_one_epoch(TrainStep(model, prompts, self.optim, self.autocast, runtime), loader, settings,
+                                 self.epoch, (self.step, self.batches_done), self.log, on_step)
         self.step, bad = result.step, len(result.data.unreadable)
         if runtime.is_main and result.replaced:
             print(f"epoch {self.epoch}: {_plural(bad, 'unreadable video')} (named above), replaced by other "
@@ -333,9 +329,9 @@ class Trainer:
             self.batches_done = result.stopped_at
             self.save(run_state.LATEST, self.epoch, self.step, result.stopped_at)
             return {}
-        last = self.epoch + 1 == args.epochs
+        last = self.epoch + 1 == plan.recipe.epochs
         validated = {}
-        if self.val_loader is not None and ((self.epoch + 1) % args.eval_every == 0 or last):
+        if self.val_loader is not None and ((self.epoch + 1) % plan.run.eval_every == 0 or last):
             validated = self.validate(self.quick_val_loader)
             if runtime.is_main:
                 print(f"epoch {self.epoch}: validation top-1 {validated['top1']:.1f}% ({self._views(self.quick_val_loader)}"
@@ -355,22 +351,22 @@ class Trainer:
 
     def run(self) -> dict:
         """The whole job; returns the final validation metrics (empty without a validation list)."""
-        args, runtime = self.args, self.runtime
+        plan, runtime = self.plan, self.runtime
         self._start_or_resume()
         if runtime.is_main:
             self._print_summary()
         start = time.time()
         metrics: dict = {}
-        if self.train_loader is not None and args.resume_path and self.epoch >= args.epochs:
+        if self.train_loader is not None and plan.run.resume_path and self.epoch >= plan.recipe.epochs:
             if runtime.is_main:
-                print(f"{args.resume_path} is a finished run ({self.epoch} of {args.epochs} epochs, step {self.step}): "
+                print(f"{plan.run.resume_path} is a finished run ({self.epoch} of {plan.recipe.epochs} epochs, step {self.step}): "
                       "nothing to train. --eval-only evaluates it; without --resume (or with another --output-dir) "
                       "a new run starts.", flush=True)
             shutdown(runtime)
             return metrics
         if self.train_loader is not None:
             metrics = self._train()
-        elif args.zero_shot_splits:
+        elif plan.data.zero_shot_splits:
             metrics = self.zero_shot()
         elif self.val_loader is not None:
             metrics = self.validate()
@@ -382,33 +378,33 @@ class Trainer:
 
     def _print_summary(self) -> None:
         """What this run is about to do, in a few lines, with the settings a user most often gets wrong."""
-        args, runtime = self.args, self.runtime
+        plan, runtime = self.plan, self.runtime
         videos = [f"{len(self.train_loader.dataset)} training videos" if self.train_loader is not None else None,
-                  f"{len(self.val_loader.dataset)} validation videos ({args.views} views)"
+                  f"{len(self.val_loader.dataset)} validation videos ({plan.data.clip.views} views)"
                   if self.val_loader is not None else None]
-        model = f"preset {args.preset}" if not args.resume_path else f"the model of {os.path.basename(args.resume_path)}"
+        model = f"preset {plan.model.preset}" if not plan.run.resume_path else f"the model of {os.path.basename(plan.run.resume_path)}"
         print(f"m2clip_fast: {runtime.device} x {runtime.world_size}, {model}, {self.cfg.num_frames} frames, adapters: "
               f"{self.model.adapter_backend}; " + ", ".join(v for v in videos if v), flush=True)
-        if args.config_overrides:
-            print("config: preset " + args.preset + " with " + ", ".join(
-                f"{k}={getattr(self.cfg, k)}" for k in args.config_overrides), flush=True)
-        for name, old, new in args.changes:
+        if plan.model.overrides:
+            print("config: preset " + plan.model.preset + " with " + ", ".join(
+                f"{k}={getattr(self.cfg, k)}" for k in plan.model.overrides), flush=True)
+        for name, old, new in plan.run.changes:
             print(f"note: --{name.replace('_', '-')} {new}, where the checkpoint's run used {old}", flush=True)
         if self.train_loader is None:
             return
-        how = "" if args.lr is not None else f" (base-lr {args.base_lr:g} x total batch {self.world_batch} / 256)"
-        print(f"training: {_plural(args.epochs, 'epoch')} x {_plural(self.steps_per_epoch, 'step')}, total batch {self.world_batch}, lr "
-              f"{self.lr:.3g}{how}, flips {'on' if args.flip else 'off'}, {args.workers} loader workers, mixed "
+        how = "" if plan.recipe.lr is not None else f" (base-lr {plan.recipe.base_lr:g} x total batch {self.world_batch} / 256)"
+        print(f"training: {_plural(plan.recipe.epochs, 'epoch')} x {_plural(self.steps_per_epoch, 'step')}, total batch {self.world_batch}, lr "
+              f"{self.lr:.3g}{how}, flips {'on' if plan.recipe.flip else 'off'}, {plan.data.workers} loader workers, mixed "
               f"precision {self.amp}", flush=True)
-        if args.lr is None and self.lr < 1e-4:
+        if plan.recipe.lr is None and self.lr < 1e-4:
             print(f"warning: the learning rate scaled to a total batch of {self.world_batch} is {self.lr:.2g}: "
                   "training will be slow to learn; set --lr (or a larger batch)", flush=True)
-        if args.flip:
+        if plan.recipe.flip:
             print("note: clips are flipped left-right at random; classes that depend on direction (SSv2 and the "
                   "like) need --no-flip", flush=True)
 
     def _print_result(self, metrics: dict, elapsed: float) -> None:
-        out_dir = self.args.output_dir
+        out_dir = self.plan.run.output_dir
         if not metrics:
             print(f"done in {elapsed:.0f}s; output in {out_dir}", flush=True)
             return
@@ -428,7 +424,7 @@ class Trainer:
     def _chance(self) -> str:
         """Chance accuracy: uniform guessing, and always guessing the most frequent class where that is higher."""
         uniform = 100.0 / len(self.eval_names)
-        records = self.args.val_records or []
+        records = self.plan.data.val or []
         if not records:
             return f"chance {uniform:.1f}%"
         counts = np.bincount([r.label for r in records])
@@ -438,6 +434,6 @@ class Trainer:
         return f"chance {uniform:.1f}%; {majority:.1f}% by always answering the most frequent class"
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Train and/or evaluate as ``args`` (from :func:`m2clip_fast.cli.resolve_args`) say."""
-    return Trainer(args).run()
+def run(plan: Plan) -> dict:
+    """Train and/or evaluate as ``plan`` (:func:`m2clip_fast.plan.load_plan`) says."""
+    return Trainer(plan).run()

@@ -129,9 +129,9 @@ def test_forgotten_data_root_fails_fast_with_the_hint(demo_data, tmp_path, capsy
 
 
 def test_without_data_root_the_list_files_folder_is_tried_and_said(demo_data, capsys):
-    args = cli.resolve_args(["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--device", "cpu",
+    plan = cli.resolve(["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--device", "cpu",
                              "--preset", "tiny"])
-    assert all(os.path.isfile(r.path) for r in args.train_records)
+    assert all(os.path.isfile(r.path) for r in plan.data.train)
     assert f"relative to its folder {os.path.dirname(os.path.abspath(demo_data.train_list))}" in capsys.readouterr().out
 
 
@@ -172,7 +172,7 @@ def test_evaluation_with_mostly_unreadable_videos_stops_clearly(demo_data, train
 
 def test_resume_refuses_a_flag_that_changes_the_run(demo_data, trained, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args(train_args(demo_data, trained, "--resume", "auto", "--epochs", "3"))
+        cli.resolve(train_args(demo_data, trained, "--resume", "auto", "--epochs", "3"))
     err = capsys.readouterr().err
     assert "continues the run in" in err and "--epochs 3 (the run used 1)" in err and "--allow-changes" in err
 
@@ -199,10 +199,10 @@ def test_an_allowed_change_is_applied_and_announced(demo_data, trained, tmp_path
 def test_eval_only_takes_the_checkpoints_data_settings(demo_data, trained, capsys):
     base = ["--eval-only", "--resume", str(trained / "last.pt"), "--val-list", demo_data.val_list, "--data-root",
             demo_data.root, "--device", "cpu"]
-    args = cli.resolve_args(base)
-    assert (args.num_frames, args.sampling_rate, args.views) == (4, 2, "1x1") and args.changes == []
-    args = cli.resolve_args([*base, "--views", "2x1"])
-    assert args.changes == [("views", "1x1", "2x1")]
+    plan = cli.resolve(base)
+    assert (plan.data.clip.num_frames, plan.data.clip.sampling_rate, plan.data.clip.views) == (4, 2, "1x1") and plan.run.changes == ()
+    plan = cli.resolve([*base, "--views", "2x1"])
+    assert plan.run.changes == (("views", "1x1", "2x1"),)
 
 
 def test_training_replaces_unreadable_videos_and_says_which_above_the_bar(demo_data, tmp_path, capsys):
@@ -231,7 +231,7 @@ def test_training_replaces_unreadable_videos_and_says_which_above_the_bar(demo_d
 ])
 def test_bad_config_overrides_are_refused_before_anything_runs(demo_data, tmp_path, item, match, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args(train_args(demo_data, tmp_path, "--set", item))
+        cli.resolve(train_args(demo_data, tmp_path, "--set", item))
     assert match in capsys.readouterr().err
 
 
@@ -243,22 +243,22 @@ def test_config_overrides_build_the_ablation_and_are_saved(demo_data, tmp_path, 
     assert cfg["loss_weights"]["mlm"] == 0 and cfg["loss_weights"]["visual"] == 1.0 and cfg["adapter_width"] == 8
     assert "config: preset tiny with visual_adapter_positions=('attn', 'mlp')" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        cli.resolve_args(train_args(demo_data, tmp_path, "--resume", "auto", "--set", "adapter_width=16"))
+        cli.resolve(train_args(demo_data, tmp_path, "--resume", "auto", "--set", "adapter_width=16"))
     assert "keeps its checkpoint's model config" in capsys.readouterr().err
 
 
 def test_the_ssv2_preset_brings_the_released_recipe_and_flags_override_it(demo_data, tmp_path, capsys):
     base = ["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--data-root", demo_data.root,
             "--preset", "vit-b16-ssv2", "--pretrained", "random", "--device", "cpu"]
-    args = cli.resolve_args(base)
-    assert (args.crop_range, args.randaugment, args.interpolation, args.flip) == (
+    plan = cli.resolve(base)
+    assert (plan.data.crop_range, plan.recipe.randaugment, plan.recipe.interpolation, plan.recipe.flip) == (
         (0.08, 1.0), "rand-m7-n4-mstd0.5-inc1", "bicubic", False)
-    args = cli.resolve_args([*base, "--crop-scale", "0.5,1", "--interpolation", "bilinear"])
-    assert (args.crop_range, args.interpolation) == ((0.5, 1.0), "bilinear")
+    plan = cli.resolve([*base, "--crop-scale", "0.5,1", "--interpolation", "bilinear"])
+    assert (plan.data.crop_range, plan.recipe.interpolation) == ((0.5, 1.0), "bilinear")
     for flag, value, message in (("--crop-scale", "1,0.5", "--crop-scale must be LOW,HIGH"),
                                  ("--randaugment", "rand-x9", "is not a timm RandAugment config")):
         with pytest.raises(SystemExit):
-            cli.resolve_args([*base, flag, value])
+            cli.resolve([*base, flag, value])
         assert message in capsys.readouterr().err
 
 
@@ -268,38 +268,38 @@ def test_a_clip_preset_on_real_data_needs_pretrained_weights(demo_data, tmp_path
     base = ["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--data-root", demo_data.root,
             "--output-dir", str(tmp_path), "--device", "cpu"]
     with pytest.raises(SystemExit):
-        cli.resolve_args([*base, "--preset", "vit-b32-k400"])
+        cli.resolve([*base, "--preset", "vit-b32-k400"])
     err = capsys.readouterr().err
     assert "--preset vit-b32-k400 adapts a pretrained CLIP, and no --pretrained was given" in err
     assert "--pretrained random" in err
-    args = cli.resolve_args([*base, "--preset", "vit-b32-k400", "--pretrained", "random"])
-    assert args.pretrained is None and "randomly initialised" in capsys.readouterr().out
+    plan = cli.resolve([*base, "--preset", "vit-b32-k400", "--pretrained", "random"])
+    assert plan.model.pretrained is None and "randomly initialised" in capsys.readouterr().out
 
 
 def test_pretrained_tags_of_a_preset_without_any_are_explained(demo_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args(train_args(demo_data, tmp_path, "--pretrained", "openai"))
+        cli.resolve(train_args(demo_data, tmp_path, "--pretrained", "openai"))
     assert "small test config with no published weights" in capsys.readouterr().err
 
 
 def test_eval_only_resume_auto_without_a_checkpoint_is_refused(demo_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args(["--eval-only", "--resume", "auto", "--output-dir", str(tmp_path / "typo"), "--val-list",
+        cli.resolve(["--eval-only", "--resume", "auto", "--output-dir", str(tmp_path / "typo"), "--val-list",
                           demo_data.val_list, "--classes", demo_data.classes_csv, "--device", "cpu"])
     assert "holds no checkpoint (last.pt)" in capsys.readouterr().err
 
 
 def test_resume_auto_without_a_checkpoint_says_it_starts_afresh(demo_data, tmp_path, capsys):
-    cli.resolve_args(train_args(demo_data, tmp_path, "--resume", "auto"))
+    cli.resolve(train_args(demo_data, tmp_path, "--resume", "auto"))
     assert f"--resume auto: no checkpoint in {tmp_path}; starting a new run" in capsys.readouterr().out
 
 
 def test_resume_with_another_preset_is_refused(demo_data, trained, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args([*train_args(demo_data, trained, "--resume", "auto"), "--preset", "vit-b16-k400"])
+        cli.resolve([*train_args(demo_data, trained, "--resume", "auto"), "--preset", "vit-b16-k400"])
     err = capsys.readouterr().err
     assert "--preset vit-b16-k400" in err and "model of preset tiny" in err and "drop --preset" in err
-    assert cli.resolve_args(train_args(demo_data, trained, "--resume", "auto")).model_preset == "tiny"
+    assert cli.resolve(train_args(demo_data, trained, "--resume", "auto")).model.saved_preset == "tiny"
 
 
 @pytest.mark.parametrize("flag, value, match", [
@@ -319,7 +319,7 @@ def test_resume_with_another_preset_is_refused(demo_data, trained, capsys):
 ])
 def test_flags_out_of_range_are_refused_in_one_line(demo_data, tmp_path, flag, value, match, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args([*train_args(demo_data, tmp_path), flag, value])
+        cli.resolve([*train_args(demo_data, tmp_path), flag, value])
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
 
@@ -327,7 +327,7 @@ def test_flags_out_of_range_are_refused_in_one_line(demo_data, tmp_path, flag, v
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_device_cuda_without_a_gpu_says_so(demo_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        cli.resolve_args([*train_args(demo_data, tmp_path), "--device", "cuda"])
+        cli.resolve([*train_args(demo_data, tmp_path), "--device", "cuda"])
     assert "--device cuda: no CUDA device is visible to this process" in capsys.readouterr().err
 
 
@@ -337,7 +337,7 @@ def test_nested_config_keys_and_value_types_are_checked(demo_data, tmp_path, cap
                         ("loss_weights.mlm=x", "loss_weights.mlm must be a number, got 'x'"),
                         ("grad_checkpointing=1", "grad_checkpointing must be True or False")):
         with pytest.raises(SystemExit):
-            cli.resolve_args(train_args(demo_data, tmp_path, "--set", item))
+            cli.resolve(train_args(demo_data, tmp_path, "--set", item))
         assert match in capsys.readouterr().err, item
 
 
@@ -345,7 +345,7 @@ def test_output_dir_that_is_a_file_or_not_writable_is_refused_up_front(demo_data
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(SystemExit):
-        cli.resolve_args(train_args(demo_data, afile))
+        cli.resolve(train_args(demo_data, afile))
     assert "is a file, not a folder" in capsys.readouterr().err
     if os.geteuid() == 0:  # root writes anywhere: a folder below a file stands in for a read-only one
         target = afile / "run"
@@ -353,7 +353,7 @@ def test_output_dir_that_is_a_file_or_not_writable_is_refused_up_front(demo_data
         target = tmp_path / "ro"
         target.mkdir(mode=0o500)
     with pytest.raises(SystemExit):
-        cli.resolve_args(train_args(demo_data, target))
+        cli.resolve(train_args(demo_data, target))
     err = capsys.readouterr().err
     assert f"--output-dir {target}: cannot write there" in err and "Traceback" not in err
 
@@ -443,7 +443,7 @@ def test_resume_with_a_changed_lr_names_the_default_the_run_used(demo_data, tmp_
     default_lr = [a for a in train_args(demo_data, tmp_path, "--max-steps", "1") if a not in ("--lr", "1e-3")]
     cli.main(default_lr)
     with pytest.raises(SystemExit):
-        cli.resolve_args([*default_lr, "--resume", "auto", "--lr", "1e-3"])
+        cli.resolve([*default_lr, "--resume", "auto", "--lr", "1e-3"])
     err = capsys.readouterr().err
     assert "--lr 0.001 (the run used the default)" in err and "None" not in err
 

@@ -155,11 +155,13 @@ def test_a_fresh_run_starts_a_fresh_metrics_log(demo_data, tmp_path, capsys):
 def test_default_workers_follow_the_cpus_this_process_may_use(demo_data, tmp_path, monkeypatch):
     from m2clip_fast import cli
 
-    monkeypatch.setattr(cli, "available_cpus", lambda: 1)
+    from m2clip_fast import plan
+
+    monkeypatch.setattr(plan, "available_cpus", lambda: 1)
     base = ["--train-list", demo_data.train_list, "--classes", demo_data.classes_csv, "--data-root", demo_data.root,
             "--pretrained", "random"]
-    assert cli.resolve_args(base).workers == 1  # the default 4 would oversubscribe one CPU
-    assert cli.resolve_args([*base, "--workers", "3"]).workers == 3  # an explicit choice stands
+    assert cli.resolve(base).data.workers == 1  # the default 4 would oversubscribe one CPU
+    assert cli.resolve([*base, "--workers", "3"]).data.workers == 3  # an explicit choice stands
 
 
 def test_top5_is_shown_only_when_there_are_more_than_five_classes(demo_data, tmp_path, capsys):
