@@ -146,13 +146,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
                         if os.path.isdir(args.resume) else ""))
     if args.init_from and args.resume:
         parser.error("--init-from starts a new run; --resume continues one: give one of them")
-    for flag, check in (("--views", lambda: args.views and parse_views("--views", args.views)),
-                        ("--quick-views", lambda: parse_views("--quick-views", args.quick_views)),
-                        ("--crop-scale", lambda: parse_crop_scale(args.crop_scale))):
-        try:
-            check()
-        except PlanError as err:
-            parser.error(str(err))
+    try:  # formats checked now; the plan parses them again after a checkpoint's settings are merged in
+        if args.views is not None:
+            parse_views("--views", args.views)
+        parse_views("--quick-views", args.quick_views)
+        parse_crop_scale(args.crop_scale)
+    except PlanError as err:
+        parser.error(str(err))
     if args.randaugment not in (None, "torchvision"):
         try:
             from timm.data.auto_augment import rand_augment_transform

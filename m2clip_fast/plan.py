@@ -162,9 +162,6 @@ def load_plan(args: argparse.Namespace) -> Plan:
         a.train_list, a.val_list, a.classes, a.data_root = paths.train_list, paths.val_list, paths.classes_csv, paths.root
     _check_files(a)
     views, quick_views = parse_views("--views", a.views), parse_views("--quick-views", a.quick_views)
-    for name in ("num_frames", "sampling_rate", "batch_size", "grad_accum", "epochs"):
-        if getattr(a, name) < 1:
-            raise PlanError(f"--{name.replace('_', '-')} must be >= 1")
     if a.config_overrides and checkpoint is not None:
         raise PlanError("--set: a resumed or evaluated run keeps its checkpoint's model config; start a new run")
     if a.config_overrides and init_checkpoint is not None:

@@ -138,10 +138,9 @@ class Trainer:
         self.log = MetricsLog(plan.run.output_dir, runtime.is_main, tensorboard=plan.run.tensorboard)
         self.eval_names = plan.data.eval_class_names or plan.data.class_names
         self.val_loader = self._loader(plan.data.val, train=False) if plan.data.val else None
-        quick = (plan.data.quick_views[0], plan.data.quick_views[1])
         self.quick_val_loader = self.val_loader  # validation during training: cheap views
-        if self.val_loader is not None and not plan.run.eval_only and quick != (plan.data.views[0], plan.data.views[1]):
-            self.quick_val_loader = self._loader(plan.data.val, train=False, views=quick)
+        if self.val_loader is not None and not plan.run.eval_only and plan.data.quick_views != plan.data.views:
+            self.quick_val_loader = self._loader(plan.data.val, train=False, views=plan.data.quick_views)
         self.eval_prompts = class_prompts(self.model, self.eval_names, runtime.device, self.autocast)
         self.train_loader = (self._loader(plan.data.train, train=True)
                              if plan.data.train and not plan.run.eval_only else None)
@@ -165,7 +164,7 @@ class Trainer:
         plan, ckpt = self.plan, self.plan.model.checkpoint
         if ckpt is not None:
             model = run_state.model_from_checkpoint(ckpt, backend=plan.model.backend, pretrained=plan.model.pretrained)
-            model.cfg.grad_checkpointing = model.cfg.grad_checkpointing or plan.model.grad_checkpointing  # memory, not maths
+            model.cfg.grad_checkpointing |= plan.model.grad_checkpointing  # memory, not maths
             if model.cfg.num_classes != len(plan.data.class_names):
                 raise SystemExit(f"error: {plan.run.resume_path} was trained on {model.cfg.num_classes} classes; "
                                  f"--classes lists {len(plan.data.class_names)}")
@@ -190,15 +189,16 @@ class Trainer:
     def _loader(self, records: list, train: bool, views: Optional[tuple[int, int]] = None
                 ) -> torch.utils.data.DataLoader:
         plan, runtime = self.plan, self.runtime
-        spatial, temporal = (1, 1) if train else views or (plan.data.views[0], plan.data.views[1])
-        randaugment = (plan.recipe.randaugment or None) if train else None  # a timm config string, or torchvision's defaults
+        spatial, temporal = (1, 1) if train else views or plan.data.views
+        recipe, clip = plan.recipe, plan.data.clip
+        randaugment = (recipe.randaugment or None) if train else None  # a timm config string, or torchvision's
         if randaugment == "torchvision":
             from torchvision.transforms import v2
 
             randaugment = v2.RandAugment()
         crop = self.model.image_size[0]  # the backbone's positional embedding fixes the input size
-        dataset = VideoDataset(records, plan.data.clip.num_frames, crop, train=train, sampling_mode=plan.data.clip.sampling,
-                               sampling_rate=plan.data.clip.sampling_rate, flip=plan.recipe.flip, randaugment=randaugment,
+        dataset = VideoDataset(records, clip.num_frames, crop, train=train, sampling_mode=clip.sampling,
+                               sampling_rate=clip.sampling_rate, flip=recipe.flip, randaugment=randaugment,
                                crop_scale=plan.data.crop_range, interpolation=plan.recipe.interpolation,
                                spatial_views=spatial, temporal_views=temporal, seed=plan.recipe.seed)
         sampler = EpochSampler(len(dataset), runtime, shuffle=train, seed=plan.recipe.seed, pad=train)
@@ -206,7 +206,7 @@ class Trainer:
             dataset, batch_size=plan.recipe.batch_size, sampler=sampler, num_workers=plan.data.workers,
             pin_memory=runtime.device.type == "cuda", drop_last=train and len(sampler) >= plan.recipe.batch_size,
             worker_init_fn=_ignore_interrupts,
-            generator=torch.Generator().manual_seed(plan.recipe.seed),  # leaves the global RNG (dropout) alone: exact resume
+            generator=torch.Generator().manual_seed(recipe.seed),  # leaves the global RNG (dropout) alone: exact resume
         )
 
     def save(self, name: str, epoch: int, step: int, batches_done: int) -> None:
@@ -267,7 +267,8 @@ class Trainer:
                 print(f"note: dropped {_plural(dropped, 'row')} of metrics.jsonl logged after the checkpoint (they "
                       "are logged again as those steps are redone)", flush=True)
         if main:
-            print(f"{'evaluating' if plan.run.eval_only else 'resumed from'} {plan.run.resume_path} ({where})", flush=True)
+            doing = "evaluating" if plan.run.eval_only else "resumed from"
+            print(f"{doing} {plan.run.resume_path} ({where})", flush=True)
 
     def _train(self) -> dict:
         """Epochs from where the run stands; validation and checkpoints after each. -> the last metrics.
@@ -334,8 +335,8 @@ class Trainer:
         if self.val_loader is not None and ((self.epoch + 1) % plan.run.eval_every == 0 or last):
             validated = self.validate(self.quick_val_loader)
             if runtime.is_main:
-                print(f"epoch {self.epoch}: validation top-1 {validated['top1']:.1f}% ({self._views(self.quick_val_loader)}"
-                      " views)", flush=True)
+                views = self._views(self.quick_val_loader)
+                print(f"epoch {self.epoch}: validation top-1 {validated['top1']:.1f}% ({views} views)", flush=True)
         self.epoch, self.batches_done = self.epoch + 1, 0
         if validated and (self.best is None or validated["top1"] > self.best):
             self.best = validated["top1"]
@@ -357,9 +358,10 @@ class Trainer:
             self._print_summary()
         start = time.time()
         metrics: dict = {}
-        if self.train_loader is not None and plan.run.resume_path and self.epoch >= plan.recipe.epochs:
+        epochs = plan.recipe.epochs
+        if self.train_loader is not None and plan.run.resume_path and self.epoch >= epochs:
             if runtime.is_main:
-                print(f"{plan.run.resume_path} is a finished run ({self.epoch} of {plan.recipe.epochs} epochs, step {self.step}): "
+                print(f"{plan.run.resume_path} is a finished run ({self.epoch} of {epochs} epochs, step {self.step}): "
                       "nothing to train. --eval-only evaluates it; without --resume (or with another --output-dir) "
                       "a new run starts.", flush=True)
             shutdown(runtime)
@@ -382,7 +384,8 @@ class Trainer:
         videos = [f"{len(self.train_loader.dataset)} training videos" if self.train_loader is not None else None,
                   f"{len(self.val_loader.dataset)} validation videos ({plan.data.clip.views} views)"
                   if self.val_loader is not None else None]
-        model = f"preset {plan.model.preset}" if not plan.run.resume_path else f"the model of {os.path.basename(plan.run.resume_path)}"
+        resumed = plan.run.resume_path
+        model = f"the model of {os.path.basename(resumed)}" if resumed else f"preset {plan.model.preset}"
         print(f"m2clip_fast: {runtime.device} x {runtime.world_size}, {model}, {self.cfg.num_frames} frames, adapters: "
               f"{self.model.adapter_backend}; " + ", ".join(v for v in videos if v), flush=True)
         if plan.model.overrides:
@@ -392,9 +395,11 @@ class Trainer:
             print(f"note: --{name.replace('_', '-')} {new}, where the checkpoint's run used {old}", flush=True)
         if self.train_loader is None:
             return
-        how = "" if plan.recipe.lr is not None else f" (base-lr {plan.recipe.base_lr:g} x total batch {self.world_batch} / 256)"
-        print(f"training: {_plural(plan.recipe.epochs, 'epoch')} x {_plural(self.steps_per_epoch, 'step')}, total batch {self.world_batch}, lr "
-              f"{self.lr:.3g}{how}, flips {'on' if plan.recipe.flip else 'off'}, {plan.data.workers} loader workers, mixed "
+        recipe = plan.recipe
+        how = "" if recipe.lr is not None else f" (base-lr {recipe.base_lr:g} x total batch {self.world_batch} / 256)"
+        print(f"training: {_plural(recipe.epochs, 'epoch')} x {_plural(self.steps_per_epoch, 'step')}, total batch "
+              f"{self.world_batch}, lr {self.lr:.3g}{how}, flips {'on' if recipe.flip else 'off'}, "
+              f"{plan.data.workers} loader workers, mixed "
               f"precision {self.amp}", flush=True)
         if plan.recipe.lr is None and self.lr < 1e-4:
             print(f"warning: the learning rate scaled to a total batch of {self.world_batch} is {self.lr:.2g}: "

@@ -319,7 +319,8 @@ def stencil_forward(z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[i
     n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
     launch(_stencil_fwd_kernel, (cdiv(R, BLOCK_R), n_te + n_td),
            z, h, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
-           *tap_strides(te.weight), *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0, EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd",
+           *tap_strides(te.weight), *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0,
+           EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd",
            num_warps=4)
     return h
 
@@ -339,8 +340,8 @@ def stencil_backward(dh: torch.Tensor, z: torch.Tensor, num_frames: int, tokens:
     launch(_stencil_bwd_kernel, (stencil_programs(R), n_te + n_td),
            dh, z, dz, te_part, td_part, te.in_bias, te.weight, td.in_bias, td.weight, R, num_frames, tokens,
            grid[0], grid[1], c_te, c_td, n_te, dh.stride(0), z.stride(0), dz.stride(0), *tap_strides(te.weight),
-           *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0, EVEN_C=c_te % block == 0 and c_td % block == 0, ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R,
-           BLOCK_C=block, name="stencil_bwd", num_warps=4)
+           *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0, EVEN_C=c_te % block == 0 and c_td % block == 0,
+           ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R, BLOCK_C=block, name="stencil_bwd", num_warps=4)
     return dz
 
 

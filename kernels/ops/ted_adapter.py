@@ -70,7 +70,8 @@ def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: Stenc
 
 
 def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor,
-              w_out: torch.Tensor, te: StencilPart, td: StencilPart, num_frames: int, tokens: int, grid: tuple[int, int],
+              w_out: torch.Tensor, te: StencilPart, td: StencilPart, num_frames: int, tokens: int,
+              grid: tuple[int, int],
               grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """-> dx ``[R, C]`` and every parameter gradient, flat in ``grad_dtype`` (pieces: :func:`_grad_layout`)."""
     (R, width), c_te = x.shape, _te_width(te)
