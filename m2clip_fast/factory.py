@@ -3,7 +3,9 @@ M2-CLIP around it."""
 from __future__ import annotations
 
 import os
+import socket
 import textwrap
+import urllib.parse
 import warnings
 import zipfile
 from typing import Mapping, Optional, Union
@@ -112,9 +114,12 @@ def resolve_pretrained(backbone: Union[str, dict], pretrained: PathLike, cache_d
     names += [n.removesuffix("-quickgelu") for n in names if n.endswith("-quickgelu")]
     for name in names:
         if path in open_clip.list_pretrained_tags_by_model(name):
+            tag_cfg = open_clip.get_pretrained_cfg(name, path)
             try:
-                target = open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(name, path),
-                                                                  cache_dir=cache_dir)
+                target = _cached_on_hub(tag_cfg, cache_dir)
+                if target is None:
+                    _check_reachable(tag_cfg)
+                    target = open_clip.pretrained.download_pretrained(tag_cfg, cache_dir=cache_dir)
             except Exception as err:  # no network, hub refused, ...: say what to do instead
                 reason = short_reason(err)
                 example = f"{name.removesuffix('-quickgelu')}.pt" if path == "openai" else "open_clip_pytorch_model.bin"
@@ -126,6 +131,44 @@ def resolve_pretrained(backbone: Union[str, dict], pretrained: PathLike, cache_d
     tags = sorted({t for n in names for t in open_clip.list_pretrained_tags_by_model(n)})
     raise FileNotFoundError(f"--pretrained {path!r} is neither a file nor an open_clip tag of this backbone"
                             + (f" ({', '.join(tags)})" if tags else ""))
+
+
+def _cached_on_hub(tag_cfg: dict, cache_dir: Optional[str]) -> Optional[str]:
+    """The tag's weights file if Hugging Face's cache already holds it (open_clip's names, the safetensors
+    alternative first), found without the network; else None."""
+    hub = tag_cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    import huggingface_hub
+
+    repo, filename = os.path.split(hub)
+    filename = filename or open_clip.pretrained.HF_WEIGHTS_NAME
+    safe = filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None
+    if filename == open_clip.pretrained.HF_WEIGHTS_NAME:
+        safe = open_clip.pretrained.HF_SAFE_WEIGHTS_NAME
+    for name in filter(None, (safe, filename)):
+        found = huggingface_hub.try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def _check_reachable(tag_cfg: dict, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after a minute of the hub client's retries, when the weights' host cannot be reached
+    (no DNS, no route). Skipped where a proxy is configured (the proxy, not us, reaches the host) and where the
+    hub client is offline anyway (it says so itself)."""
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if proxied or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return
+    hub_endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = hub_endpoint if tag_cfg.get("hf_hub") else tag_cfg.get("url", "")
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"{host} cannot be reached: {err.strerror or err}") from None
 
 
 def build_model(

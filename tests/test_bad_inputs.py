@@ -282,6 +282,39 @@ def test_pretrained_tags_of_a_preset_without_any_are_explained(demo_data, tmp_pa
     assert "small test config with no published weights" in capsys.readouterr().err
 
 
+def test_an_unreachable_weights_host_fails_in_seconds_and_a_cached_file_needs_no_network(tmp_path, monkeypatch):
+    """Offline, a pretrained tag used to wait out about a minute of the hub client's retries: now the host is tried
+    once, the error names the backbone's own file, and a cached file is used without trying the host at all."""
+    import socket
+
+    from m2clip_fast import factory
+
+    tried = []
+
+    def unreachable(address, timeout=None):
+        tried.append(address)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the hub client ran: it would retry for a minute")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(factory.open_clip.pretrained, "download_pretrained", no_download)
+    with pytest.raises(ValueError, match=r"huggingface.co cannot be reached.*--pretrained /path/to/ViT-B-32.pt"):
+        factory.resolve_pretrained("ViT-B-32-quickgelu", "openai", cache_dir=str(tmp_path))
+    assert tried == [("huggingface.co", 443)]
+    repo = tmp_path / "models--timm--vit_base_patch32_clip_224.openai"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "open_clip_model.safetensors").write_bytes(b"weights")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    found = factory.resolve_pretrained("ViT-B-32-quickgelu", "openai", cache_dir=str(tmp_path))
+    assert found.endswith("open_clip_model.safetensors") and len(tried) == 1
+
+
 def test_eval_only_resume_auto_without_a_checkpoint_is_refused(demo_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.resolve(["--eval-only", "--resume", "auto", "--output-dir", str(tmp_path / "typo"), "--val-list",
