@@ -47,28 +47,61 @@ class MLMHead(nn.Module):
         return self.decoder(self.norm(F.gelu(self.dense(x)))) + self.bias
 
 
+def layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``ln(x)`` in x's dtype. Autocast lists ``layer_norm`` as fp32: a bf16 ``x`` would be up-cast, normalised
+    in fp32, returned in fp32 (and kept in fp32 for the backward); the kernel accumulates in fp32 anyway, so
+    only the rounding of the output differs. x ``[..., W]`` -> same shape and dtype."""
+    with torch.autocast(x.device.type, enabled=False):
+        weight = None if ln.weight is None else ln.weight.to(x.dtype)
+        bias = None if ln.bias is None else ln.bias.to(x.dtype)
+        return F.layer_norm(x, ln.normalized_shape, weight, bias, ln.eps)
+
+
+def attention(
+    attn: nn.MultiheadAttention, x: torch.Tensor, memory: Optional[torch.Tensor] = None, causal: bool = False
+) -> torch.Tensor:
+    """``attn(x, kv, kv)`` of a batch-first ``nn.MultiheadAttention`` on contiguous rows, same weights: one
+    projection GEMM with its bias, ``scaled_dot_product_attention`` on head views of its output (no copies;
+    the backward stacks dq, dk, dv straight into the projection's gradient layout), the output projection.
+
+    x ``[N, L, W]`` -> ``[N, L, W]``; memory ``[N, M, W]``: keys/values from it (cross-attention);
+    ``causal``: token i sees tokens <= i (the text tower's mask)."""
+    n, length, width = x.shape
+    heads = attn.num_heads
+    if memory is None:
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(n, length, 3, heads, width // heads)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # [N, H, L, W/H] views
+    else:
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        q = F.linear(x, w[:width], b[:width]).view(n, length, heads, -1).transpose(1, 2)
+        kv = F.linear(memory, w[width:], b[width:]).view(n, memory.shape[1], 2, heads, width // heads)
+        k, v = (t.transpose(1, 2) for t in kv.unbind(2))
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # [N, H, L, W/H]
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
 def run_block(
     block: nn.Module,
     x: torch.Tensor,
     adapters: BlockAdapters,
     adapter_args: tuple = (),
-    attn_mask: Optional[torch.Tensor] = None,
+    causal: bool = False,
     memory: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """One open_clip ``ResidualAttentionBlock`` with adapters before attention and/or the MLP.
+    """One open_clip ``ResidualAttentionBlock`` (same parameters; the reference is its own ``forward``) with
+    adapters before attention and/or the MLP.
 
     x ``[N, L, W]``; memory ``[N, M, W]`` turns self-attention into cross-attention (keys/values =
-    ``ln_1(memory)``). All updates are out of place.
+    ``ln_1(memory)``); ``causal``: the text tower's mask. All updates are out of place.
     """
     if adapters.attn is not None:
         x = adapters.attn(x, *adapter_args)
-    q = block.ln_1(x)
-    kv = q if memory is None else block.ln_1(memory)
-    mask = None if attn_mask is None else attn_mask.to(q.dtype)
-    x = x + block.ls_1(block.attn(q, kv, kv, need_weights=False, attn_mask=mask)[0])
+    kv = None if memory is None else layer_norm(block.ln_1, memory)
+    x = x + block.ls_1(attention(block.attn, layer_norm(block.ln_1, x), kv, causal))
     if adapters.mlp is not None:
         x = adapters.mlp(x, *adapter_args)
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x + block.ls_2(block.mlp(layer_norm(block.ln_2, x)))
 
 
 def _project(x: torch.Tensor, proj: nn.Module | torch.Tensor) -> torch.Tensor:
@@ -104,6 +137,10 @@ class M2CLIP(nn.Module):
                     f"the backbone's blocks must be open_clip ResidualAttentionBlocks with batch-first "
                     f"nn.MultiheadAttention (open_clip >= 2.24 default configs); got {type(block).__name__}"
                 )
+        mask = getattr(clip, "attn_mask", None)
+        if mask is None or not torch.equal(torch.isinf(mask), torch.ones_like(mask, dtype=torch.bool).triu(1)):
+            raise ValueError("the text tower must use open_clip's causal attention mask (the blocks run "
+                             "scaled_dot_product_attention with is_causal=True)")
         for block in (*visual.transformer.resblocks, *clip.transformer.resblocks):
             if isinstance(getattr(block.mlp, "gelu", None), open_clip.transformer.QuickGELU):  # OpenAI CLIP's towers
                 block.mlp.gelu = QuickGELU(backend)
@@ -147,6 +184,15 @@ class M2CLIP(nn.Module):
                 m.ops = ops
         return self
 
+    def store_frozen_in(self, dtype: torch.dtype) -> "M2CLIP":
+        """Keep the frozen weights (the towers, the MLM block: every parameter that takes no gradient, but the
+        0-dim ``logit_scale``) in ``dtype``, the autocast dtype: autocast re-casts only trainable weights once
+        a step, a frozen one on every call. The state dict's keys stay; loading casts back as usual."""
+        for p in self.parameters():
+            if not p.requires_grad and p.dim() > 0 and p.is_floating_point():
+                p.data = p.data.to(dtype)
+        return self
+
     @property
     def adapter_backend(self) -> str:
         """What the adapters run: ``"eager"``, or with the fused backend what the fused ops run on this model's
@@ -177,7 +223,7 @@ class M2CLIP(nn.Module):
         x = visual.conv1(frames).flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        return visual.ln_pre(visual.patch_dropout(x))
+        return layer_norm(visual.ln_pre, visual.patch_dropout(x))
 
     def encode_video(self, video: torch.Tensor) -> VideoFeatures:
         """video ``[B, 3, T, H, W]`` (CLIP-normalised) -> :class:`VideoFeatures`."""
@@ -193,9 +239,9 @@ class M2CLIP(nn.Module):
             else:
                 x = run_block(block, x, adapters, adapter_args=(t, grid))
         cls = x[:, 0]  # [B*T, C]
-        frames = self.temporal_adapter(_project(visual.ln_post(cls), visual.proj), t)
+        frames = self.temporal_adapter(_project(layer_norm(visual.ln_post, cls), visual.proj), t)
         frames = frames.view(b, t, -1)
-        pooled_cls = visual.ln_post(cls.view(b, t, -1).mean(dim=1))
+        pooled_cls = layer_norm(visual.ln_post, cls.view(b, t, -1).mean(dim=1))
         logits = self.visual_head(self.visual_dropout(pooled_cls))
         return VideoFeatures(frames.mean(dim=1), frames, logits)
 
@@ -215,10 +261,9 @@ class M2CLIP(nn.Module):
         self._check_tokens(tokens)
         s = tokens.shape[1]
         x = self.clip.token_embedding(tokens) + self.clip.positional_embedding[:s]
-        mask = self.clip.attn_mask[:s, :s]
         blocks = self.clip.transformer.resblocks[: self.frozen_text_prefix]
         for block, adapters in zip(blocks, self.text_adapters):
-            x = run_block(block, x, adapters, attn_mask=mask)
+            x = run_block(block, x, adapters, causal=True)
         return x
 
     def encode_text(self, tokens: torch.Tensor, prefix: Optional[torch.Tensor] = None) -> TextFeatures:
@@ -226,12 +271,10 @@ class M2CLIP(nn.Module):
         :meth:`text_prefix` of the same tokens."""
         self._check_tokens(tokens)
         x = self.text_prefix(tokens) if prefix is None else prefix
-        s = tokens.shape[1]
-        mask = self.clip.attn_mask[:s, :s]
         blocks = self.clip.transformer.resblocks
         for i in range(self.frozen_text_prefix, len(blocks)):
-            x = run_block(blocks[i], x, self.text_adapters[i], attn_mask=mask)
-        eot = self.clip.ln_final(x)[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+            x = run_block(blocks[i], x, self.text_adapters[i], causal=True)
+        eot = layer_norm(self.clip.ln_final, x)[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
         return TextFeatures(_project(eot, self.clip.text_projection), x)
 
     def mlm_logits(self, hidden: torch.Tensor, frame_embeddings: torch.Tensor) -> torch.Tensor:
@@ -243,7 +286,7 @@ class M2CLIP(nn.Module):
                 f"got {list(hidden.shape)} and {list(frame_embeddings.shape)}"
             )
         x = run_block(self.mlm_block, hidden, self.text_adapters[-1], memory=frame_embeddings)
-        return self.mlm_head(self.clip.ln_final(x))
+        return self.mlm_head(layer_norm(self.clip.ln_final, x))
 
     # -- losses ------------------------------------------------------------------------------------
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:

@@ -35,13 +35,15 @@ from .protocols import summarize
 from .text import MLMVocabulary
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _autocast(amp: str, device: torch.device):
     """(autocast context factory, the precision it means) for ``--amp``."""
     amp = amp if amp != "auto" else ("bf16" if device.type == "cuda" else "off")
     if amp == "off":
         return contextlib.nullcontext, amp
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return partial(torch.autocast, device.type, dtype=dtype), amp
+    return partial(torch.autocast, device.type, dtype=AMP_DTYPES[amp]), amp
 
 
 class MetricsLog:
@@ -135,6 +137,8 @@ class Trainer:
         if self.model.adapter_backend.startswith("eager reference"):  # the start-up summary says so, and why
             warnings.filterwarnings("ignore", category=EagerFallbackWarning)
         self.autocast, self.amp = _autocast(plan.recipe.amp, runtime.device)
+        if self.amp in AMP_DTYPES:  # no per-call casts of the frozen towers
+            self.model.store_frozen_in(AMP_DTYPES[self.amp])
         self.log = MetricsLog(plan.run.output_dir, runtime.is_main, tensorboard=plan.run.tensorboard)
         self.eval_names = plan.data.eval_class_names or plan.data.class_names
         self.val_loader = self._loader(plan.data.val, train=False) if plan.data.val else None
