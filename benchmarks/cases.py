@@ -7,6 +7,7 @@ counted analytically (GEMMs 2·M·N·K; depthwise taps 2 per tap).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -159,38 +160,76 @@ def runner(fn: Callable, make: Callable, passes: str, copies: int) -> Callable[[
     return run_fwdbwd
 
 
-
-
 TRAIN_CLASSES = [f"action number {i}" for i in range(400)]
+# provider -> (adapter backend, every weight trainable, gradient checkpointing, torch.compile, released recipe)
+TRAIN_PROVIDERS = {
+    "eager": ("eager", False, False, False, False),
+    "eager+compile": ("eager", False, False, True, False),  # what a user would do instead
+    "fused": ("fused", False, False, False, False),
+    "fused+ckpt": ("fused", False, True, False, False),
+    "full-finetune": ("fused", True, False, False, False),  # the same fast step, every CLIP weight trainable
+    "released": ("eager", False, False, False, True),  # fp16 + GradScaler, fp32 frozen weights, open_clip's block
+}
 
 
-def train_step(preset: str, batch: int, provider: str, device: str) -> tuple[Callable[[], None], int]:
-    """One M2-CLIP training step (forward, the four losses, backward, AdamW step) of a ``provider``: ``fused``,
-    ``eager``, ``full-finetune`` (every CLIP weight trainable too), ``fused+ckpt`` (gradient checkpointing).
-    -> (the step, its trainable parameter count)."""
+def released_block(block, x, adapters, adapter_args=(), causal=False, memory=None):
+    """``model.run_block`` as the released code runs it: open_clip's ``ResidualAttentionBlock`` pieces
+    (``nn.MultiheadAttention`` with a mask tensor, LayerNorm under autocast's fp32 policy)."""
+    if adapters.attn is not None:
+        x = adapters.attn(x, *adapter_args)
+    mask = None
+    if causal:
+        mask = torch.full((x.shape[1], x.shape[1]), float("-inf"), device=x.device).triu(1)
+    kv = None if memory is None else block.ln_1(memory)
+    x = x + block.ls_1(block.attention(block.ln_1(x), kv, kv, attn_mask=mask))
+    if adapters.mlp is not None:
+        x = adapters.mlp(x, *adapter_args)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def train_step(preset: str, batch: int, provider: str, device: str, frames: int = 8
+               ) -> tuple[Callable[[], None], list[torch.nn.Parameter]]:
+    """One M2-CLIP training step as the trainer runs it (the four losses with the cached class prefix, backward,
+    AdamW step) for a provider of :data:`TRAIN_PROVIDERS` -> (the step, the parameters it trains)."""
+    from unittest import mock
+
+    from m2clip_fast import model as model_module
+
+    if provider not in TRAIN_PROVIDERS:
+        raise ValueError(f"unknown train-step provider {provider!r}: expected one of {', '.join(TRAIN_PROVIDERS)}")
+    backend, full, ckpt, compiled, released = TRAIN_PROVIDERS[provider]
     torch.manual_seed(0)
-    masker_names = TRAIN_CLASSES[: 400 if preset != "tiny" else 8]
-    vocab = m2.MLMVocabulary.from_class_names(masker_names)
-    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(masker_names), num_frames=8, mlm_vocab_size=len(vocab),
-                                 grad_checkpointing=provider.endswith("+ckpt"))
-    model = m2.build_model(cfg, backend="fused" if provider.startswith("fused") else "eager").to(device)
-    if provider == "full-finetune":
+    vocab = m2.MLMVocabulary.from_class_names(TRAIN_CLASSES)
+    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(TRAIN_CLASSES), num_frames=frames,
+                                 mlm_vocab_size=len(vocab), grad_checkpointing=ckpt)
+    model = m2.build_model(cfg, backend=backend).to(device)
+    if full:
         model.requires_grad_(True)
-    masker = m2.PromptMasker(masker_names, vocab)
+    amp = device == "cuda"
+    dtype = torch.float16 if released else torch.bfloat16
+    if amp and not released:
+        model.store_frozen_in(dtype)  # as the trainer does under --amp
+    masker = m2.PromptMasker(TRAIN_CLASSES, vocab)
     size = model.image_size[0]
-    video = torch.randn(batch, 3, 8, size, size, device=device)
-    labels = torch.arange(batch, device=device) % len(masker_names)
+    video = torch.randn(batch, 3, frames, size, size, device=device)
+    labels = torch.arange(batch, device=device) % len(TRAIN_CLASSES)
     tokens = masker.class_tokens().to(device)
     mlm_tokens, mlm_labels = (t.to(device) for t in masker(labels.cpu(), 0.2, torch.Generator().manual_seed(0)))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    scaler = torch.amp.GradScaler(device, enabled=amp and released)
+    autocast = lambda: torch.autocast(device, dtype=dtype, enabled=amp)  # noqa: E731
+    blocks = mock.patch.object(model_module, "run_block", released_block) if released else contextlib.nullcontext()
+    with torch.no_grad(), autocast(), blocks:
+        prefix = model.text_prefix(tokens)  # the trainer caches the class prompts' frozen prefix once
+    losses = torch.compile(model) if compiled else model
 
     def step():
-        with autocast:
-            loss = model.compute_losses(video, labels, tokens, mlm_tokens, mlm_labels)["total"]
-        loss.backward()
-        opt.step()
+        with autocast(), blocks:
+            loss = losses(video, labels, tokens, mlm_tokens, mlm_labels, class_prefix=prefix)["total"]
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    return step, sum(p.numel() for p in params)
+    return step, params

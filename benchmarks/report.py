@@ -72,12 +72,15 @@ def train_table(rows: list[dict]) -> list[str]:
     if not steps:
         return []
     calls = any("call" in r for r in steps)
-    out = ["| preset | B | provider | step ms | clips/s | peak memory | trainable params |" + (" call |" if calls else ""),
-           "|---|---|---|---|---|---|---|" + ("---|" if calls else "")]
+    out = ["| preset | B | provider | step ms | host ms | clips/s | TFLOP/s | MFU | peak memory | trainable params |"
+           + (" call |" if calls else ""), "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if calls else "")]
     for r in sorted(steps, key=lambda r: (r["width"], r["B"], r["provider"])):
         mem = "n/a (CPU)" if r["peak_mem_gb"] is None else f"{r['peak_mem_gb']:.2f} GB"
-        out.append(f"| {r['width']} | {r['B']} | {r['provider']} | {r['median_ms']:.1f} | {r['clips_per_s']:.1f} | "
-                   f"{mem} | {r['trainable_params']:,} |" + (f" {r.get('call', '–')} |" if calls else ""))
+        host = "–" if r.get("host_ms") is None else f"{r['host_ms']:.1f}"  # rows before issue 21 lack these
+        tflops = "–" if r.get("tflops") is None else f"{r['tflops']:.1f}"
+        mfu = "–" if r.get("mfu") is None else f"{100 * r['mfu']:.0f}%"
+        out.append(f"| {r['width']} | {r['B']} | {r['provider']} | {r['median_ms']:.1f} | {host} | {r['clips_per_s']:.1f} | "
+                   f"{tflops} | {mfu} | {mem} | {r['trainable_params']:,} |" + (f" {r.get('call', '–')} |" if calls else ""))
     return out
 
 
@@ -272,6 +275,24 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def render_step_trace(result: dict) -> str:
+    """The whole step traced on fake tensors (``benchmarks/results/step-trace-sm90.json``), labelled predicted."""
+    lines = ["### Predicted: the whole step, traced", "",
+             f"**Predicted, not measured** (`python -m benchmarks.step_trace`, torch {result['torch']}, "
+             f"{result['created'][:10]}): one trainer step (losses with the cached class prefix, backward, clipping, "
+             "AdamW) or one evaluation forward on fake tensors; every aten op or Triton launch that is not a view "
+             "counts as a kernel, with the bytes of the distinct tensors it touches. Issue 21's budgets for the fused "
+             "B=32 step: ≤ 900 kernels, ≤ 100 GB.", "",
+             "| provider | pass | clips | device kernels | of them Triton | HBM GB | TFLOP | largest (kernels × GB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["traces"]:
+        top = ", ".join(f"{k} {n}×{b / 1e9:.1f}" for k, (n, b) in list(r["by_op"].items())[:3])
+        lines.append(f"| {r['provider']} | {'train step' if r['train'] else 'eval forward'} | {r['batch']} | "
+                     f"{r['device_kernels']} | {r['triton_kernels']} | {r['bytes'] / 1e9:.1f} | {r['flops'] / 1e12:.2f} | "
+                     f"{top} |")
+    return "\n".join(lines)
+
+
 def kept_activations_table(kept: Optional[dict]) -> list[str]:
     """What autograd keeps for the backward of a training forward, per provider (``benchmarks.static``)."""
     if not kept:
@@ -310,13 +331,16 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=RESULTS_DIR, help="folder of <card>.json files")
     p.add_argument("--readme", help="README to update between the benchmark markers")
     args = p.parse_args(argv)
-    sections, measured, static = [], {}, None
+    sections, measured, static, step_trace = [], {}, None, None
     for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
         with open(path) as f:
             result = json.load(f)
         stem = os.path.splitext(path)[0]
         if os.path.basename(stem).startswith("static-"):
             static = (stem, result)
+            continue
+        if os.path.basename(stem).startswith("step-trace-"):
+            step_trace = (stem, result)
             continue
         if "rows" not in result:  # not a results file of this suite (e.g. pytest-benchmark's own JSON)
             continue
@@ -330,6 +354,12 @@ def main(argv=None) -> int:
             f.write(text + "\n")
         sections.append(text)
         print(f"wrote {stem}.md" + (f" and {image}" if image else ""))
+    if step_trace is not None:
+        text = render_step_trace(step_trace[1])
+        with open(step_trace[0] + ".md", "w") as f:
+            f.write(text + "\n")
+        sections.insert(0, text)
+        print(f"wrote {step_trace[0]}.md")
     if static is not None:
         text = render_static(static[1], measured)
         with open(static[0] + ".md", "w") as f:

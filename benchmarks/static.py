@@ -37,11 +37,11 @@ assert os.environ.get("TRITON_INTERPRET", "0") != "1", "the static model compile
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from .dispatch import compare_launches, fake_h100  # noqa: E402
+from .tracing import Launch, trace, unique_bytes  # noqa: E402
 
 # H100 SXM, as named in the design document. "achieved" figures are what a device-to-device copy and an
 # 8k bf16 GEMM reach; the predictions use them.
@@ -58,67 +58,8 @@ TARGET = GPUTarget("cuda", 90, 32)
 BUDGETS = dict(stencil_vs_memory_floor=2.0, registers=128, spills=0, device_kernels=10, bytes_vs_plan=1.5,
                host_vs_eager=1 / 3)
 
-_VIEW_OPS = {"view", "_unsafe_view", "as_strided", "t", "transpose", "permute", "unsqueeze", "squeeze", "expand",
-             "slice", "select", "detach", "alias", "split", "split_with_sizes", "unbind", "reshape", "unfold",
-             "empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "lift_fresh"}
-
-
 def _cuobjdump() -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-
-
-# --- 1. tracing ---------------------------------------------------------------------------------------
-
-@dataclass
-class Launch:
-    name: str
-    kernel: object
-    grid: object
-    args: tuple
-    meta: dict
-
-
-class _AtenRecorder(TorchDispatchMode):
-    """Records every aten op that launches a device kernel (not views or allocations), with its bytes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[tuple[str, int]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        name = func.overloadpacket.__name__
-        if name not in _VIEW_OPS:
-            self.ops.append((name, _unique_bytes([*args, *(kwargs or {}).values(), out])))
-        return out
-
-
-def _tensors(values) -> list[torch.Tensor]:
-    found = []
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            found.append(v)
-        elif isinstance(v, (list, tuple)):
-            found += _tensors(v)
-    return found
-
-
-def _unique_bytes(values) -> int:
-    """Bytes of the distinct tensors among ``values`` (each counted once, however often it is passed)."""
-    seen = {(t.data_ptr(), t.numel(), t.dtype) for t in _tensors(values) if t.numel()}
-    return sum(n * torch.empty(0, dtype=dt).element_size() for _, n, dt in seen)
-
-
-def trace(fn: Callable[[], None]) -> tuple[list[Launch], list[tuple[str, int]]]:
-    """Run ``fn`` (a forward+backward) with Triton launches captured and aten ops recorded."""
-    from kernels.utils import capture_launches
-
-    launches: list[Launch] = []
-    recorder = _AtenRecorder()
-    with capture_launches(lambda name, kernel, grid, args, meta: launches.append(Launch(name, kernel, grid, args, meta)),
-                          sm_count=H100["sms"]), recorder:
-        fn()
-    return launches, recorder.ops
 
 
 # --- 2. ahead-of-time compile and SASS ------------------------------------------------------------------
@@ -294,10 +235,10 @@ def predict(launch: Launch) -> KernelRow:
             warp_instructions += programs * share * warps * per_program
         busy = programs / (triton.cdiv(programs, H100["sms"]) * H100["sms"])  # last wave's idle SMs
         row = KernelRow(
-            name=launch.name, programs=programs, warps=warps, bytes=_unique_bytes(tensors), flops=flops,
+            name=launch.name, programs=programs, warps=warps, bytes=unique_bytes(tensors), flops=flops,
             config=_config_name(config), registers=full.registers, spills=full.spills, shared=full.shared,
             sass_instructions=full.instructions, warp_instructions=warp_instructions,
-            memory_us=_unique_bytes(tensors) / H100["hbm_achieved"] * 1e6,
+            memory_us=unique_bytes(tensors) / H100["hbm_achieved"] * 1e6,
             compute_us=flops / (peak * min(1.0, busy)) * 1e6, issue_us=warp_instructions / ISSUE_RATE * 1e6,
             predicted_us=0.0, wgmma=full.wgmma, tf32_rounding=full.tf32_rounding,
             latency_us=_latency_us(launch.name, values, plan_rows),

@@ -1,12 +1,17 @@
-"""A whole M2-CLIP training step (forward, the four losses, backward, AdamW step): fused adapters,
-fused adapters with gradient checkpointing (the memory it saves), eager adapters, and full fine-tuning
-(every CLIP weight trainable too). Clips/s, step time, peak memory.
+"""A whole M2-CLIP training step as the trainer runs it (the four losses with the cached class prefix,
+backward, AdamW step) for every provider of ``cases.TRAIN_PROVIDERS`` side by side: eager adapters, the eager
+model under ``torch.compile`` (the user's alternative), fused adapters, fused with gradient checkpointing,
+full fine-tuning on the same fast step, and the released code's recipe (fp16 + GradScaler, open_clip's
+block). Each row: clips/s, step time (CUDA events over ``STEPS`` steps after warm-up, the median), host time
+to issue a step, peak memory, the step's FLOPs (``benchmarks.step_trace``: counted, the same model FLOPs for
+every adapter provider) and MFU against the bf16 GEMM peak measured in the same run.
 
-On CPU: the ``tiny`` preset, eager adapters vs full fine-tuning (the fused kernels are not timed under
-Triton's interpreter). On GPU: ``vit-b16-k400`` (random weights), 224 px, bf16 autocast.
+On CPU: the ``tiny`` preset (no MFU: there is no measured peak), without ``eager+compile`` (minutes of C++
+compilation) and the fused providers (the interpreter is not a speed).
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -14,39 +19,72 @@ import pytest
 import torch
 
 from .cases import train_step
-from .harness import HAS_CUDA, device_time_ms
+from .harness import HAS_CUDA
 
+STEPS = 10  # timed steps a row (a 100 ms do_bench budget would be one sample of a 130 ms step)
+WARMUP = 3  # compilation, autotuning, the allocator, the optimizer's state
 if HAS_CUDA:
-    CASES = [("vit-b16-k400", B, p) for B in (8, 32) for p in ("fused", "eager", "full-finetune", "fused+ckpt")]
+    PROVIDERS = ("fused", "eager+compile", "eager", "full-finetune", "fused+ckpt", "released")
+    CASES = [("vit-b16-k400", B, p) for B in (32, 8) for p in PROVIDERS]
 else:
-    CASES = [("tiny", 4, p) for p in ("eager", "full-finetune")]
+    CASES = [("tiny", 4, p) for p in ("eager", "full-finetune", "released")]
+
+
+@functools.lru_cache(maxsize=None)
+def step_flops(preset: str, batch: int, full: bool) -> float:
+    """FLOPs of one step counted on fake tensors: the eager-adapter step's for every adapter provider (the
+    method's work, whatever runs it), full fine-tuning's own step's for it."""
+    from .step_trace import trace_step
+
+    return trace_step("full-finetune" if full else "eager", preset, batch)["flops"]
+
+
+def _time_steps(step) -> tuple[float, float]:
+    """(median step ms, median host ms to issue one step)."""
+    sync = torch.cuda.synchronize if HAS_CUDA else (lambda: None)
+    step_ms, host_ms = [], []
+    for _ in range(STEPS):
+        sync()
+        if HAS_CUDA:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
+        step()
+        host_ms.append((time.perf_counter() - t0) * 1e3)
+        if HAS_CUDA:
+            end.record()
+            end.synchronize()
+            step_ms.append(start.elapsed_time(end))
+        else:
+            step_ms.append(host_ms[-1])
+    return statistics.median(step_ms), statistics.median(host_ms)
 
 
 @pytest.mark.parametrize("preset, batch, provider", CASES)
-def test_train_step(benchmark, record, preset, batch, provider):
+def test_train_step(benchmark, record, request, preset, batch, provider):
     device = "cuda" if HAS_CUDA else "cpu"
+    hardware = request.getfixturevalue("hardware") if HAS_CUDA else None
     try:
-        step, trainable = train_step(preset, batch, provider, device)
-        step()  # warm-up: autotune, allocator, optimizer state
-        if HAS_CUDA:
-            torch.cuda.reset_peak_memory_stats()
+        step, params = train_step(preset, batch, provider, device)
+        trainable = sum(p.numel() for p in params)
+        for _ in range(WARMUP):
             step()
-            peak = torch.cuda.max_memory_allocated() / 1e9
-            median_ms = device_time_ms(step)
-        else:
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                step()
-                times.append((time.perf_counter() - t0) * 1e3)
-            median_ms, peak = statistics.median(times), None  # CPU: no per-run peak-memory counter
+        if HAS_CUDA:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        median_ms, host_ms = _time_steps(step)
+        peak = torch.cuda.max_memory_allocated() / 1e9 if HAS_CUDA else None
     except torch.cuda.OutOfMemoryError:
         pytest.skip(f"{preset} B={batch} {provider}: out of memory")
+    flops = step_flops(preset, batch, provider == "full-finetune")
+    tflops = flops / (median_ms * 1e-3) / 1e12
     row = dict(suite="train_step", op="m2clip_train_step", width=preset, B=batch, T=8,
-               dtype="bf16" if HAS_CUDA else "fp32", provider=provider, passes="step", median_ms=median_ms,
-               clips_per_s=batch / (median_ms * 1e-3), peak_mem_gb=peak, trainable_params=trainable)
+               dtype="fp16" if provider == "released" and HAS_CUDA else "bf16" if HAS_CUDA else "fp32",
+               provider=provider, passes="step", median_ms=median_ms, host_ms=host_ms, steps=STEPS,
+               clips_per_s=batch / (median_ms * 1e-3), peak_mem_gb=peak, trainable_params=trainable,
+               flops=flops, tflops=tflops, mfu=tflops / hardware["peak_tflops"]["bf16"] if hardware else None)
     benchmark.group = f"train step {preset} B={batch}"
     benchmark.extra_info.update(row)
     sync = torch.cuda.synchronize if HAS_CUDA else (lambda: None)
-    benchmark.pedantic(lambda: (step(), sync()), rounds=3, warmup_rounds=0)  # device time: do_bench above
+    benchmark.pedantic(lambda: (step(), sync()), rounds=1, warmup_rounds=0)  # timed above
     record(row)

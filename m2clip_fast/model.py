@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 from torch.utils.checkpoint import checkpoint
 
 from kernels.utils import backend as kernel_backend
@@ -314,8 +315,9 @@ class M2CLIP(nn.Module):
             raise ValueError(f"labels must be [B] with B = {video.shape[0]}; got {list(labels.shape)}")
         if class_tokens.shape[0] != cfg.num_classes:
             raise ValueError(f"class_tokens has {class_tokens.shape[0]} prompts; the model has {cfg.num_classes} classes")
-        # Checked where it costs no host-device sync and no graph break (data loaders check list labels).
-        checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling()
+        # Checked where it costs no host-device sync and no graph break (data loaders check list labels), and
+        # where the values exist (not a fake tensor of a trace: benchmarks/static.py).
+        checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling() and not is_fake(labels)
         if checkable and labels.numel() and (labels.min() < 0 or labels.max() >= cfg.num_classes):
             raise ValueError(f"labels must lie in [0, {cfg.num_classes}); got [{labels.min()}, {labels.max()}]")
         if (mlm_tokens is None) != (mlm_labels is None):

@@ -41,3 +41,20 @@ def test_graph_providers_time_their_base_functions_and_unknown_providers_are_ref
         assert torch.equal(graphed, cases.provider_fn(case, "text_adapter", provider)(*inputs))
     with pytest.raises(ValueError, match="unknown provider 'fused-grpah'"):
         cases.provider_fn(case, "text_adapter", "fused-grpah")
+
+
+@pytest.mark.parametrize("provider", ["eager", "fused", "full-finetune", "released"])
+def test_every_train_step_provider_trains(provider):
+    """The train-step benchmark's providers run (fused under the interpreter on CPU) and move their weights;
+    ``eager+compile`` is the eager step under torch.compile (GPU runs only: minutes of C++ compilation here)."""
+    torch.manual_seed(0)
+    step, params = cases.train_step("tiny", 2, provider, "cpu", frames=3)
+    before = [p.detach().clone() for p in params]
+    step()
+    moved = sum(not torch.equal(a, p) for a, p in zip(before, params))
+    assert moved > len(params) // 2, (moved, len(params))  # AdamW moves every weight that got a gradient
+
+
+def test_an_unknown_train_step_provider_is_refused():
+    with pytest.raises(ValueError, match="unknown train-step provider 'fussed'"):
+        cases.train_step("tiny", 2, "fussed", "cpu")

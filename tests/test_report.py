@@ -18,7 +18,7 @@ def test_report_tables_chart_and_readme(tmp_path):
             _row("fused", 0.5), _row("eager", 2.0), _row("compile-max", 1.0),
             *(dict(suite="train_step", op="m2clip_train_step", width="vit-b16-k400", B=8, T=8, dtype="bf16",
                    provider=provider, median_ms=8000 / clips, clips_per_s=clips, peak_mem_gb=mem,
-                   trainable_params=params)
+                   trainable_params=params, host_ms=40.0, tflops=70.0, mfu=0.1)
               for provider, clips, mem, params in (("fused", 80.0, 10.0, 16138136), ("eager", 50.0, 12.0, 16138136),
                                                    ("full-finetune", 60.0, 20.0, 165000000))),
         ],
@@ -31,7 +31,7 @@ def test_report_tables_chart_and_readme(tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.rstrip().endswith("after")
     assert "| ted_adapter | ViT-B/16 | 8 | 8 | bf16 | fwdbwd | 0.500 | 2.000 | – | 1.000 | 4.00 | 2.00 | 50% |" in text
-    assert "| vit-b16-k400 | 8 | fused | 100.0 | 80.0 | 10.00 GB | 16,138,136 |" in text
+    assert "| vit-b16-k400 | 8 | fused | 100.0 | 40.0 | 80.0 | 70.0 | 10% | 10.00 GB | 16,138,136 |" in text
     assert "copy bandwidth 3000 GB/s" in text and "Run settings: fp32_matmul=tf32, quick=1." in text
     # targets: 4× eager (≥ 3), 2× compile-max (≥ 1.5), 50% of the floor (≥ 70%); 1.6× eager adapters,
     # 1.33× full fine-tuning (< 1.5), 50% of its memory (≤ 60%)

@@ -1,0 +1,137 @@
+"""The whole training step and the evaluation forward, traced on fake tensors: device kernels, HBM bytes and
+FLOPs a step costs, **predicted** without a GPU (docs/DESIGN.md §4).
+
+    python -m benchmarks.step_trace [--batch 32]
+
+One trainer step as ``engine.train_one_epoch`` runs it — the four losses with the cached class prefix, the
+backward, gradient clipping and AdamW (both ``foreach``, CUDA's default), ``zero_grad``; after a first step
+has made the optimizer's state — at vit-b16-k400 (random
+weights), bf16 autocast, the frozen towers stored in bf16 as the trainer stores them. Tensors are
+``FakeTensorMode``'s (shapes and dtypes, no values: a B=32 step traces in seconds); Triton launches are
+captured, not run. Every aten op that is not a view or an allocation counts as one kernel with the bytes of
+the distinct tensors it touches; a Triton launch likewise; FLOPs are ``FlopCounterMode``'s (GEMMs, attention,
+convolutions) plus 2·M·N·K per Triton GEMM.
+
+The autocast policy is the CPU's, standing in for CUDA's, which a machine without a GPU cannot enable: both
+run GEMMs, convolutions and attention in bf16; CUDA's fp32 list also up-casts ``layer_norm`` (the model runs
+it outside autocast, ``model.layer_norm``) and the losses' softmaxes, exps and norms (on [B, K] tensors: a
+few small casts). CPU attention is one kernel each way; CUDA's flash backward is three (preprocess, main,
+dq convert): 24 more a step at 12 vision blocks (the text tower's prefix is cached; its suffix adds ~4).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+import m2clip_fast as m2
+
+from .tracing import Launch, trace, unique_bytes
+
+PROVIDERS = ("fused", "eager", "full-finetune")
+CLASSES = [f"action number {i}" for i in range(400)]
+
+
+def _gemm_flops(launch: Launch) -> float:
+    if launch.name != "gemm":
+        return 0.0
+    values = dict(zip(launch.kernel.arg_names, launch.args))  # a JIT function's, or its autotuner's
+    return 2.0 * values["M"] * values["N"] * values["K"]
+
+
+def _summary(launches: list[Launch], aten: list[tuple[str, int]], aten_flops: float) -> dict:
+    by_op: dict[str, list[float]] = {}
+    for name, nbytes in [*aten, *((f"triton:{x.name}", unique_bytes(x.args)) for x in launches)]:
+        count, total = by_op.get(name, (0, 0))
+        by_op[name] = [count + 1, total + nbytes]
+    return dict(
+        device_kernels=len(aten) + len(launches), triton_kernels=len(launches), aten_kernels=len(aten),
+        bytes=sum(b for _, b in aten) + sum(unique_bytes(x.args) for x in launches),
+        flops=aten_flops + sum(_gemm_flops(x) for x in launches),
+        by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1][1])),
+    )
+
+
+def _model(provider: str, preset: str, frames: int) -> tuple[m2.M2CLIP, m2.PromptMasker]:
+    """The model of a train-step benchmark provider (``cases.TRAIN_PROVIDERS``: adapter backend, what trains)."""
+    from .cases import TRAIN_PROVIDERS
+
+    backend, full = TRAIN_PROVIDERS[provider][:2]
+    vocab = m2.MLMVocabulary.from_class_names(CLASSES)
+    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(CLASSES), num_frames=frames, mlm_vocab_size=len(vocab))
+    torch.manual_seed(0)
+    model = m2.build_model(cfg, backend=backend)
+    if full:
+        model.requires_grad_(True)
+    return model.store_frozen_in(torch.bfloat16), m2.PromptMasker(CLASSES, vocab)
+
+
+def trace_step(provider: str = "fused", preset: str = "vit-b16-k400", batch: int = 32, frames: int = 8,
+               train: bool = True) -> dict:
+    """One training step (``train``) or one evaluation forward of ``batch`` clips (``engine.view_probabilities``
+    against cached class embeddings) -> ``device_kernels``, ``bytes``, ``flops``, and ``by_op``:
+    {op: [kernels, bytes]}."""
+    from kernels.utils import capture_launches
+    from m2clip_fast.engine import view_probabilities
+    from m2clip_fast.optim import param_groups
+
+    model, masker = _model(provider, preset, frames)
+    model.train(train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(param_groups(model, 1e-3, 1e-2), foreach=True)
+    labels = torch.arange(batch) % len(CLASSES)
+    mlm = masker(labels, 0.2, torch.Generator().manual_seed(0))
+    size = model.image_size[0]
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731 (see the module docstring)
+    # Fake tensors hold no memory for a kernel to run on: launches outside the trace are dropped too.
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode, capture_launches(lambda *launch: None):
+        tokens, labels, *mlm = (mode.from_tensor(t) for t in (masker.class_tokens(), labels, *mlm))
+        video = torch.randn(batch, 3, frames, size, size)
+        with torch.no_grad(), autocast():
+            prefix = model.text_prefix(tokens)
+            class_emb = torch.nn.functional.normalize(model.encode_text(tokens, prefix).embedding.float(), dim=-1)
+
+        def step() -> None:
+            with autocast():
+                loss = model.compute_losses(video, labels, tokens, *mlm, class_prefix=prefix)["total"]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        def evaluate() -> None:
+            with torch.no_grad():
+                view_probabilities(model, video[:, None], class_emb, autocast)
+
+        if train:
+            step()  # the optimizer's state is made on its first step, once
+        flops = FlopCounterMode(display=False)
+        with flops:
+            launches, aten = trace(step if train else evaluate)
+    return dict(provider=provider, preset=preset, batch=batch, frames=frames, train=train,
+                **_summary(launches, aten, flops.get_total_flops()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "step-trace-sm90.json"))
+    args = parser.parse_args()
+    rows = [trace_step(p, batch=args.batch) for p in PROVIDERS] + [trace_step("fused", batch=args.batch, train=False)]
+    for r in rows:
+        top = ", ".join(f"{k} {n}×{b / 1e9:.1f} GB" for k, (n, b) in list(r["by_op"].items())[:6])
+        print(f"{r['provider']:13s} {'train step' if r['train'] else 'eval fwd  '} B={r['batch']}: "
+              f"{r['device_kernels']} kernels ({r['triton_kernels']} Triton), {r['bytes'] / 1e9:.1f} GB, "
+              f"{r['flops'] / 1e12:.2f} TFLOP — {top}")
+    with open(args.out, "w") as f:
+        json.dump(dict(torch=torch.__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), traces=rows), f, indent=1)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
