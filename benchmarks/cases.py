@@ -187,6 +187,26 @@ def released_block(block, x, adapters, adapter_args=(), causal=False, memory=Non
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
+def train_model(preset: str, provider: str, frames: int = 8, device: str = "cpu", amp: bool = True
+                ) -> tuple[m2.M2CLIP, m2.PromptMasker]:
+    """The model (random weights, :data:`TRAIN_CLASSES`) and prompt masker of a :data:`TRAIN_PROVIDERS`
+    provider: its adapter backend, what trains, checkpointing; with ``amp`` the frozen towers stored in bf16 as
+    the trainer stores them (not for ``released``, whose weights stay fp32)."""
+    if provider not in TRAIN_PROVIDERS:
+        raise ValueError(f"unknown train-step provider {provider!r}: expected one of {', '.join(TRAIN_PROVIDERS)}")
+    backend, full, ckpt, _, released = TRAIN_PROVIDERS[provider]
+    torch.manual_seed(0)
+    vocab = m2.MLMVocabulary.from_class_names(TRAIN_CLASSES)
+    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(TRAIN_CLASSES), num_frames=frames,
+                                 mlm_vocab_size=len(vocab), grad_checkpointing=ckpt)
+    model = m2.build_model(cfg, backend=backend).to(device)
+    if full:
+        model.requires_grad_(True)
+    if amp and not released:
+        model.store_frozen_in(torch.bfloat16)
+    return model, m2.PromptMasker(TRAIN_CLASSES, vocab)
+
+
 def train_step(preset: str, batch: int, provider: str, device: str, frames: int = 8
                ) -> tuple[Callable[[], None], list[torch.nn.Parameter]]:
     """One M2-CLIP training step as the trainer runs it (the four losses with the cached class prefix, backward,
@@ -195,21 +215,10 @@ def train_step(preset: str, batch: int, provider: str, device: str, frames: int 
 
     from m2clip_fast import model as model_module
 
-    if provider not in TRAIN_PROVIDERS:
-        raise ValueError(f"unknown train-step provider {provider!r}: expected one of {', '.join(TRAIN_PROVIDERS)}")
-    backend, full, ckpt, compiled, released = TRAIN_PROVIDERS[provider]
-    torch.manual_seed(0)
-    vocab = m2.MLMVocabulary.from_class_names(TRAIN_CLASSES)
-    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(TRAIN_CLASSES), num_frames=frames,
-                                 mlm_vocab_size=len(vocab), grad_checkpointing=ckpt)
-    model = m2.build_model(cfg, backend=backend).to(device)
-    if full:
-        model.requires_grad_(True)
     amp = device == "cuda"
+    model, masker = train_model(preset, provider, frames, device, amp)
+    compiled, released = TRAIN_PROVIDERS[provider][3:]
     dtype = torch.float16 if released else torch.bfloat16
-    if amp and not released:
-        model.store_frozen_in(dtype)  # as the trainer does under --amp
-    masker = m2.PromptMasker(TRAIN_CLASSES, vocab)
     size = model.image_size[0]
     video = torch.randn(batch, 3, frames, size, size, device=device)
     labels = torch.arange(batch, device=device) % len(TRAIN_CLASSES)

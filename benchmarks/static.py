@@ -3,7 +3,7 @@
     python -m benchmarks.static [--out benchmarks/results/static-sm90.json]
 
 For each op at the benchmark shape (ViT-B/16, B=8, T=8, bf16):
-1. **Trace** one forward+backward with every Triton launch captured instead of run
+1. **Trace** (``benchmarks/tracing.py``) one forward+backward with every Triton launch captured instead of run
    (:func:`kernels.utils.capture_launches`) and every aten op recorded (``TorchDispatchMode``): the
    device kernels it launches (views and allocations excluded), HBM bytes (each tensor a kernel touches,
    once) and FLOPs (GEMMs).
@@ -475,8 +475,8 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
     import kernels
     from kernels import reference
 
-    launches, aten = trace(make(kernels, s))
-    _, eager_aten = trace(make(reference, s))
+    launches, aten = trace(make(kernels, s), H100["sms"])
+    _, eager_aten = trace(make(reference, s), H100["sms"])
     rows = [predict(launch) for launch in launches]
     return dict(
         op=name, shape=asdict(s) | {"dtype": str(s.dtype).replace("torch.", "")}, split_k=split_k_gain(launches, rows),

@@ -29,12 +29,10 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-import m2clip_fast as m2
-
+from .cases import TRAIN_CLASSES, train_model
 from .tracing import Launch, trace, unique_bytes
 
 PROVIDERS = ("fused", "eager", "full-finetune")
-CLASSES = [f"action number {i}" for i in range(400)]
 
 
 def _gemm_flops(launch: Launch) -> float:
@@ -57,34 +55,21 @@ def _summary(launches: list[Launch], aten: list[tuple[str, int]], aten_flops: fl
     )
 
 
-def _model(provider: str, preset: str, frames: int) -> tuple[m2.M2CLIP, m2.PromptMasker]:
-    """The model of a train-step benchmark provider (``cases.TRAIN_PROVIDERS``: adapter backend, what trains)."""
-    from .cases import TRAIN_PROVIDERS
-
-    backend, full = TRAIN_PROVIDERS[provider][:2]
-    vocab = m2.MLMVocabulary.from_class_names(CLASSES)
-    cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(CLASSES), num_frames=frames, mlm_vocab_size=len(vocab))
-    torch.manual_seed(0)
-    model = m2.build_model(cfg, backend=backend)
-    if full:
-        model.requires_grad_(True)
-    return model.store_frozen_in(torch.bfloat16), m2.PromptMasker(CLASSES, vocab)
-
-
 def trace_step(provider: str = "fused", preset: str = "vit-b16-k400", batch: int = 32, frames: int = 8,
                train: bool = True) -> dict:
     """One training step (``train``) or one evaluation forward of ``batch`` clips (``engine.view_probabilities``
     against cached class embeddings) -> ``device_kernels``, ``bytes``, ``flops``, and ``by_op``:
     {op: [kernels, bytes]}."""
     from kernels.utils import capture_launches
-    from m2clip_fast.engine import view_probabilities
+    from m2clip_fast.engine import class_embeddings, view_probabilities
+    from m2clip_fast.prompts import Prompts
     from m2clip_fast.optim import param_groups
 
-    model, masker = _model(provider, preset, frames)
+    model, masker = train_model(preset, provider, frames)
     model.train(train)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(param_groups(model, 1e-3, 1e-2), foreach=True)
-    labels = torch.arange(batch) % len(CLASSES)
+    labels = torch.arange(batch) % len(TRAIN_CLASSES)
     mlm = masker(labels, 0.2, torch.Generator().manual_seed(0))
     size = model.image_size[0]
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731 (see the module docstring)
@@ -94,7 +79,8 @@ def trace_step(provider: str = "fused", preset: str = "vit-b16-k400", batch: int
         video = torch.randn(batch, 3, frames, size, size)
         with torch.no_grad(), autocast():
             prefix = model.text_prefix(tokens)
-            class_emb = torch.nn.functional.normalize(model.encode_text(tokens, prefix).embedding.float(), dim=-1)
+        if not train:  # once an evaluation, as engine.evaluate does
+            class_emb = class_embeddings(model, Prompts(tokens, prefix), autocast)
 
         def step() -> None:
             with autocast():

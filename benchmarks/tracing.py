@@ -63,13 +63,14 @@ def unique_bytes(values) -> int:
     return sum(seen.values())
 
 
-def trace(fn: Callable[[], None]) -> tuple[list[Launch], list[tuple[str, int]]]:
-    """Run ``fn`` with Triton launches captured and aten ops recorded -> (launches, [(aten op, bytes)])."""
+def trace(fn: Callable[[], None], sm_count: int = SM_COUNT) -> tuple[list[Launch], list[tuple[str, int]]]:
+    """Run ``fn`` with Triton launches captured (launch decisions for ``sm_count`` multiprocessors) and aten ops
+    recorded -> (launches, [(aten op, bytes)])."""
     from kernels.utils import capture_launches
 
     launches: list[Launch] = []
     recorder = AtenRecorder()
     with capture_launches(lambda name, kernel, grid, args, meta: launches.append(Launch(name, kernel, grid, args, meta)),
-                          sm_count=SM_COUNT), recorder:
+                          sm_count=sm_count), recorder:
         fn()
     return launches, recorder.ops

@@ -62,8 +62,8 @@ def attention(
     attn: nn.MultiheadAttention, x: torch.Tensor, memory: Optional[torch.Tensor] = None, causal: bool = False
 ) -> torch.Tensor:
     """``attn(x, kv, kv)`` of a batch-first ``nn.MultiheadAttention`` on contiguous rows, same weights: one
-    projection GEMM with its bias, ``scaled_dot_product_attention`` on head views of its output (no copies;
-    the backward stacks dq, dk, dv straight into the projection's gradient layout), the output projection.
+    projection GEMM with its bias, ``scaled_dot_product_attention`` on head views of its output (no copies
+    forward; the backward stacks dq, dk, dv once, into the projection's gradient layout), the output projection.
 
     x ``[N, L, W]`` -> ``[N, L, W]``; memory ``[N, M, W]``: keys/values from it (cross-attention);
     ``causal``: token i sees tokens <= i (the text tower's mask)."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import m2clip_fast as m2
+from benchmarks.cases import released_block
 from m2clip_fast.adapters import BlockAdapters
 from m2clip_fast.model import run_block
 
@@ -52,12 +53,10 @@ def test_block_matches_open_clips_block(tiny_model, case, dtype):
         x_ref = x.detach().double().requires_grad_()
         mem_ref = None if memory is None else memory.detach().double().requires_grad_()
         x, memory, mask, grad = x_ref, mem_ref, None if mask is None else mask.double(), grad.double()
-    def reference():  # open_clip's forward cross-attends only through an ln_1_kv: its pieces, with ln_1(memory)
+    def reference():  # open_clip's forward cross-attends only through an ln_1_kv: then its pieces, ln_1(memory)
         if memory is None:
             return block(x, attn_mask=mask)
-        kv = block.ln_1(memory)
-        h = x + block.ls_1(block.attention(block.ln_1(x), kv, kv))
-        return h + block.ls_2(block.mlp(block.ln_2(h)))
+        return released_block(block, x, NO_ADAPTERS, memory=memory)
 
     ref, ref_grads = gradients(reference)
     tol = 1e-10 if dtype == torch.float64 else BF16_TOL
