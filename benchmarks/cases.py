@@ -8,9 +8,10 @@ counted analytically (GEMMs 2·M·N·K; depthwise taps 2 per tap).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -161,14 +162,29 @@ def runner(fn: Callable, make: Callable, passes: str, copies: int) -> Callable[[
 
 
 TRAIN_CLASSES = [f"action number {i}" for i in range(400)]
-# provider -> (adapter backend, every weight trainable, gradient checkpointing, torch.compile, released recipe)
+
+
+class TrainProvider(NamedTuple):
+    """How a train-step provider runs the trainer's step."""
+
+    backend: str  # the adapters' backend
+    full: bool = False  # every CLIP weight trainable (full fine-tuning)
+    ckpt: bool = False  # gradient checkpointing
+    compile_mode: Optional[str] = None  # torch.compile of the model in this mode ("default": no mode)
+    released: bool = False  # the released recipe: fp16 + GradScaler, fp32 frozen weights, open_clip's block
+    graphs: bool = False  # the step replayed from CUDA graphs (m2clip_fast.graphs)
+
+
 TRAIN_PROVIDERS = {
-    "eager": ("eager", False, False, False, False),
-    "eager+compile": ("eager", False, False, True, False),  # what a user would do instead
-    "fused": ("fused", False, False, False, False),
-    "fused+ckpt": ("fused", False, True, False, False),
-    "full-finetune": ("fused", True, False, False, False),  # the same fast step, every CLIP weight trainable
-    "released": ("eager", False, False, False, True),  # fp16 + GradScaler, fp32 frozen weights, open_clip's block
+    "eager": TrainProvider("eager"),
+    "eager+compile": TrainProvider("eager", compile_mode="default"),  # what a user would do instead
+    "eager+graph": TrainProvider("eager", graphs=True),
+    "fused": TrainProvider("fused"),
+    "fused+graph": TrainProvider("fused", graphs=True),  # the trainer's default on a GPU
+    "fused+reduce-overhead": TrainProvider("fused", compile_mode="reduce-overhead"),  # torch.compile's own graphs
+    "fused+ckpt": TrainProvider("fused", ckpt=True),
+    "full-finetune": TrainProvider("fused", full=True),  # the same fast step, every CLIP weight trainable
+    "released": TrainProvider("eager", released=True),
 }
 
 
@@ -194,7 +210,7 @@ def train_model(preset: str, provider: str, frames: int = 8, device: str = "cpu"
     the trainer stores them (not for ``released``, whose weights stay fp32)."""
     if provider not in TRAIN_PROVIDERS:
         raise ValueError(f"unknown train-step provider {provider!r}: expected one of {', '.join(TRAIN_PROVIDERS)}")
-    backend, full, ckpt, _, released = TRAIN_PROVIDERS[provider]
+    backend, full, ckpt, _, released, _ = TRAIN_PROVIDERS[provider]
     torch.manual_seed(0)
     vocab = m2.MLMVocabulary.from_class_names(TRAIN_CLASSES)
     cfg = m2.M2CLIPConfig.preset(preset, num_classes=len(TRAIN_CLASSES), num_frames=frames,
@@ -209,36 +225,42 @@ def train_model(preset: str, provider: str, frames: int = 8, device: str = "cpu"
 
 def train_step(preset: str, batch: int, provider: str, device: str, frames: int = 8
                ) -> tuple[Callable[[], None], list[torch.nn.Parameter]]:
-    """One M2-CLIP training step as the trainer runs it (the four losses with the cached class prefix, backward,
-    AdamW step) for a provider of :data:`TRAIN_PROVIDERS` -> (the step, the parameters it trains)."""
+    """One M2-CLIP training step as the trainer runs it (:class:`m2clip_fast.engine.StepRunner`: the four losses
+    with the cached class prefix, backward, AdamW, replayed from CUDA graphs for the ``+graph`` providers) on one
+    fixed batch for a provider of :data:`TRAIN_PROVIDERS` -> (the step, the parameters it trains)."""
     from unittest import mock
 
     from m2clip_fast import model as model_module
+    from m2clip_fast.distributed import Runtime
+    from m2clip_fast.engine import StepRunner, StepSettings, TrainStep
+    from m2clip_fast.optim import build_optimizer, place_state
+    from m2clip_fast.prompts import make_prompts
+    from m2clip_fast.run_state import Optimisation
 
     amp = device == "cuda"
-    model, masker = train_model(preset, provider, frames, device, amp)
-    compiled, released = TRAIN_PROVIDERS[provider][3:]
-    dtype = torch.float16 if released else torch.bfloat16
+    model, _ = train_model(preset, provider, frames, device, amp)  # refuses an unknown provider
+    how = TRAIN_PROVIDERS[provider]
+    graphs = how.graphs and device == "cuda"  # on a CPU the same step, uncaptured (as the trainer runs there)
+    dtype = torch.float16 if how.released else torch.bfloat16
+    autocast = functools.partial(torch.autocast, device, dtype=dtype, enabled=amp)
+    blocks = mock.patch.object(model_module, "run_block", released_block) if how.released else contextlib.nullcontext()
+    with blocks:
+        prompts = make_prompts(model, TRAIN_CLASSES, torch.device(device), autocast)
     size = model.image_size[0]
     video = torch.randn(batch, 3, frames, size, size, device=device)
     labels = torch.arange(batch, device=device) % len(TRAIN_CLASSES)
-    tokens = masker.class_tokens().to(device)
-    mlm_tokens, mlm_labels = (t.to(device) for t in masker(labels.cpu(), 0.2, torch.Generator().manual_seed(0)))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    scaler = torch.amp.GradScaler(device, enabled=amp and released)
-    autocast = lambda: torch.autocast(device, dtype=dtype, enabled=amp)  # noqa: E731
-    blocks = mock.patch.object(model_module, "run_block", released_block) if released else contextlib.nullcontext()
-    with torch.no_grad(), autocast(), blocks:
-        prefix = model.text_prefix(tokens)  # the trainer caches the class prompts' frozen prefix once
-    losses = torch.compile(model) if compiled else model
+    mlm = [t.to(device) for t in prompts.masker(labels.cpu(), 0.2, torch.Generator().manual_seed(0))]
+    optimizer = build_optimizer(model, 1e-4, 1e-2, amp, graphs)  # fused on a GPU, as the trainer's
+    place_state(optimizer, torch.device(device), amp, graphs)
+    optim = Optimisation(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                         torch.amp.GradScaler(device, enabled=amp and how.released))
+    mode = None if how.compile_mode in (None, "default") else how.compile_mode
+    losses = torch.compile(model, mode=mode) if how.compile_mode else model
+    run = TrainStep(losses, prompts, optim, autocast, Runtime(0, 1, torch.device(device)), graphs)
+    runner = StepRunner(run, StepSettings(grad_accum=1, clip_grad=1.0, mask_rate=0.2, seed=0, log_interval=10))
 
     def step():
-        with autocast(), blocks:
-            loss = losses(video, labels, tokens, mlm_tokens, mlm_labels, class_prefix=prefix)["total"]
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+        with blocks:
+            runner(video, labels, *mlm, update=True)
 
-    return step, params
+    return step, runner.params

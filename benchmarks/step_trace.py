@@ -3,9 +3,9 @@ FLOPs a step costs, **predicted** without a GPU (docs/DESIGN.md §4).
 
     python -m benchmarks.step_trace [--batch 32]
 
-One trainer step as ``engine.train_one_epoch`` runs it — the four losses with the cached class prefix, the
-backward, gradient clipping and AdamW (both ``foreach``, CUDA's default), ``zero_grad``; after a first step
-has made the optimizer's state — at vit-b16-k400 (random
+One trainer step as a GPU run replays it (``engine.StepRunner``, docs/DESIGN.md §2.5) — the four losses with the
+cached class prefix, the backward, gradient clipping (``foreach``), the fused capturable AdamW, the gradients
+zeroed in place; after a first step has made the optimizer's state — at vit-b16-k400 (random
 weights), bf16 autocast, the frozen towers stored in bf16 as the trainer stores them. Tensors are
 ``FakeTensorMode``'s (shapes and dtypes, no values: a B=32 step traces in seconds); Triton launches are
 captured, not run. Every aten op that is not a view or an allocation counts as one kernel with the bytes of
@@ -61,14 +61,14 @@ def trace_step(provider: str = "fused", preset: str = "vit-b16-k400", batch: int
     against cached class embeddings) -> ``device_kernels``, ``bytes``, ``flops``, and ``by_op``:
     {op: [kernels, bytes]}."""
     from kernels.utils import capture_launches
-    from m2clip_fast.engine import class_embeddings, view_probabilities
+    from m2clip_fast.distributed import Runtime
+    from m2clip_fast.engine import StepRunner, StepSettings, TrainStep, class_embeddings, view_probabilities
+    from m2clip_fast.optim import build_optimizer, place_state
     from m2clip_fast.prompts import Prompts
-    from m2clip_fast.optim import param_groups
+    from m2clip_fast.run_state import Optimisation
 
     model, masker = train_model(preset, provider, frames)
     model.train(train)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, 1e-3, 1e-2), foreach=True)
     labels = torch.arange(batch) % len(TRAIN_CLASSES)
     mlm = masker(labels, 0.2, torch.Generator().manual_seed(0))
     size = model.image_size[0]
@@ -82,13 +82,18 @@ def trace_step(provider: str = "fused", preset: str = "vit-b16-k400", batch: int
         if not train:  # once an evaluation, as engine.evaluate does
             class_emb = class_embeddings(model, Prompts(tokens, prefix), autocast)
 
+        # The trainer's step as a GPU run captures it (fused capturable AdamW, gradients zeroed in place), traced
+        # as it is: fake tensors are not captured.
+        optimizer = build_optimizer(model, 1e-3, 1e-2, fused=True, capturable=True)
+        place_state(optimizer, torch.device("cpu"), fused=True, capturable=True)
+        optim = Optimisation(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                             torch.amp.GradScaler("cpu", enabled=False))
+        run = TrainStep(model, Prompts(tokens, prefix), optim, autocast, Runtime(0, 1, torch.device("cpu")), True)
+        runner = StepRunner(run, StepSettings(1, clip_grad=1.0, mask_rate=0.2, seed=0, log_interval=1))
+        runner.update.enabled = False
+
         def step() -> None:
-            with autocast():
-                loss = model.compute_losses(video, labels, tokens, *mlm, class_prefix=prefix)["total"]
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            runner(video, labels, *mlm, update=True)
 
         def evaluate() -> None:
             with torch.no_grad():

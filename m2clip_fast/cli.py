@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in --output-dir/tensorboard "
                    "(needs the tensorboard package: pip install 'm2clip-fast[tensorboard]')")
     r.add_argument("--seed", type=int, help="random seed [0]")
+    r.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="issue every kernel from Python instead of replaying each step from a CUDA graph (debugging)")
     r.add_argument("--device", default="auto", help="'auto' (a GPU if there is one), 'cpu', 'cuda' or 'cuda:N'")
     r.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the demo data set is generated")
     return p

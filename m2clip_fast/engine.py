@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from .data import UnreadableData
 from .data.device import device_batches
 from .distributed import Runtime, all_reduce_sum, available_cpus
+from .graphs import GraphedCall
 from .model import M2CLIP
 from .prompts import Prompts
 from .run_state import Optimisation
@@ -68,13 +70,14 @@ class EpochResult:
 @dataclass(frozen=True)
 class TrainStep:
     """What a training step runs: the model (DDP-wrapped or not), the class prompts with their MLM masker, the
-    optimisation state, the autocast context factory and where it runs."""
+    optimisation state, the autocast context factory, where it runs and whether it is replayed from CUDA graphs."""
 
     model: torch.nn.Module
     prompts: Prompts
     optim: Optimisation
     autocast: Callable[[], contextlib.AbstractContextManager]
     runtime: Runtime
+    graphs: bool = False  # replay the steps from CUDA graphs (graphs.capture_plan decides)
 
 
 @dataclass(frozen=True)
@@ -122,28 +125,43 @@ def _note_slow_data(row: dict, workers: int) -> None:
                   "m2clip_fast.prepare)")
 
 
-def _optimizer_step(optim: Optimisation, params: list[torch.Tensor], clip_grad: float) -> None:
-    optim.scaler.unscale_(optim.optimizer)
-    if clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(params, clip_grad)
-    optim.scaler.step(optim.optimizer)
-    optim.scaler.update()
-    optim.optimizer.zero_grad(set_to_none=True)
-    optim.scheduler.step()
+class StepRunner:
+    """The device work of one training micro-batch: forward, scaled backward and, on a step's last micro-batch
+    (``update``), gradient clipping, AdamW and the gradients' reset. With ``graphs`` both kinds are
+    replayed from CUDA graphs after their warm-up (:class:`~m2clip_fast.graphs.GraphedCall`); the schedule's
+    learning rate is a device tensor then (:func:`~m2clip_fast.optim.place_state`). Without, the same code runs
+    as it is (the CPU; DDP, whose no_sync runs the accumulating micro-batches)."""
 
+    def __init__(self, run: TrainStep, settings: StepSettings) -> None:
+        self.run, self.settings = run, settings
+        self.params = [p for p in run.model.parameters() if p.requires_grad]
+        self.accumulate = GraphedCall(partial(self._micro_batch, update=False), run.graphs)
+        self.update = GraphedCall(partial(self._micro_batch, update=True), run.graphs)
 
-def _forward_backward(run: TrainStep, batch: dict, video: torch.Tensor, masks: torch.Generator, settings: StepSettings,
-                      sync: bool) -> dict:
-    """Losses of one batch, their scaled backward (without DDP's all-reduce unless ``sync``)."""
-    device = run.runtime.device
-    mlm_tokens, mlm_labels = run.prompts.masker(batch["label"], settings.mask_rate, masks)
-    no_sync = getattr(run.model, "no_sync", None)
-    with (no_sync() if no_sync is not None and not sync else contextlib.nullcontext()):
-        with run.autocast():
-            losses = run.model(video, batch["label"].to(device, non_blocking=True), run.prompts.tokens,
-                               mlm_tokens.to(device), mlm_labels.to(device), run.prompts.prefix)
-        run.optim.scaler.scale(losses["total"] / settings.grad_accum).backward()
-    return losses
+    def __call__(self, video: torch.Tensor, labels: torch.Tensor, mlm_tokens: torch.Tensor, mlm_labels: torch.Tensor,
+                 update: bool) -> dict[str, torch.Tensor]:
+        """video ``[B, 3, T, S, S]``, labels ``[B]``, mlm_tokens / mlm_labels ``[B, L]``, all on the device ->
+        the losses (fp32 scalars; a replayed step's own tensors: read before the next call)."""
+        return (self.update if update else self.accumulate)(video, labels, mlm_tokens, mlm_labels)
+
+    def _micro_batch(self, video: torch.Tensor, labels: torch.Tensor, mlm_tokens: torch.Tensor,
+                     mlm_labels: torch.Tensor, update: bool) -> dict[str, torch.Tensor]:
+        run, optim = self.run, self.run.optim
+        no_sync = getattr(run.model, "no_sync", None)
+        with (no_sync() if no_sync is not None and not update else contextlib.nullcontext()):
+            with run.autocast():
+                losses = run.model(video, labels, run.prompts.tokens, mlm_tokens, mlm_labels, run.prompts.prefix)
+            optim.scaler.scale(losses["total"] / self.settings.grad_accum).backward()
+        if update:
+            optim.scaler.unscale_(optim.optimizer)
+            if self.settings.clip_grad > 0:  # foreach, as CUDA's default: the trace counts what a GPU runs
+                torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_grad, foreach=True)
+            optim.scaler.step(optim.optimizer)
+            optim.scaler.update()
+            # Accumulating graphs add into gradients that keep their addresses (zeroed here, in place); otherwise the
+            # next backward writes fresh ones (a graph's at the addresses it was captured with), with no add or zero.
+            optim.optimizer.zero_grad(set_to_none=not (run.graphs and self.settings.grad_accum > 1))
+        return losses
 
 
 def train_one_epoch(run: TrainStep, loader: torch.utils.data.DataLoader, settings: StepSettings, epoch: int,
@@ -154,7 +172,7 @@ def train_one_epoch(run: TrainStep, loader: torch.utils.data.DataLoader, setting
     step, first_batch = start
     runtime = run.runtime
     run.model.train()
-    params = [p for p in run.model.parameters() if p.requires_grad]
+    runner = StepRunner(run, settings)
     window, skipped, data = _LogWindow(runtime.device), 0, DataReport()
     bar = tqdm(loader, desc=f"train {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
     done, ready = first_batch, time.perf_counter()
@@ -164,14 +182,16 @@ def train_one_epoch(run: TrainStep, loader: torch.utils.data.DataLoader, setting
         skipped += int(batch["skipped"].sum())
         data.add(batch, "replaced unreadable video")
         masks = torch.Generator().manual_seed(hash((settings.seed, epoch, first_batch + i, runtime.rank)) % 2**62)
-        sync = (i + 1) % settings.grad_accum == 0 or i == len(loader) - 1
-        window.add(_forward_backward(run, batch, video, masks, settings, sync))
-        if sync:
-            _optimizer_step(run.optim, params, settings.clip_grad)
+        update = (i + 1) % settings.grad_accum == 0 or i == len(loader) - 1
+        mlm_tokens, mlm_labels = run.prompts.masker(batch["label"], settings.mask_rate, masks)
+        window.add(runner(video, batch["label"].to(runtime.device, non_blocking=True), mlm_tokens.to(runtime.device),
+                          mlm_labels.to(runtime.device), update))
+        if update:
+            run.optim.scheduler.step()  # writes the next rate into the device tensor a replayed step reads
             step += 1
             if step % settings.log_interval == 0:
                 row = window.row(video.shape[0], runtime)
-                lr = run.optim.scheduler.get_last_lr()[0]
+                lr = float(run.optim.scheduler.get_last_lr()[0])
                 bar.set_postfix(loss=f"{row['total']:.3f}", lr=f"{lr:.2e}")
                 # "batches": how many the means cover (fewer than the interval right after a resume)
                 log({"split": "train", "epoch": epoch, "step": step, "lr": lr, **row})
@@ -218,11 +238,12 @@ def evaluate(
     runtime: Runtime,
     visual_head: bool = True,
     desc: str = "eval",
+    graphs: bool = False,
 ) -> dict:
     """Top-1/top-5 of the cross-modal head, the visual head and their combination (mean of the two
     probability maps), each averaged over a video's views (:func:`view_probabilities`), summed over ranks.
     ``visual_head=False`` (zero-shot on other classes): cross-modal only, and ``top1``/``top5`` are the
-    cross-modal ones.
+    cross-modal ones. With ``graphs`` the batches of a common shape are scored by a replayed CUDA graph.
 
     Unreadable videos (the dataset marks them) are excluded and counted: ``videos`` were scored out of
     ``listed``, ``unreadable`` were not. More than half of the list unreadable stops with an error."""
@@ -231,6 +252,8 @@ def evaluate(
     heads = ("crossmodal", "visual", "combined") if visual_head else ("crossmodal",)
     k5 = min(5, class_emb.shape[0])
     sums = torch.zeros(len(heads) * 2 + 3, dtype=torch.float64, device=runtime.device)
+    score = GraphedCall(partial(view_probabilities, model, class_emb=class_emb, autocast=autocast,
+                                visual_head=visual_head), graphs)
     data = DataReport()
     bar = tqdm(loader, desc=desc, disable=not runtime.is_main, dynamic_ncols=True)
     for batch, views in device_batches(bar, runtime.device):  # views [B, V, 3, T, S, S]
@@ -241,7 +264,7 @@ def evaluate(
             continue
         video = views if readable.all() else views[readable.to(runtime.device)]
         labels = batch["label"][readable].to(runtime.device)
-        probs = view_probabilities(model, video, class_emb, autocast, visual_head)
+        probs = score(video)
         for j, head in enumerate(heads):
             top = probs[head].topk(k5, dim=-1).indices
             sums[2 * j] += (top[:, 0] == labels).sum()

@@ -109,6 +109,15 @@ def _project(x: torch.Tensor, proj: nn.Module | torch.Tensor) -> torch.Tensor:
     return proj(x) if isinstance(proj, nn.Module) else x @ proj
 
 
+def check_label_range(labels: torch.Tensor, num_classes: int) -> None:
+    """Labels ``[B]`` must lie in ``[0, num_classes)``. Checked where it costs no host-device sync and no graph
+    break, on the CPU (data loaders check list labels; a GPU step never reads them back), and where the values
+    exist (not a fake tensor of a trace: benchmarks/static.py)."""
+    checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling() and not is_fake(labels)
+    if checkable and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}); got [{labels.min()}, {labels.max()}]")
+
+
 class M2CLIP(nn.Module):
     """M2-CLIP (docs/DESIGN.md §1). Build with :func:`build_model`.
 
@@ -315,11 +324,7 @@ class M2CLIP(nn.Module):
             raise ValueError(f"labels must be [B] with B = {video.shape[0]}; got {list(labels.shape)}")
         if class_tokens.shape[0] != cfg.num_classes:
             raise ValueError(f"class_tokens has {class_tokens.shape[0]} prompts; the model has {cfg.num_classes} classes")
-        # Checked where it costs no host-device sync and no graph break (data loaders check list labels), and
-        # where the values exist (not a fake tensor of a trace: benchmarks/static.py).
-        checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling() and not is_fake(labels)
-        if checkable and labels.numel() and (labels.min() < 0 or labels.max() >= cfg.num_classes):
-            raise ValueError(f"labels must lie in [0, {cfg.num_classes}); got [{labels.min()}, {labels.max()}]")
+        check_label_range(labels, cfg.num_classes)
         if (mlm_tokens is None) != (mlm_labels is None):
             raise ValueError("pass both mlm_tokens and mlm_labels, or neither")
 

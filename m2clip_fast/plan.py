@@ -123,6 +123,7 @@ class RunPlan:
     eval_every: int
     tensorboard: bool
     device: str
+    cuda_graphs: bool  # replay steps from CUDA graphs where the run allows (graphs.capture_plan)
     changes: tuple[tuple[str, Any, Any], ...]  # (flag, the run's value, the given one): applied and announced
 
 
@@ -179,7 +180,7 @@ def load_plan(args: argparse.Namespace) -> Plan:
                       "fused" if a.use_fused else "eager", a.grad_checkpointing, checkpoint, init_checkpoint,
                       a.init_from)
     run = RunPlan(a.output_dir, resume_path, a.eval_only, a.max_steps, a.save_every, a.log_interval, a.eval_every,
-                  a.tensorboard, a.device, tuple(changes))
+                  a.tensorboard, a.device, a.cuda_graphs, tuple(changes))
     return Plan(data, model, recipe, run)
 
 

@@ -28,7 +28,8 @@ from .distributed import init_runtime, shutdown
 from .engine import StepSettings, TrainStep, evaluate, train_one_epoch
 from .factory import build_model
 from .model import M2CLIP
-from .optim import param_groups, warmup_cosine
+from .graphs import capture_plan
+from .optim import build_optimizer, place_state, warmup_cosine
 from .plan import Plan, saved_settings
 from .prompts import class_prompts, make_prompts
 from .protocols import summarize
@@ -151,11 +152,15 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.train_loader) // plan.recipe.grad_accum) if self.train_loader else 1
         self.world_batch = plan.recipe.batch_size * runtime.world_size * plan.recipe.grad_accum
         self.lr = plan.recipe.lr if plan.recipe.lr is not None else plan.recipe.base_lr * self.world_batch / 256
-        optimizer = torch.optim.AdamW(param_groups(self.model, self.lr, plan.recipe.weight_decay), lr=self.lr)
+        self.graphs, self.why_not_graphs = capture_plan(runtime.device, self.amp, runtime.distributed,
+                                                        self.cfg.grad_checkpointing, plan.run.cuda_graphs)
+        self.fused_adamw = runtime.device.type == "cuda"
+        optimizer = build_optimizer(self.model, self.lr, plan.recipe.weight_decay, self.fused_adamw, self.graphs)
         self.optim = run_state.Optimisation(
             optimizer, warmup_cosine(optimizer, self.steps_per_epoch * plan.recipe.epochs,
                                      round(plan.recipe.warmup_epochs * self.steps_per_epoch)),
             torch.amp.GradScaler(runtime.device.type, enabled=self.amp == "fp16"))
+        place_state(optimizer, runtime.device, self.fused_adamw, self.graphs)
         self.epoch, self.step, self.batches_done, self.best = 0, 0, 0, None
 
     @property
@@ -224,7 +229,8 @@ class Trainer:
         """Evaluate on the validation list (by default with the full ``--views``) and log it."""
         loader = loader or self.val_loader
         metrics = evaluate(self.model, loader, self.eval_prompts, self.autocast, self.runtime,
-                           visual_head=self.plan.data.eval_class_names is None, desc=desc or f"eval {self.epoch}")
+                           visual_head=self.plan.data.eval_class_names is None, desc=desc or f"eval {self.epoch}",
+                           graphs=self.graphs)
         self.log({"split": "val", "epoch": self.epoch, "step": self.step, "views": self._views(loader), **metrics})
         return metrics
 
@@ -265,6 +271,7 @@ class Trainer:
             self.epoch, self.step = ckpt["epoch"], ckpt["step"]
         else:
             position = run_state.restore(ckpt, self.optim)
+            place_state(self.optim.optimizer, self.runtime.device, self.fused_adamw, self.graphs)
             self.epoch, self.step, self.batches_done, self.best = dataclasses.astuple(position)
             dropped = self.log.rewind(self.epoch, self.step) if main else 0
             if dropped:
@@ -320,7 +327,7 @@ class Trainer:
         recipe = plan.recipe
         settings = StepSettings(recipe.grad_accum, recipe.clip_grad, recipe.mlm_mask_rate, recipe.seed,
                                 plan.run.log_interval)
-        result = train_one_epoch(TrainStep(model, prompts, self.optim, self.autocast, runtime), loader, settings,
+        result = train_one_epoch(TrainStep(model, prompts, self.optim, self.autocast, runtime, self.graphs), loader, settings,
                                  self.epoch, (self.step, self.batches_done), self.log, on_step)
         self.step, bad = result.step, len(result.data.unreadable)
         if runtime.is_main and result.replaced:
@@ -395,6 +402,8 @@ class Trainer:
         if plan.model.overrides:
             print("config: preset " + plan.model.preset + " with " + ", ".join(
                 f"{k}={getattr(self.cfg, k)}" for k in plan.model.overrides), flush=True)
+        print("steps: replayed from CUDA graphs (captured after two warm-up steps of each shape)" if self.graphs
+              else f"steps: not captured in CUDA graphs ({self.why_not_graphs})", flush=True)
         for name, old, new in plan.run.changes:
             print(f"note: --{name.replace('_', '-')} {new}, where the checkpoint's run used {old}", flush=True)
         if self.train_loader is None:

@@ -43,10 +43,11 @@ def test_graph_providers_time_their_base_functions_and_unknown_providers_are_ref
         cases.provider_fn(case, "text_adapter", "fused-grpah")
 
 
-@pytest.mark.parametrize("provider", ["eager", "fused", "full-finetune", "released"])
+@pytest.mark.parametrize("provider", ["eager", "fused", "full-finetune", "released", "fused+graph"])
 def test_every_train_step_provider_trains(provider):
-    """The train-step benchmark's providers run (fused under the interpreter on CPU) and move their weights;
-    ``eager+compile`` is the eager step under torch.compile (GPU runs only: minutes of C++ compilation here)."""
+    """The train-step benchmark's providers run (fused under the interpreter on CPU; ``+graph`` uncaptured, as the
+    trainer runs on a CPU) and move their weights; the ``torch.compile`` providers are GPU runs only (minutes of
+    C++ compilation here)."""
     torch.manual_seed(0)
     step, params = cases.train_step("tiny", 2, provider, "cpu", frames=3)
     before = [p.detach().clone() for p in params]
