@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 import triton  # noqa: E402
 
 import m2clip_fast as m2  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Where the kernel tests put their tensors: None where the kernels cannot run at all.
@@ -88,3 +89,15 @@ def randomize_adapters(model: torch.nn.Module, scale: float = 0.1, seed: int = 0
         for p in model.parameters():
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+class RecordOps(TorchDispatchMode):
+    """Records the name of every aten op dispatched while active (``names``): what a step runs, op by op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))

@@ -4,24 +4,13 @@ every launch setting are made once per shape). Checked op by op wherever the ker
 itself, and its replay against an uncaptured run, on a GPU."""
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from kernels.utils import capture_launches
 from m2clip_fast.adapters import TEDAdapter, TextAdapter
 
-from .conftest import randomize_adapters
+from .conftest import RecordOps, randomize_adapters
 
 HOST_BOUND = {"_local_scalar_dense", "item", "nonzero", "lift_fresh", "_to_copy", "copy_", "tolist"}
-
-
-class _Ops(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
 
 
 def _adapters(device):
@@ -47,7 +36,7 @@ def test_warm_fused_step_neither_syncs_nor_copies_from_the_host(kernel_device):
     with capture_launches(lambda name, *args: launches.append(name)):
         for p in params:
             p.grad = None  # as optimizer.zero_grad() leaves them
-        with _Ops() as ops:
+        with RecordOps() as ops:
             _step(ted, text, x, y)
     assert sorted(launches) == sorted(["gemm"] * 6 + ["stencil_fwd", "stencil_bwd", "sum_partials"]
                                       + ["gemm"] * 6 + ["sum_partials"])  # TED-Adapter and text adapter

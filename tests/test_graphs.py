@@ -9,7 +9,6 @@ import time
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.cases import TRAIN_CLASSES, train_model
 from kernels.utils import capture_launches
@@ -21,19 +20,11 @@ from m2clip_fast.optim import build_optimizer, place_state, warmup_cosine
 from m2clip_fast.prompts import make_prompts
 from m2clip_fast.run_state import Optimisation
 
+from .conftest import RecordOps
+
 # Ops that read a tensor's value back to the host (a sync on a GPU, an error inside a capture), or that copy a
 # Python value in (a host-to-device copy inside the step).
 HOST_READS = {"_local_scalar_dense", "item", "nonzero", "tolist", "is_nonzero", "equal", "masked_select", "lift_fresh"}
-
-
-class _Ops(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("where, expected", [
@@ -88,7 +79,7 @@ def test_a_warm_training_step_reads_nothing_back_to_the_host(backend, monkeypatc
         runner(*batch_of(0), update=True)  # warm-up: AdamW's state, the kernels' plans
         optim.scheduler.step()
         inputs = batch_of(1)
-        with _Ops() as ops:
+        with RecordOps() as ops:
             runner(*inputs, update=False)
             runner(*inputs, update=True)
             optim.scheduler.step()
