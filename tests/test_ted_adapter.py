@@ -189,3 +189,29 @@ def test_one_branch_ablations_match_reference(kernel_device, branches):
         return call
 
     assert_matches_reference(run(kernels), run(reference), [x, *weights])
+
+
+@pytest.mark.parametrize("branches", ["both", "te"])
+def test_frozen_input_skips_the_dx_gemm(kernel_device, branches):
+    """The first block's TED input comes from the frozen stem: no dx, one GEMM fewer in the backward, and
+    every parameter gradient (b2/b4 summed from dout instead of the dx GEMM's epilogue) as the reference's."""
+    g = torch.Generator().manual_seed(3)
+    T, grid, C, Ca = 2, (2, 3), 24, 12
+    x = torch.randn(2 * T, 1 + 6, C, generator=g).to(kernel_device)  # requires no grad
+    params = [*branch(C, Ca, (3,), g, kernel_device), *branch(C, Ca, (3, 3), g, kernel_device)]
+    dout = torch.randn(x.shape, generator=g).to(kernel_device)
+
+    def grads(impl, leaves, x):
+        td = BranchWeights(*leaves[6:]) if branches == "both" else None
+        out = impl.ted_adapter(x, T, grid, BranchWeights(*leaves[:6]), td)
+        gemms = kernels.launch_counts["gemm"]
+        out.backward(dout.to(out.dtype))
+        return kernels.launch_counts["gemm"] - gemms, [p.grad for p in leaves[:len(leaves) if td else 6]]
+
+    fused = [p.detach().clone().requires_grad_() for p in params]
+    ref = [p.detach().double().cpu().requires_grad_() for p in params]
+    backward_gemms, got = grads(kernels, fused, x)
+    _, want = grads(reference, ref, x.double().cpu())
+    assert backward_gemms == 3  # dh, dW_out, dW_in: no dx
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert rel_err(a.cpu(), b) < FP32_TOL, f"grad of parameter {i}"

@@ -71,9 +71,13 @@ def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: Stenc
 
 def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor,
               w_out: torch.Tensor, te: StencilPart, td: StencilPart, num_frames: int, tokens: int,
-              grid: tuple[int, int],
-              grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> dx ``[R, C]`` and every parameter gradient, flat in ``grad_dtype`` (pieces: :func:`_grad_layout`)."""
+              grid: tuple[int, int], grad_dtype: torch.dtype,
+              input_grad: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    """-> dx ``[R, C]`` (None without ``input_grad``) and every parameter gradient, flat in ``grad_dtype``
+    (pieces: :func:`_grad_layout`).
+
+    Without ``input_grad`` (the first block's input comes from the frozen stem) the dx GEMM is skipped; the
+    b2/b4 gradients it would have summed in its epilogue come from one pass over ``dout`` instead."""
     (R, width), c_te = x.shape, _te_width(te)
     c_td = w_in.shape[0] - c_te
     programs = stencil_programs(R)
@@ -82,16 +86,30 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Ten
     segments = [(split_in, w_in.numel()), (split_out, w_out.numel()), (programs, partial_width(c_te, TE_TAPS))]
     if c_td:
         segments.append((programs, partial_width(c_td, TD_TAPS)))
-    segments.append((colsum_rows(R), width * (2 if c_td else 1)))
+    segments.append((colsum_rows(R) if input_grad else 1, width * (2 if c_td else 1)))
     parts = Partials(segments, x.device)
+    colsums = parts.part(len(segments) - 1)
     dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
     gemm(dout.t(), h, out=parts.part(1).view(split_out, *w_out.shape), split_k=split_out, dot=w_out.dtype)
     dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, te_part=parts.part(2) if c_te else None,
                           td_part=parts.part(3) if c_td else None)
-    dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
-              colsum_out=parts.part(len(segments) - 1), out_dtype=x.dtype, dot=w_in.dtype)
+    if input_grad:
+        dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
+                  colsum_out=colsums, out_dtype=x.dtype, dot=w_in.dtype)
+    else:
+        dx = None
+        _bias_sums(dout, tokens, colsums.view(-1, width), gated=c_td > 0)
     gemm(dz.t(), x, out=parts.part(0).view(split_in, *w_in.shape), split_k=split_in, dot=w_in.dtype)
     return dx, parts.sum(grad_dtype)
+
+
+def _bias_sums(dout: torch.Tensor, tokens: int, out: torch.Tensor, gated: bool) -> None:
+    """``out [1 or 2, C]`` fp32 <- column sums of ``dout [R, C]`` over all rows and, if ``gated``, over the
+    rows that are not CLS (``r % tokens != 0``): one pass over ``dout``, then sums of ``[tokens, C]``."""
+    per_token = dout.view(-1, tokens, dout.shape[1]).sum(0, dtype=torch.float32)  # [tokens, C]
+    torch.sum(per_token, 0, keepdim=True, out=out[:1])
+    if gated:
+        torch.sum(per_token[1:], 0, keepdim=True, out=out[1:])
 
 
 # --- torch.compile: the same code as custom ops with fake implementations ------------------------------
@@ -118,16 +136,19 @@ def _backward_op(
     dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
     te_in: Optional[torch.Tensor], te_w: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
     td_w: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
+    input_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backward(dout, x, z, h, w_in, w_out, StencilPart(te_in, te_w), StencilPart(td_in, td_w), num_frames,
-                     tokens, (grid_h, grid_w), grad_dtype)
+    dx, flat = _backward(dout, x, z, h, w_in, w_out, StencilPart(te_in, te_w), StencilPart(td_in, td_w), num_frames,
+                         tokens, (grid_h, grid_w), grad_dtype, input_grad)
+    return (x.new_empty(0) if dx is None else dx), flat  # a custom op returns tensors: empty for "no dx"
 
 
 @_backward_op.register_fake
-def _(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w, grad_dtype):
+def _(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w, grad_dtype,
+      input_grad):
     c_te = _te_width(StencilPart(te_in, te_w))
     n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
-    return torch.empty_like(x), x.new_empty(n, dtype=grad_dtype)
+    return (torch.empty_like(x) if input_grad else x.new_empty(0)), x.new_empty(n, dtype=grad_dtype)
 
 
 class _TEDFunction(torch.autograd.Function):
@@ -158,11 +179,14 @@ class _TEDFunction(torch.autograd.Function):
         x, z, h, w_in, w_out, b1, wt, b3, ws = ctx.saved_tensors
         num_frames, tokens, grid_h, grid_w = ctx.geometry
         dout = as_rows(dout, x.shape[1])
+        input_grad = ctx.needs_input_grad[0]
         if torch.compiler.is_compiling():
-            dx, flat = _backward_op(dout, x, z, h, w_in, w_out, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype)
+            dx, flat = _backward_op(dout, x, z, h, w_in, w_out, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype,
+                                    input_grad)
+            dx = dx if input_grad else None
         else:
             dx, flat = _backward(dout, x, z, h, w_in, w_out, StencilPart(b1, wt), StencilPart(b3, ws), num_frames,
-                                 tokens, (grid_h, grid_w), ctx.grad_dtype)
+                                 tokens, (grid_h, grid_w), ctx.grad_dtype, input_grad)
         c_te = _te_width(StencilPart(b1, wt))
         # Depthwise kernel gradients were written in each weight's own layout (contiguous or tap-major).
         conv_strides = (None,) * 4 + (wt.stride() if ctx.has_te else None,) + (None,) * 2 + (
@@ -172,7 +196,7 @@ class _TEDFunction(torch.autograd.Function):
         none4 = (None, None, None, None)
         te = (d_w1, d_b1, d_wt, d_bt) if ctx.has_te else none4
         td = (d_w3, d_b3, d_ws, d_bs) if ctx.has_td else none4
-        return (dx.view(ctx.x_shape), *te, *td, d_w2 if ctx.has_te else None, d_b2 if ctx.has_te else None,
+        return (None if dx is None else dx.view(ctx.x_shape), *te, *td, d_w2 if ctx.has_te else None, d_b2 if ctx.has_te else None,
                 d_w4 if ctx.has_td else None, d_b4 if ctx.has_td else None, None, None, None)
 
 
