@@ -183,8 +183,8 @@ def _trips(name: str, values: dict, plan_rows: Optional[torch.Tensor]) -> float:
     """Iterations of each loop of a program of kernel ``name``."""
     if name == "gemm":
         return max(1.0, min(values["K_SPLIT"], values["K"]) / values["BLOCK_K"])
-    if name == "stencil_bwd":
-        return values["ROWS_PER_PROGRAM"] / values["BLOCK_R"]
+    if name.startswith("stencil"):  # a program walks its clips' frames
+        return float(values["T"])
     if name == "sum_partials":
         return float((plan_rows[:, 2].double() / values["ROWS"]).ceil().mean())
     return 1.0

@@ -15,8 +15,9 @@ from kernels import utils as kutils
 from kernels.packing import pack_pairs, tap_major
 
 
-SHAPES = [  # (T, grid, C, Ca): T = 1, odd and non-square grids, widths off the block size
-    (1, (2, 3), 24, 20),
+SHAPES = [  # (T, grid, C, Ca): T = 1, odd and non-square grids, widths off the block size; 26 clip-token
+    (1, (2, 3), 24, 20),  # positions at (3, 4): the stencils' second program starts inside the second clip
+    (3, (3, 4), 24, 20),
     (2, (3, 2), 40, 12),
     (3, (1, 1), 17, 33),
     (8, (2, 2), 33, 17),

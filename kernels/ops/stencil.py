@@ -9,12 +9,18 @@ channels:
   ``h = conv_3x3(g) + bias`` over each frame's ``GH×GW`` patch grid, i.e. rows ``r + di*GW + dj``. Token
   ``l = 0`` is CLS: its TD output is 0, and patch ``(i, j)`` is ``l = 1 + i*GW + j``.
 
-Each program owns a ``[BLOCK_R rows, BLOCK_C channels]`` tile. A tap is one shifted, masked load of
-neighbouring rows; depthwise weights and biases are loaded once per program. The forward has no
-cross-thread reduction. The backward applies the transposed stencil the same way and reduces the
-depthwise weight/bias gradients and the in-bias gradient over its rows into a per-program partial row
-(``[C*TAPS weight | C bias | C in-bias]``), summed later in a fixed order (:mod:`kernels.ops.reduce`):
-deterministic, no atomics.
+Each program owns ``BLOCK_N`` clip-token positions ``n = b*L + l`` (consecutive, possibly across two clips)
+and a channel block, and **walks the clip's frames** ``t = 0 … T-1`` (row ``r = (b*T + t)*L + l``), so every
+element of ``z`` (and of ``dh``) is read from memory once:
+- the temporal taps are carried across iterations in registers (frames t-1, t, t+1), never reloaded;
+- the 3×3 taps are shifted loads within the same frame (±1, ±GW, ±GW±1 rows): lines the program (or its
+  neighbour) just loaded, served by L1/L2, not HBM;
+- the TD forward uses that conv_3x3 is linear: ``h_t = S_t - S_{t-1} + conv_3x3(in_bias) + bias`` with
+  ``S_t = conv_3x3(z_t)`` (``h_0`` drops ``S``), so a frame's ``S`` is computed once and carried.
+Depthwise weights and biases are loaded once per program. The backward applies the transposed stencil the
+same way and accumulates the depthwise weight/bias gradients and the in-bias gradient over all its rows
+(every frame) into one per-program partial row (``[C*TAPS weight | C bias | C in-bias]``), summed later in a
+fixed order (:mod:`kernels.ops.reduce`): deterministic, no atomics.
 """
 from __future__ import annotations
 
@@ -24,16 +30,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils import INTERPRET, cdiv, launch, next_power_of_2
+from ..utils import cdiv, launch, next_power_of_2
 
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
-# Tiles (4 warps), chosen with the static model (benchmarks/static.py) at ViT-B/16: the forward's [16, 64]
-# tile keeps its 18 shifted loads within 128 registers; the backward's [16, 32] tile keeps eleven fp32
-# accumulators (4 registers a thread each) and walks ROWS_PER_PROGRAM rows, so its partial buffer stays small.
-BLOCK_R, MAX_BLOCK_C = 16, 64
-BWD_BLOCK_R, BWD_BLOCK_C = 16, 32
-ROWS_PER_PROGRAM = 32 if INTERPRET else 128
+# Tiles [positions, channels], chosen with the static model (benchmarks/static.py) at ViT-B/16, every variant
+# within 128 registers and no spill: the forward's [16, 64] tile (4 warps) carries three frames (TE) or S_{t-1}
+# (TD) in 105; the backward's [16, 64] tile (8 warps) keeps eleven fp32 accumulators plus dX_{t+1} in 128
+# (4 warps there spill, and [16, 32] tiles issue a third more instructions).
+BLOCK_N, MAX_BLOCK_C = 16, 64
+BWD_BLOCK_N, BWD_BLOCK_C, BWD_WARPS = 16, 64, 8
 
 
 def partial_width(channels: int, taps: int) -> int:
@@ -43,7 +49,7 @@ def partial_width(channels: int, taps: int) -> int:
 
 @triton.jit
 def _tile(base, rows, stride, cols, ok, cmask, EVEN_C: tl.constexpr):
-    """``[BLOCK_R, BLOCK_C]`` fp32 tile of ``base[rows, cols]``, zero where ``ok`` (per row) is false.
+    """``[BLOCK_N, BLOCK_C]`` fp32 tile of ``base[rows, cols]``, zero where ``ok`` (per row) is false.
     ``rows`` are relative to the program's first row (int32; ``base`` carries the 64-bit offset)."""
     mask = ok[:, None] if EVEN_C else ok[:, None] & cmask[None, :]
     return tl.load(base + (rows * stride)[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -51,7 +57,7 @@ def _tile(base, rows, stride, cols, ok, cmask, EVEN_C: tl.constexpr):
 
 @triton.jit
 def _put(base, rows, stride, cols, value, ok, cmask, EVEN_C: tl.constexpr):
-    """Store ``value`` ``[BLOCK_R, BLOCK_C]`` to ``base[rows, cols]`` where ``ok``."""
+    """Store ``value`` ``[BLOCK_N, BLOCK_C]`` to ``base[rows, cols]`` where ``ok``."""
     mask = ok[:, None] if EVEN_C else ok[:, None] & cmask[None, :]
     tl.store(base + (rows * stride)[:, None] + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
 
@@ -68,7 +74,7 @@ def _vec(ptr, cols, cmask):
 
 @triton.jit
 def _rowf(ok):
-    """A per-row condition as a ``[BLOCK_R, 1]`` 0/1 float column (multiplies instead of selects)."""
+    """A per-row condition as a ``[BLOCK_N, 1]`` 0/1 float column (multiplies instead of selects)."""
     return ok.to(tl.float32)[:, None]
 
 
@@ -81,13 +87,19 @@ def _small_divmod(a, b):
 
 
 @triton.jit
-def _coords(first, rows, T, L):
-    """Frame ``t`` and token ``l`` of rows ``first + rows`` (``rows`` small and non-negative): one exact
-    division per program, cheap ones per row."""
-    l0 = first % L
-    carry, l = _small_divmod(l0 + rows, L)
-    _, t = _small_divmod((first // L) % T + carry, T)
-    return t, l
+def _positions(first, N, T, L, BLOCK_N: tl.constexpr):
+    """The program's positions ``n = first + [0, BLOCK_N)`` (``n = b*L + l``): their frame-0 rows relative to
+    the program's first row (:func:`_first_row`; frame t is ``+ t*L``), token ``l`` and liveness
+    (``n < N``), all ``[BLOCK_N]``. One exact division per program, cheap ones per position."""
+    n = tl.arange(0, BLOCK_N)
+    clip, l = _small_divmod(first % L + n, L)  # clip relative to the first position's
+    return n + clip * (T - 1) * L, l, first + n < N
+
+
+@triton.jit
+def _first_row(first, T, L):
+    """Row of position ``first`` in frame 0, as int64 (the base pointer's offset)."""
+    return (first // L).to(tl.int64) * T * L + first % L
 
 
 @triton.jit
@@ -105,57 +117,61 @@ def _in_grid(is_patch, i, j, DI: tl.constexpr, DJ: tl.constexpr, GH, GW):
 
 
 @triton.jit
-def _td_input(z, rows, ok, t, L, stride_z, cols, cmask, in_bias, EVEN_C: tl.constexpr):
-    """The TD stencil's input ``Δ_t z + in_bias`` at ``rows`` (0 where not ``ok``; ``Δ_t z = 0`` at t = 0)."""
-    moving = ok & (t > 0)
-    x = _tile(z, rows, stride_z, cols, moving, cmask, EVEN_C) - _tile(z, rows - L, stride_z, cols, moving, cmask, EVEN_C)
-    return x + in_bias[None, :] * _rowf(ok)
-
-
-@triton.jit
 def _stencil_fwd_kernel(
     z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr,
-    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h, te_wc, te_wq, td_wc, td_wq,
-    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    N, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h, te_wc, te_wq, td_wc, td_wq,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Grid ``(cdiv(R, BLOCK_R), TE channel blocks + TD channel blocks)``; h ``[R, C_TE + C_TD]``.
+    """Grid ``(cdiv(N, BLOCK_N), TE channel blocks + TD channel blocks)`` with ``N = B*L``; h ``[R, C_TE + C_TD]``.
 
-    Tap q adds ``w[q] · z[row + shift_q]`` to the whole tile; a masked load is the zero padding, and the
-    in-bias enters as ``(w[q] · in_bias) · valid_q`` with ``valid_q`` a per-row 0/1 (no per-element select).
+    A masked load is the zero padding; the in-bias enters as ``(w[q] · in_bias) · valid_q`` with ``valid_q``
+    a per-row 0/1 (no per-element select).
     """
     pid_c = tl.program_id(1)
-    first = tl.program_id(0) * BLOCK_R
-    z = z_ptr + first.to(tl.int64) * stride_z  # 64-bit base; per-element offsets stay 32-bit
-    h = h_ptr + first.to(tl.int64) * stride_h
-    rows = tl.arange(0, BLOCK_R)  # [BLOCK_R], relative to `first`
-    live = first + rows < R
-    t, l = _coords(first, rows, T, L)
+    first = tl.program_id(0) * BLOCK_N
+    row0 = _first_row(first, T, L)
+    z = z_ptr + row0 * stride_z  # 64-bit base; per-element offsets stay 32-bit
+    h = h_ptr + row0 * stride_h
+    rows, l, live = _positions(first, N, T, L, BLOCK_N)  # [BLOCK_N] each; frame t at rows + t*L
     if HAS_TE:
         if pid_c < N_TE_BLOCKS:
             cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
             cmask = cols < C_TE
-            in_bias = _vec(te_in_bias_ptr, cols, cmask)
-            acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + _vec(te_bias_ptr, cols, cmask)[None, :]
-            for q in tl.static_range(_TE_TAPS):  # frame t + q - 1: rows ± L
-                ok = live & (t + q - 1 >= 0) & (t + q - 1 < T)
-                w = _vec(te_w_ptr + q * te_wq, cols * te_wc, cmask)
-                acc += w[None, :] * _tile(z, rows + (q - 1) * L, stride_z, cols, ok, cmask, EVEN_C)
-                acc += (w * in_bias)[None, :] * _rowf(ok)
-            _put(h, rows, stride_h, cols, acc, live, cmask, EVEN_C)
+            in_bias = _vec(te_in_bias_ptr, cols, cmask)[None, :]
+            bias = _vec(te_bias_ptr, cols, cmask)[None, :]
+            w0 = _vec(te_w_ptr, cols * te_wc, cmask)[None, :]
+            w1 = _vec(te_w_ptr + te_wq, cols * te_wc, cmask)[None, :]
+            w2 = _vec(te_w_ptr + 2 * te_wq, cols * te_wc, cmask)[None, :]
+            x_prev = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)  # z + in_bias of frames t-1, t, t+1
+            x_cur = _tile(z, rows, stride_z, cols, live, cmask, EVEN_C) + in_bias * _rowf(live)
+            for t in range(T):
+                ahead = live & (t + 1 < T)
+                x_next = _tile(z, rows + (t + 1) * L, stride_z, cols, ahead, cmask, EVEN_C) + in_bias * _rowf(ahead)
+                _put(h, rows + t * L, stride_h, cols, bias + w0 * x_prev + w1 * x_cur + w2 * x_next, live, cmask,
+                     EVEN_C)
+                x_prev, x_cur = x_cur, x_next
     if HAS_TD:
         if pid_c >= N_TE_BLOCKS:
             cols = (pid_c - N_TE_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
             cmask = cols < C_TD
             is_patch, i, j = _patch(l, live, GW)
             in_bias = _vec(td_in_bias_ptr, cols, cmask)
-            acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+            # conv_3x3 of the in-bias (zero padded) + bias: the same every frame; CLS rows of the TD part stay 0
+            const = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32) + _vec(td_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)
             for q in tl.static_range(_TD_TAPS):  # patch (i + q // 3 - 1, j + q % 3 - 1)
                 ok = _in_grid(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
-                x = _td_input(z + C_TE, rows + (q // 3 - 1) * GW + (q % 3 - 1), ok, t, L, stride_z, cols, cmask,
-                              in_bias, EVEN_C)
-                acc += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * x
-            acc += _vec(td_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)  # CLS rows of the TD part stay 0
-            _put(h + C_TE, rows, stride_h, cols, acc, live, cmask, EVEN_C)
+                const += (_vec(td_w_ptr + q * td_wq, cols * td_wc, cmask) * in_bias)[None, :] * _rowf(ok)
+            s_prev = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)  # S_{t-1} = conv_3x3(z_{t-1})
+            for t in range(T):
+                s = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+                for q in tl.static_range(_TD_TAPS):
+                    ok = _in_grid(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
+                    tap = _tile(z + C_TE, rows + t * L + (q // 3 - 1) * GW + (q % 3 - 1), stride_z, cols, ok, cmask,
+                                EVEN_C)
+                    s += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * tap
+                moving = tl.where(t > 0, 1.0, 0.0)  # Δ_t z_0 = 0
+                _put(h + C_TE, rows + t * L, stride_h, cols, const + (s - s_prev) * moving, live, cmask, EVEN_C)
+                s_prev = s
 
 
 @triton.jit
@@ -209,75 +225,79 @@ def _store_partials(part, C, cols, cmask, wc, wq, sum_dh, sum_dx, TAPS: tl.const
 @triton.jit
 def _stencil_bwd_kernel(
     dh_ptr, z_ptr, dz_ptr, te_part_ptr, td_part_ptr, te_in_bias_ptr, te_w_ptr, td_in_bias_ptr, td_w_ptr,
-    R, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_dh, stride_z, stride_dz, te_wc, te_wq, td_wc, td_wq,
-    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, EVEN_C: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    N, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_dh, stride_z, stride_dz, te_wc, te_wq, td_wc, td_wq,
+    HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Grid ``(cdiv(R, ROWS_PER_PROGRAM), TE channel blocks + TD channel blocks)``; dz ``[R, C_TE + C_TD]``.
+    """Grid ``(cdiv(N, BLOCK_N), TE channel blocks + TD channel blocks)``; dz ``[R, C_TE + C_TD]``.
 
     With X the stencil's input (``z + in_bias``, or ``Δ_t z + in_bias``) and ``shift_q`` tap q's row offset:
         dX[r] = Σ_q w[q] · dh[r - shift_q]                 (the transposed stencil; dz = dX, or its Δ_tᵀ)
         dw[q] = Σ_r dh[r] · X[r + shift_q] = Σ_r X[r] · dh[r - shift_q]
-    so one pass over the program's rows loads each shifted ``dh`` tile once and feeds both. The sums stay
-    ``[BLOCK_R, BLOCK_C]`` accumulators and are reduced across threads once, at the end, into this
-    program's partial row ``[weight (c*taps + q) | bias | in-bias]`` of ``te_part`` / ``td_part``.
+    so each shifted ``dh`` tile feeds both. TE: the ``dh`` of frames t-1, t, t+1 are carried across frames. TD
+    walks the frames backwards: ``dz_t = [t > 0]·dX_t - dX_{t+1}`` carries ``dX_{t+1}``; ``X_t`` needs ``z_t``
+    and ``z_{t-1}``. The sums stay ``[BLOCK_N, BLOCK_C]`` accumulators over every frame, reduced
+    across threads once, at the end, into this program's partial row ``[weight (c*taps + q) | bias | in-bias]``.
     """
     pid_c = tl.program_id(1)
-    first = tl.program_id(0) * ROWS_PER_PROGRAM
-    dh = dh_ptr + first.to(tl.int64) * stride_dh  # 64-bit bases; per-element offsets stay 32-bit
-    z = z_ptr + first.to(tl.int64) * stride_z
-    dz = dz_ptr + first.to(tl.int64) * stride_dz
-    zero = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    first = tl.program_id(0) * BLOCK_N
+    row0 = _first_row(first, T, L)
+    dh = dh_ptr + row0 * stride_dh  # 64-bit bases; per-element offsets stay 32-bit
+    z = z_ptr + row0 * stride_z
+    dz = dz_ptr + row0 * stride_dz
+    rows, l, live = _positions(first, N, T, L, BLOCK_N)
+    zero = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
     a0, a1, a2, a3, a4, a5, a6, a7, a8 = zero, zero, zero, zero, zero, zero, zero, zero, zero
     sum_dh, sum_dx = zero, zero
     if HAS_TE:
         if pid_c < N_TE_BLOCKS:
             cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
             cmask = cols < C_TE
-            in_bias = _vec(te_in_bias_ptr, cols, cmask)
-            for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
-                rows = r0 + tl.arange(0, BLOCK_R)
-                live = first + rows < R
-                t, _ = _coords(first, rows, T, L)
-                x = _tile(z, rows, stride_z, cols, live, cmask, EVEN_C) + in_bias[None, :] * _rowf(live)
-                d_x = zero
-                for q in tl.static_range(_TE_TAPS):  # dh of frame t - (q - 1)
-                    ok = live & (t - q + 1 >= 0) & (t - q + 1 < T)
-                    g = _tile(dh, rows - (q - 1) * L, stride_dh, cols, ok, cmask, EVEN_C)
-                    d_x += _vec(te_w_ptr + q * te_wq, cols * te_wc, cmask)[None, :] * g
-                    a0, a1, a2, a3, a4, a5, a6, a7, a8 = _add_to_tap(q, x * g, a0, a1, a2, a3, a4, a5, a6, a7, a8)
-                    if q == 1:
-                        sum_dh += g
-                _put(dz, rows, stride_dz, cols, d_x, live, cmask, EVEN_C)
+            in_bias = _vec(te_in_bias_ptr, cols, cmask)[None, :]
+            w0 = _vec(te_w_ptr, cols * te_wc, cmask)[None, :]
+            w1 = _vec(te_w_ptr + te_wq, cols * te_wc, cmask)[None, :]
+            w2 = _vec(te_w_ptr + 2 * te_wq, cols * te_wc, cmask)[None, :]
+            g_prev = zero  # dh of frames t-1, t, t+1
+            g_cur = _tile(dh, rows, stride_dh, cols, live, cmask, EVEN_C)
+            for t in range(T):
+                g_next = _tile(dh, rows + (t + 1) * L, stride_dh, cols, live & (t + 1 < T), cmask, EVEN_C)
+                x = _tile(z, rows + t * L, stride_z, cols, live, cmask, EVEN_C) + in_bias * _rowf(live)
+                d_x = w0 * g_next + w1 * g_cur + w2 * g_prev  # tap q reads frame t + q - 1
+                _put(dz, rows + t * L, stride_dz, cols, d_x, live, cmask, EVEN_C)
+                a0 += x * g_next
+                a1 += x * g_cur
+                a2 += x * g_prev
+                sum_dh += g_cur
                 sum_dx += d_x
+                g_prev, g_cur = g_cur, g_next
             part = te_part_ptr + tl.program_id(0).to(tl.int64) * C_TE * (_TE_TAPS + 2)
             _store_partials(part, C_TE, cols, cmask, te_wc, te_wq, sum_dh, sum_dx, _TE_TAPS, a0, a1, a2, a3, a4, a5, a6, a7, a8)
     if HAS_TD:
         if pid_c >= N_TE_BLOCKS:
             cols = (pid_c - N_TE_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
             cmask = cols < C_TD
-            in_bias = _vec(td_in_bias_ptr, cols, cmask)
-            for r0 in range(0, ROWS_PER_PROGRAM, BLOCK_R):
-                rows = r0 + tl.arange(0, BLOCK_R)
-                live = first + rows < R
-                t, l = _coords(first, rows, T, L)
-                is_patch, i, j = _patch(l, live, GW)
-                x = _td_input(z + C_TE, rows, is_patch, t, L, stride_z, cols, cmask, in_bias, EVEN_C)
+            is_patch, i, j = _patch(l, live, GW)
+            in_bias = _vec(td_in_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)
+            d_next = zero  # dX_{t+1}
+            for back in range(T):
+                t = T - 1 - back
+                moving = tl.where(t > 0, 1.0, 0.0)
+                # X_t = Δ_t z + in_bias on patch rows, 0 on CLS rows. z_t was this program's z_{t-1} one frame
+                # ago: loaded again (from cache) rather than carried, which keeps the tile within 128 registers.
+                z_prev = _tile(z + C_TE, rows + (t - 1) * L, stride_z, cols, is_patch & (t > 0), cmask, EVEN_C)
+                x = (_tile(z + C_TE, rows + t * L, stride_z, cols, is_patch, cmask, EVEN_C) - z_prev) * moving + in_bias
                 d_x = zero
-                d_next = zero
                 for q in tl.static_range(_TD_TAPS):
                     ok = _in_grid(is_patch, i, j, 1 - q // 3, 1 - q % 3, GH, GW)
-                    shift = rows - (q // 3 - 1) * GW - (q % 3 - 1)
-                    w = _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :]
+                    shift = rows + t * L - (q // 3 - 1) * GW - (q % 3 - 1)
                     g = _tile(dh + C_TE, shift, stride_dh, cols, ok, cmask, EVEN_C)
-                    d_x += w * g
-                    # z_t enters Δ at frame t (+) and at frame t + 1 (−)
-                    d_next += w * _tile(dh + C_TE, shift + L, stride_dh, cols, ok & (t + 1 < T), cmask, EVEN_C)
+                    d_x += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * g
                     a0, a1, a2, a3, a4, a5, a6, a7, a8 = _add_to_tap(q, x * g, a0, a1, a2, a3, a4, a5, a6, a7, a8)
                     if q == 4:
                         sum_dh += g
-                _put(dz + C_TE, rows, stride_dz, cols, d_x * _rowf(t > 0) - d_next, live, cmask, EVEN_C)
+                # z_t enters Δ at frame t (+) and at frame t + 1 (−)
+                _put(dz + C_TE, rows + t * L, stride_dz, cols, d_x * moving - d_next, live, cmask, EVEN_C)
                 sum_dx += d_x
+                d_next = d_x
             part = td_part_ptr + tl.program_id(0).to(tl.int64) * C_TD * (_TD_TAPS + 2)
             _store_partials(part, C_TD, cols, cmask, td_wc, td_wq, sum_dh, sum_dx, _TD_TAPS, a0, a1, a2, a3, a4, a5, a6, a7, a8)
 
@@ -317,10 +337,11 @@ def stencil_forward(z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[i
     h = torch.empty((R, width), device=z.device, dtype=z.dtype)
     block = _block_c(c_te, c_td, MAX_BLOCK_C)
     n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
-    launch(_stencil_fwd_kernel, (cdiv(R, BLOCK_R), n_te + n_td),
-           z, h, *te, *td, R, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
+    positions = R // num_frames
+    launch(_stencil_fwd_kernel, (cdiv(positions, BLOCK_N), n_te + n_td),
+           z, h, *te, *td, positions, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
            *tap_strides(te.weight), *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0,
-           EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_R=BLOCK_R, BLOCK_C=block, name="stencil_fwd",
+           EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_N=BLOCK_N, BLOCK_C=block, name="stencil_fwd",
            num_warps=4)
     return h
 
@@ -331,20 +352,23 @@ def stencil_backward(dh: torch.Tensor, z: torch.Tensor, num_frames: int, tokens:
     """dh, z ``[R, C_TE + C_TD]`` -> dz, same shape; te / td as in the forward (their biases unused).
 
     Writes each part's per-program partial gradient sums into ``te_part [P, C_TE*5]`` / ``td_part
-    [P, C_TD*11]`` (fp32, ``P = stencil_programs(R)``), to be summed over ``P``. One launch for both parts."""
+    [P, C_TD*11]`` (fp32, ``P = stencil_programs(R // num_frames)``), to be summed over ``P``. One launch for
+    both parts."""
     R, width = z.shape
     c_td = width - c_te
     dz = torch.empty((R, width), device=z.device, dtype=z.dtype)
     block = _block_c(c_te, c_td, BWD_BLOCK_C)
     n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
-    launch(_stencil_bwd_kernel, (stencil_programs(R), n_te + n_td),
-           dh, z, dz, te_part, td_part, te.in_bias, te.weight, td.in_bias, td.weight, R, num_frames, tokens,
+    positions = R // num_frames
+    launch(_stencil_bwd_kernel, (stencil_programs(positions), n_te + n_td),
+           dh, z, dz, te_part, td_part, te.in_bias, te.weight, td.in_bias, td.weight, positions, num_frames, tokens,
            grid[0], grid[1], c_te, c_td, n_te, dh.stride(0), z.stride(0), dz.stride(0), *tap_strides(te.weight),
            *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0, EVEN_C=c_te % block == 0 and c_td % block == 0,
-           ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, BLOCK_R=BWD_BLOCK_R, BLOCK_C=block, name="stencil_bwd", num_warps=4)
+           BLOCK_N=BWD_BLOCK_N, BLOCK_C=block, name="stencil_bwd", num_warps=BWD_WARPS)
     return dz
 
 
-def stencil_programs(rows: int) -> int:
-    """Row programs of the backward launch, i.e. the partial rows each part's gradients are cut into."""
-    return cdiv(rows, ROWS_PER_PROGRAM)
+def stencil_programs(positions: int) -> int:
+    """Programs along the ``B*L`` clip-token positions of the backward launch, i.e. the partial rows each
+    part's gradients are cut into."""
+    return cdiv(positions, BWD_BLOCK_N)

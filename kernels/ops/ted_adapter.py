@@ -80,7 +80,7 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Ten
     b2/b4 gradients it would have summed in its epilogue come from one pass over ``dout`` instead."""
     (R, width), c_te = x.shape, _te_width(te)
     c_td = w_in.shape[0] - c_te
-    programs = stencil_programs(R)
+    programs = stencil_programs(R // num_frames)
     split_in = split_k_for(w_in.shape[0], width, R, x.device)
     split_out = split_k_for(width, w_in.shape[0], R, x.device)
     segments = [(split_in, w_in.numel()), (split_out, w_out.numel()), (programs, partial_width(c_te, TE_TAPS))]
