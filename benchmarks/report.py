@@ -6,10 +6,12 @@ import argparse
 import glob
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from typing import Optional
 
 from .harness import RESULTS_DIR
+from .roofline import CARDS, calibrate
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 HEADLINE = dict(width="ViT-B/16", B=8, T=8, dtype="bf16", passes="fwdbwd")
@@ -235,25 +237,29 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
     lines = ["### Predicted: static performance model, " + hw["name"], "",
              f"**Predicted, not measured** (`python -m benchmarks.static`, triton {result['triton']}, "
              f"{result['created'][:10]}): each kernel compiled ahead of time for sm_90 at its real specialisation; "
-             f"per kernel the largest of bytes / {hw['hbm_achieved'] / 1e12:.1f} TB/s, FLOPs / "
-             f"{hw['bf16_achieved'] / 1e12:.0f} TFLOP/s (× the share of SMs its programs keep busy) and "
-             f"SASS warp-instructions / {result['issue_rate'] / 1e12:.2f}·10¹² per s.", "",
+             f"per kernel the largest of HBM bytes / {hw['hbm_achieved'] / 1e12:.1f} TB/s, L2 bytes / "
+             f"{hw['l2_achieved'] / 1e12:.0f} TB/s, FLOPs / {hw['bf16_achieved'] / 1e12:.0f} TFLOP/s (× pipeline fill, "
+             f"÷ the last wave's occupancy), SASS warp-instructions / {result['issue_rate'] / 1e12:.2f}·10¹² per s "
+             f"(slowed below {hw['warps_for_full_issue']} resident warps a scheduler) and chains of dependent memory "
+             f"waits, plus {hw['launch_us']:.0f} µs a kernel (`benchmarks/roofline.py`).", "",
              "| budget (issue 9) | value | budget | met |", "|---|---|---|---|"]
     for name, check in result["checks"].items():
         lines.append(f"| {name} | {check['value']:.3g} | {check['budget']:.3g} | {'yes' if check['met'] else '**no**'} |")
-    lines += ["", "| op (bf16 unless named) | device kernels | HBM MB | predicted µs | eager kernels | eager MB | "
-              "eager floor µs |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| op (bf16 unless named) | device kernels | HBM MB | predicted µs H100 | H200 | eager kernels | "
+              "eager MB | eager floor µs |", "|---|---|---|---|---|---|---|---|"]
     for op in result["ops"]:
         lines.append(f"| {op['op']} | {op['device_kernels']} | {op['bytes'] / 1e6:.0f} | {op['predicted_us']:.0f} | "
+                     f"{op.get('predicted_by_card', {}).get('H200', float('nan')):.0f} | "
                      f"{op['eager']['device_kernels']} | {op['eager']['bytes'] / 1e6:.0f} | "
                      f"{op['eager']['floor_us']:.0f} |")
     lines += ["", f"TED-Adapter fwd+bwd kernels ({ted['shape']['B']}×{ted['shape']['T']} clips, ViT-B/16, bf16; the "
               f"plan moves {ted['ideal_bytes'] / 1e6:.0f} MB):", "",
-              "| kernel | tile | programs | regs | MB | memory µs | tensor µs | issue µs | predicted µs | bound |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| kernel | tile | programs | per SM | regs | MB | L2 MB | memory µs | L2 µs | tensor µs | issue µs | "
+              "predicted µs | bound |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in ted["kernels"]:
-        lines.append(f"| {k['name']} | {k['config']} | {k['programs']} | {k['registers']} | {k['bytes'] / 1e6:.1f} | "
-                     f"{k['memory_us']:.1f} | {k['compute_us']:.1f} | {k['issue_us']:.1f} | {k['predicted_us']:.1f} | "
+        lines.append(f"| {k['name']} | {k['config']} | {k['programs']} | {k.get('ctas_per_sm', '-')} | {k['registers']} | "
+                     f"{k['bytes'] / 1e6:.1f} | {k.get('l2_bytes', 0) / 1e6:.0f} | {k['memory_us']:.1f} | "
+                     f"{k.get('l2_us', 0):.1f} | {k['compute_us']:.1f} | {k['issue_us']:.1f} | {k['predicted_us']:.1f} | "
                      f"{k['bound']} |")
     split = Counter((g["slices"], round(g["predicted_us"], 1), round(g["unsplit_us"], 1))
                     for g in ted.get("split_k", []))
@@ -268,8 +274,8 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
               + ", ".join(f"{k} {v:.0f} µs" for k, v in host["registration"].items()) + "."]
     lines += kept_activations_table(result.get("kept_activations"))
     for card, (ms, profile) in measured.items():
-        lines.append(f"Measured on {card}: fused TED-Adapter fwd+bwd {1000 * ms:.0f} µs (do_bench) = "
-                     f"{1000 * ms / ted['predicted_us']:.2f}× the prediction.")
+        lines.append(f"Measured on {card}: fused TED-Adapter fwd+bwd {1000 * ms:.0f} µs (do_bench: host and device "
+                     "time, so not the kernels' prediction; per kernel below).")
         if profile:
             lines += calibration(ted, card, profile)
     return "\n".join(lines)
@@ -305,24 +311,40 @@ def kept_activations_table(kept: Optional[dict]) -> list[str]:
     return lines + [""]
 
 
+def _launches(name: str) -> int:
+    """How many kernels a profile's row stands for: ``"gemm (6, mean)"`` is six."""
+    many = re.search(r"\((\d+), mean\)$", name)
+    return int(many.group(1)) if many else 1
+
+
 def calibration(ted: dict, card: str, profile: dict) -> list[str]:
-    """Measured / predicted per kernel (``profile`` from ``scripts/gpu_profile.py``, kept in the card's JSON)."""
+    """Measured / predicted per kernel (``profile`` from ``scripts/gpu_profile.py``, kept in the card's JSON): the
+    time model (:mod:`benchmarks.roofline`) replayed on the features of the kernels that ran — today's, or for a
+    kernel rewritten since the profile, the measured version's (``profile["superseded"]``)."""
     fused = profile["fused"]
-    predicted: dict[str, list[float]] = defaultdict(list)
+    spec = next((c for c in CARDS.values() if c["name"].split()[0] in card), CARDS["H100"])
+    superseded = profile.get("superseded", {}).get("kernels", {})
+    features: dict[str, list[dict]] = defaultdict(list)
     for k in ted["kernels"]:
-        predicted[k["name"]].append(k["predicted_us"])
+        if k["name"] not in superseded:
+            features[k["name"]].append(k)
+    for name, k in superseded.items():
+        features[name].append(k)
+    rows = calibrate(fused["kernels_us"], features, spec)
+    total = sum(r["predicted_us"] * _launches(r["kernel"]) for r in rows)
     lines = ["", f"On {card} ({'call ' if isinstance(profile['call'], int) else ''}{profile['call']}, {profile['shape']}): the kernels ran {fused['device_us']:.0f} µs "
-             f"of device time against {ted['predicted_us']:.0f} µs predicted "
-             f"({fused['device_us'] / ted['predicted_us']:.2f}×), and issuing them took {fused['host_us']:.0f} µs "
-             f"of host time (eager: {profile['eager']['device_us']:.0f} µs device, {profile['eager']['host_us']:.0f} µs "
-             "host): the op is host-bound at this shape.", "",
-             "| kernel | measured µs | predicted µs | measured / predicted |", "|---|---|---|---|"]
-    for name, us in fused["kernels_us"].items():
-        kernel = name.split(" ")[0]
-        if kernel not in predicted:
-            continue
-        pred = sum(predicted[kernel]) / len(predicted[kernel])
-        lines.append(f"| {name} | {us:.1f} | {pred:.1f} | {us / pred:.2f} |")
+             f"of device time against {total:.0f} µs predicted for them ({fused['device_us'] / total:.2f}×), and "
+             f"issuing them took {fused['host_us']:.0f} µs of host time (eager: {profile['eager']['device_us']:.0f} µs "
+             f"device, {profile['eager']['host_us']:.0f} µs host): the op is host-bound at this shape.", "",
+             "| kernel | measured µs | predicted µs | measured / predicted | bound |", "|---|---|---|---|---|"]
+    for r in rows:
+        old = " (the version measured, since rewritten)" if r["kernel"] in superseded else ""
+        lines.append(f"| {r['kernel']}{old} | {r['measured_us']:.1f} | {r['predicted_us']:.1f} | {r['ratio']:.2f} | "
+                     f"{r['bound']} |")
+    if superseded:
+        now = ", ".join(f"{k['name']} {k['predicted_us']:.1f} µs" for k in ted["kernels"] if k["name"] in superseded)
+        lines += ["", f"Rewritten since ({profile['superseded']['rewritten_in']}), predicted on the H100 and not yet "
+                  f"measured: {now}."]
     return lines
 
 

@@ -38,7 +38,7 @@ _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, i
 # within 128 registers and no spill: the forward's [16, 64] tile (4 warps) carries three frames (TE) or S_{t-1}
 # (TD) in 105; the backward's [16, 64] tile (8 warps) keeps eleven fp32 accumulators plus dX_{t+1} in 128
 # (4 warps there spill, and [16, 32] tiles issue a third more instructions).
-BLOCK_N, MAX_BLOCK_C = 16, 64
+BLOCK_N, MAX_BLOCK_C, FWD_WARPS = 16, 64, 4
 BWD_BLOCK_N, BWD_BLOCK_C, BWD_WARPS = 16, 64, 8
 
 
@@ -342,7 +342,7 @@ def stencil_forward(z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[i
            z, h, *te, *td, positions, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
            *tap_strides(te.weight), *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0,
            EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_N=BLOCK_N, BLOCK_C=block, name="stencil_fwd",
-           num_warps=4)
+           num_warps=FWD_WARPS)
     return h
 
 

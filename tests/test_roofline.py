@@ -1,0 +1,66 @@
+"""benchmarks/roofline.py, the static model's time model: residency limits, the busy share of a small grid, and
+its calibration against what an H100 measured (the committed card results), kernel by kernel."""
+import json
+import os
+
+import pytest
+
+from benchmarks import roofline
+from benchmarks.report import calibration
+
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
+
+
+@pytest.mark.parametrize("warps, registers, shared, expected", [
+    (4, 128, 0, 4),  # 128 registers × 128 threads: 4 programs fill the 65536 registers
+    (4, 168, 512, 3),  # the old stencil_bwd under the GPU image's Triton 3.6
+    (8, 64, 96 * 1024, 2),  # a 128×64 GEMM tile with 4 stages: shared memory decides
+    (4, 32, 0, 16),  # 64 warps an SM
+])
+def test_programs_resident_on_an_sm(warps, registers, shared, expected):
+    assert roofline.ctas_per_sm(warps, registers, shared, roofline.H100) == expected
+
+
+def _kernel(**features):
+    base = dict(programs=1320, warps=4, registers=64, shared=0, bytes=0, l2_bytes=0, flops=0.0,
+                warp_instructions=0.0, k_steps=0.0, stages=0, chains=[], dot_fp32=False)
+    return base | features
+
+
+def test_a_grid_just_over_the_sm_count_pays_two_programs_on_some_sms():
+    """144 GEMM programs on 132 SMs: the busiest SMs run two, so the tensor term is that of 264 programs, and
+    a 12-step K loop with 3 stages fills its pipeline 2 steps more."""
+    flops = 1e10
+    one = roofline.timing(_kernel(programs=132, flops=flops, k_steps=12, stages=3), roofline.H100)
+    two = roofline.timing(_kernel(programs=144, flops=flops, k_steps=12, stages=3), roofline.H100)
+    assert one["compute_us"] == pytest.approx(flops / roofline.H100["bf16_achieved"] * 14 / 12 * 1e6)
+    assert two["compute_us"] == pytest.approx(one["compute_us"] * 264 / 144)
+
+
+def test_too_few_resident_warps_slow_the_issue_of_a_load_bound_kernel():
+    rate = 4 * roofline.H100["sms"] * roofline.H100["clock_hz"]
+    full = roofline.timing(_kernel(registers=32, warp_instructions=rate * 1e-5), roofline.H100)  # 16 programs an SM
+    starved = roofline.timing(_kernel(registers=255, warp_instructions=rate * 1e-5), roofline.H100)  # 2 programs
+    assert full["issue_us"] == pytest.approx(10.0)
+    assert starved["issue_us"] == pytest.approx(10.0 * roofline.H100["warps_for_full_issue"] / 2)
+
+
+def test_the_h200_differs_only_in_hbm_bandwidth():
+    memory_bound = _kernel(bytes=30e6)
+    h100, h200 = (roofline.timing(memory_bound, card)["memory_us"] for card in (roofline.H100, roofline.H200))
+    assert h100 / h200 == pytest.approx(roofline.H200["hbm_achieved"] / roofline.H100["hbm_achieved"])
+
+
+def test_calibrated_against_the_h100_kernel_by_kernel():
+    """The model replayed on the kernels the H100 profiled (the stencils as they were then, the GEMMs as they
+    are): each within issue 23's 0.7-1.43 of the measurement, except sum_partials, which it does not yet
+    explain (27.8 µs measured against a 12.4 µs chain of memory waits)."""
+    with open(os.path.join(RESULTS, "static-sm90.json")) as f:
+        ted = json.load(f)["ops"][0]
+    with open(os.path.join(RESULTS, "NVIDIA_H100_80GB_HBM3.json")) as f:
+        profile = json.load(f)["profile"]
+    table = [line for line in calibration(ted, "NVIDIA H100 80GB HBM3", profile) if line.startswith("| ")][1:]  # after the header
+    ratios = {line.split(" | ")[0][2:].split(" (")[0]: float(line.split(" | ")[3]) for line in table}
+    assert set(ratios) == {"gemm", "stencil_fwd", "stencil_bwd", "sum_partials"}, ratios
+    assert all(0.7 <= r <= 1.43 for name, r in ratios.items() if name != "sum_partials"), ratios
+    assert ratios["sum_partials"] > 1.43  # a known miss: when the model explains it, tighten this test
