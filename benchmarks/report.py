@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from typing import Optional
 
 from .harness import RESULTS_DIR
-from .roofline import CARDS, calibrate
+from .time_model import CARDS, calibrate
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 HEADLINE = dict(width="ViT-B/16", B=8, T=8, dtype="bf16", passes="fwdbwd")
@@ -239,9 +239,9 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
              f"{result['created'][:10]}): each kernel compiled ahead of time for sm_90 at its real specialisation; "
              f"per kernel the largest of HBM bytes / {hw['hbm_achieved'] / 1e12:.1f} TB/s, L2 bytes / "
              f"{hw['l2_achieved'] / 1e12:.0f} TB/s, FLOPs / {hw['bf16_achieved'] / 1e12:.0f} TFLOP/s (× pipeline fill, "
-             f"÷ the last wave's occupancy), SASS warp-instructions / {result['issue_rate'] / 1e12:.2f}·10¹² per s "
+             f"÷ the share of SM time the grid keeps busy), SASS warp-instructions / {result['issue_rate'] / 1e12:.2f}·10¹² per s "
              f"(slowed below {hw['warps_for_full_issue']} resident warps a scheduler) and chains of dependent memory "
-             f"waits, plus {hw['launch_us']:.0f} µs a kernel (`benchmarks/roofline.py`).", "",
+             f"waits, plus {hw['launch_us']:.0f} µs a kernel (`benchmarks/time_model.py`).", "",
              "| budget (issue 9) | value | budget | met |", "|---|---|---|---|"]
     for name, check in result["checks"].items():
         lines.append(f"| {name} | {check['value']:.3g} | {check['budget']:.3g} | {'yes' if check['met'] else '**no**'} |")
@@ -319,7 +319,7 @@ def _launches(name: str) -> int:
 
 def calibration(ted: dict, card: str, profile: dict) -> list[str]:
     """Measured / predicted per kernel (``profile`` from ``scripts/gpu_profile.py``, kept in the card's JSON): the
-    time model (:mod:`benchmarks.roofline`) replayed on the features of the kernels that ran — today's, or for a
+    time model (:mod:`benchmarks.time_model`) replayed on the features of the kernels that ran — today's, or for a
     kernel rewritten since the profile, the measured version's (``profile["superseded"]``)."""
     fused = profile["fused"]
     spec = next((c for c in CARDS.values() if c["name"].split()[0] in card), CARDS["H100"])

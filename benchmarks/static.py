@@ -45,7 +45,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from .dispatch import compare_launches, fake_h100  # noqa: E402
-from .roofline import CARDS, H100, timing  # noqa: E402
+from .time_model import CARDS, H100, timing  # noqa: E402
 from .tracing import Launch, trace, unique_bytes  # noqa: E402
 
 ISSUE_RATE = H100["issue_per_sm_cycle"] * H100["sms"] * H100["clock_hz"]  # warp-instructions per second

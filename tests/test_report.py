@@ -1,7 +1,7 @@
 """The benchmark report turns result rows into tables, a chart and the README section."""
 import json
 
-from benchmarks import report, roofline
+from benchmarks import report, time_model
 
 
 def _row(provider, ms, **kw):
@@ -47,7 +47,7 @@ def test_report_tables_chart_and_readme(tmp_path):
 def test_static_prediction_is_labelled_and_calibrated_by_a_measured_card(tmp_path):
     """The static model's report says it is predicted, lists each budget with met/missed, and — once a card
     has measured the same row — the measured / predicted ratio."""
-    # 3 MB at 3 TB/s is 1 µs of HBM, the largest term, + 1 µs of ramp-up and tail: 2 µs (benchmarks/roofline.py)
+    # 3 MB at 3 TB/s is 1 µs of HBM, the largest term, + 1 µs of ramp-up and tail: 2 µs (benchmarks/time_model.py)
     kernel = dict(name="stencil_fwd", config="-", programs=10000, warps=4, registers=64, shared=0, bytes=3e6,
                   l2_bytes=3e6, flops=0.0, warp_instructions=1e3, k_steps=0.0, stages=0, chains=[], dot_fp32=False,
                   ctas_per_sm=8, memory_us=1.0, l2_us=0.3, compute_us=0.0, issue_us=0.5, predicted_us=2.0,
@@ -55,7 +55,7 @@ def test_static_prediction_is_labelled_and_calibrated_by_a_measured_card(tmp_pat
     op = dict(op="ted_adapter fwd+bwd", shape=dict(B=8, T=8, dtype="bfloat16"), device_kernels=9, bytes=4e8,
               predicted_us=200.0, ideal_bytes=3.8e8, kernels=[kernel],
               eager=dict(device_kernels=43, bytes=1.3e9, floor_us=430.0))
-    static = dict(hardware=roofline.H100,
+    static = dict(hardware=time_model.H100,
                   issue_rate=1.045e12, triton="3.x", created="2026-01-01T00:00:00", ops=[op],
                   host=dict(fused_us=100.0, fused_triton_dispatch_us=300.0, eager_us=400.0,
                             registration={"custom_op": 100.0}, fast_launches=dict(launches=66, differing=[])),

@@ -1,11 +1,11 @@
-"""benchmarks/roofline.py, the static model's time model: residency limits, the busy share of a small grid, and
+"""benchmarks/time_model.py, the static model's time model: residency limits, the busy share of a small grid, and
 its calibration against what an H100 measured (the committed card results), kernel by kernel."""
 import json
 import os
 
 import pytest
 
-from benchmarks import roofline
+from benchmarks import time_model
 from benchmarks.report import calibration
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
@@ -18,7 +18,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
     (4, 32, 0, 16),  # 64 warps an SM
 ])
 def test_programs_resident_on_an_sm(warps, registers, shared, expected):
-    assert roofline.ctas_per_sm(warps, registers, shared, roofline.H100) == expected
+    assert time_model.ctas_per_sm(warps, registers, shared, time_model.H100) == expected
 
 
 def _kernel(**features):
@@ -31,24 +31,24 @@ def test_a_grid_just_over_the_sm_count_pays_two_programs_on_some_sms():
     """144 GEMM programs on 132 SMs: the busiest SMs run two, so the tensor term is that of 264 programs, and
     a 12-step K loop with 3 stages fills its pipeline 2 steps more."""
     flops = 1e10
-    one = roofline.timing(_kernel(programs=132, flops=flops, k_steps=12, stages=3), roofline.H100)
-    two = roofline.timing(_kernel(programs=144, flops=flops, k_steps=12, stages=3), roofline.H100)
-    assert one["compute_us"] == pytest.approx(flops / roofline.H100["bf16_achieved"] * 14 / 12 * 1e6)
+    one = time_model.timing(_kernel(programs=132, flops=flops, k_steps=12, stages=3), time_model.H100)
+    two = time_model.timing(_kernel(programs=144, flops=flops, k_steps=12, stages=3), time_model.H100)
+    assert one["compute_us"] == pytest.approx(flops / time_model.H100["bf16_achieved"] * 14 / 12 * 1e6)
     assert two["compute_us"] == pytest.approx(one["compute_us"] * 264 / 144)
 
 
 def test_too_few_resident_warps_slow_the_issue_of_a_load_bound_kernel():
-    rate = 4 * roofline.H100["sms"] * roofline.H100["clock_hz"]
-    full = roofline.timing(_kernel(registers=32, warp_instructions=rate * 1e-5), roofline.H100)  # 16 programs an SM
-    starved = roofline.timing(_kernel(registers=255, warp_instructions=rate * 1e-5), roofline.H100)  # 2 programs
+    rate = 4 * time_model.H100["sms"] * time_model.H100["clock_hz"]
+    full = time_model.timing(_kernel(registers=32, warp_instructions=rate * 1e-5), time_model.H100)  # 16 programs an SM
+    starved = time_model.timing(_kernel(registers=255, warp_instructions=rate * 1e-5), time_model.H100)  # 2 programs
     assert full["issue_us"] == pytest.approx(10.0)
-    assert starved["issue_us"] == pytest.approx(10.0 * roofline.H100["warps_for_full_issue"] / 2)
+    assert starved["issue_us"] == pytest.approx(10.0 * time_model.H100["warps_for_full_issue"] / 2)
 
 
 def test_the_h200_differs_only_in_hbm_bandwidth():
     memory_bound = _kernel(bytes=30e6)
-    h100, h200 = (roofline.timing(memory_bound, card)["memory_us"] for card in (roofline.H100, roofline.H200))
-    assert h100 / h200 == pytest.approx(roofline.H200["hbm_achieved"] / roofline.H100["hbm_achieved"])
+    h100, h200 = (time_model.timing(memory_bound, card)["memory_us"] for card in (time_model.H100, time_model.H200))
+    assert h100 / h200 == pytest.approx(time_model.H200["hbm_achieved"] / time_model.H100["hbm_achieved"])
 
 
 def test_calibrated_against_the_h100_kernel_by_kernel():
