@@ -69,6 +69,24 @@ def block_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def gemms_table(rows: list[dict]) -> list[str]:
+    """The TED-Adapter's GEMMs, ours against cuBLAS (``benchmarks/test_gemms.py``), replayed from a CUDA graph."""
+    times: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        if r["suite"] == "gemms":
+            times[r["gemm"]][r["provider"]] = 1000 * r["median_ms"]
+    if not times:
+        return []
+    out = ["| TED-Adapter GEMM (ViT-B/16, B=8, T=8, bf16) | Triton µs | cuBLAS µs | faster |", "|---|---|---|---|"]
+    for gemm, t in times.items():
+        ours, cublas = t.get("triton"), t.get("cublas")
+        faster = "–" if ours is None or cublas is None else ("cuBLAS" if cublas < ours else "Triton")
+        out.append(f"| {gemm} | {'–' if ours is None else f'{ours:.1f}'} | "
+                   f"{'–' if cublas is None else f'{cublas:.1f}'} | {faster} |")
+    totals = [sum(t.get(p, 0.0) for t in times.values()) for p in ("triton", "cublas")]
+    return out + [f"| all | {totals[0]:.1f} | {totals[1]:.1f} | {'cuBLAS' if totals[1] < totals[0] else 'Triton'} |"]
+
+
 def train_table(rows: list[dict]) -> list[str]:
     steps = [r for r in rows if r["suite"] == "train_step"]
     if not steps:
@@ -222,7 +240,8 @@ def render(result: dict, image: Optional[str]) -> str:
     if image:
         lines += [f"![benchmarks on {result['card']}]({image})", ""]
     tables = (targets_table(result["rows"]), train_table(result["rows"]), ops_table(result["rows"]),
-              block_table(result["rows"]), data_table(result["rows"]), gop_table(result["rows"]))
+              block_table(result["rows"]), gemms_table(result["rows"]), data_table(result["rows"]),
+              gop_table(result["rows"]))
     for table in tables:
         if table:
             lines += table + [""]

@@ -59,3 +59,25 @@ def test_every_train_step_provider_trains(provider):
 def test_an_unknown_train_step_provider_is_refused():
     with pytest.raises(ValueError, match="unknown train-step provider 'fussed'"):
         cases.train_step("tiny", 2, "fussed", "cpu")
+
+
+def test_the_gemm_comparison_compares_like_with_like(kernel_device):
+    """benchmarks/test_gemms.py times each TED GEMM through our kernel and through cuBLAS-style mm/addmm with
+    the biases in an augmented K: at a small shape both sides give the same results (the split-K slices summed;
+    b2/b4 gradients from the augmented dW_out GEMM against the dx GEMM's column sums)."""
+    from benchmarks import test_gemms as tg
+
+    o = tg.operands(R=2 * 3 * 7, C=24, Ca=12, tokens=7, device=kernel_device, dtype=torch.float32)
+    ours, theirs = tg.triton_gemms(o), tg.cublas_gemms(o)
+    assert set(theirs) < set(ours) == set(tg.GEMMS)
+    results = {name: fn() for name, fn in ours.items()}
+    for name in ("in: z = x·W_inᵀ", "out: x + h·W_outᵀ + b2 + gated b4", "dh = dout·W_out",
+                 "dx = dout + dz·W_in (+ b2/b4 sums)"):
+        torch.testing.assert_close(results[name], theirs[name](), rtol=1e-5, atol=1e-5, msg=name)
+    d_w_aug = theirs["dW_out = doutᵀ·h"]()  # [C, 2Ca + AUX]
+    d_w_out = results["dW_out = doutᵀ·h"].reshape(-1, 2, 24, 12).sum(0)  # split-K slices -> the two blocks
+    torch.testing.assert_close(torch.cat([d_w_out[0], d_w_out[1]], dim=1), d_w_aug[:, :24], rtol=1e-5, atol=1e-5)
+    dout = o["dout"]
+    torch.testing.assert_close(d_w_aug[:, 24], dout.sum(0), rtol=1e-5, atol=1e-5)  # b2
+    torch.testing.assert_close(d_w_aug[:, 25], dout.view(-1, 7, 24)[:, 1:].sum((0, 1)), rtol=1e-5, atol=1e-5)  # b4
+    torch.testing.assert_close(results["dW_in = dzᵀ·x"].reshape(-1, 24, 24).sum(0), theirs["dW_in = dzᵀ·x"](), rtol=1e-5, atol=1e-5)

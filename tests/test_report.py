@@ -81,3 +81,13 @@ def test_static_prediction_is_labelled_and_calibrated_by_a_measured_card(tmp_pat
     assert "the kernels ran 300 µs of device time against 2 µs predicted for them (150.00×)" in text
     assert "| stencil_fwd | 3.0 | 2.0 | 1.50 | memory |" in text  # the time model replayed on the measured kernel
     assert "66 launches compared with Triton's, 0 differing" in text
+
+
+def test_gemm_comparison_table_names_the_faster_backend_per_gemm():
+    rows = [dict(suite="gemms", gemm="in: z = x·W_inᵀ", provider="triton", median_ms=0.044),
+            dict(suite="gemms", gemm="in: z = x·W_inᵀ", provider="cublas", median_ms=0.031),
+            dict(suite="gemms", gemm="split-K partial sums", provider="triton", median_ms=0.012)]
+    table = report.gemms_table(rows)
+    assert "| in: z = x·W_inᵀ | 44.0 | 31.0 | cuBLAS |" in table
+    assert "| split-K partial sums | 12.0 | – | – |" in table
+    assert table[-1] == "| all | 56.0 | 31.0 | cuBLAS |"
