@@ -100,11 +100,11 @@ def _same(a, b) -> bool:
 
 
 def compare_launches(fake: FakeH100, fn: Callable[[], None]) -> dict:
-    """Run ``fn`` (ops that launch kernels; inside :func:`kernels.utils.capture_launches` with this hook)
+    """Run ``fn`` (ops that launch kernels; inside :func:`kernels.runtime.capture_launches` with this hook)
     with every launch made twice: through Triton, then through ``launch_compiled`` (after it learnt the
     signature). Returns the number of launches and those whose driver calls differ."""
     from kernels.launcher import launch_compiled
-    from kernels.utils import capture_launches
+    from kernels.runtime import capture_launches
 
     launches, differing = 0, []
 

@@ -103,7 +103,7 @@ def measure_peak_tflops(dtype: torch.dtype, n: int = 8192) -> float:
 
 def settings() -> dict:
     """What shaped this run: grid trimming, providers, time budget, fp32 matmul precision."""
-    from kernels.utils import fp32_dot_precision
+    from kernels.dtypes import fp32_dot_precision
 
     env = {k[len("M2CLIP_BENCH_"):].lower(): v for k, v in os.environ.items() if k.startswith("M2CLIP_BENCH_")}
     return {**env, "fp32_matmul": fp32_dot_precision() if HAS_CUDA else None}

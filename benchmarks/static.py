@@ -4,7 +4,7 @@
 
 For each op at the benchmark shape (ViT-B/16, B=8, T=8, bf16):
 1. **Trace** (``benchmarks/tracing.py``) one forward+backward with every Triton launch captured instead of run
-   (:func:`kernels.utils.capture_launches`) and every aten op recorded (``TorchDispatchMode``): the
+   (:func:`kernels.runtime.capture_launches`) and every aten op recorded (``TorchDispatchMode``): the
    device kernels it launches (views and allocations excluded), HBM bytes (each tensor a kernel touches,
    once) and FLOPs (GEMMs).
 2. **Compile** each Triton launch ahead of time for sm_90 with the specialisation the launch gets
@@ -414,7 +414,7 @@ def host_fused_vs_eager(s: Shape = TINY, rounds: int = 7, repeats: int = 30) -> 
     import kernels
     from kernels import reference
     from kernels.launcher import launch_compiled
-    from kernels.utils import capture_launches
+    from kernels.runtime import capture_launches
 
     def ours(name, kernel, grid, args, meta):
         launch_compiled(kernel, grid, args, meta)
@@ -519,7 +519,7 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
 def _kept_mb(provider: str, preset: str, frames: int) -> dict:
     """``per_clip``/``per_step`` megabytes one provider's training forward keeps (see :func:`kept_activations`)."""
     import m2clip_fast as m2
-    from kernels.utils import capture_launches
+    from kernels.runtime import capture_launches
 
     classes = [f"action number {i}" for i in range(400)]
     vocab = m2.MLMVocabulary.from_class_names(classes)

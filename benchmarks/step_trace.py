@@ -60,7 +60,7 @@ def trace_step(provider: str = "fused", preset: str = "vit-b16-k400", batch: int
     """One training step (``train``) or one evaluation forward of ``batch`` clips (``engine.view_probabilities``
     against cached class embeddings) -> ``device_kernels``, ``bytes``, ``flops``, and ``by_op``:
     {op: [kernels, bytes]}."""
-    from kernels.utils import capture_launches
+    from kernels.runtime import capture_launches
     from m2clip_fast.distributed import Runtime
     from m2clip_fast.engine import StepRunner, StepSettings, TrainStep, class_embeddings, view_probabilities
     from m2clip_fast.optim import build_optimizer, place_state

@@ -38,8 +38,8 @@ def _augmented_w_out(o: dict) -> torch.Tensor:
 
 
 def triton_gemms(o: dict) -> dict[str, Callable[[], object]]:
-    from kernels.ops.gemm import Blocks, colsum_rows, gemm, split_k_for
-    from kernels.ops.reduce import Partials
+    from kernels.primitives.gemm import Blocks, colsum_rows, gemm, split_k_for
+    from kernels.primitives.reduce import Partials
 
     x, dout, h, dz, w_in, w_out = o["x"], o["dout"], o["h"], o["dz"], o["w_in"], o["w_out"]
     R, C = x.shape

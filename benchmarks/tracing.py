@@ -1,4 +1,4 @@
-"""Tracing without running: every Triton launch captured (:func:`kernels.utils.capture_launches`) and every aten
+"""Tracing without running: every Triton launch captured (:func:`kernels.runtime.capture_launches`) and every aten
 op that launches a device kernel recorded with the bytes it touches — on real tensors, or on fake ones
 (``FakeTensorMode``: shapes and dtypes only, so a whole ViT-B/16 training step traces in seconds on a CPU)."""
 from __future__ import annotations
@@ -66,7 +66,7 @@ def unique_bytes(values) -> int:
 def trace(fn: Callable[[], None], sm_count: int = SM_COUNT) -> tuple[list[Launch], list[tuple[str, int]]]:
     """Run ``fn`` with Triton launches captured (launch decisions for ``sm_count`` multiprocessors) and aten ops
     recorded -> (launches, [(aten op, bytes)])."""
-    from kernels.utils import capture_launches
+    from kernels.runtime import capture_launches
 
     launches: list[Launch] = []
     recorder = AtenRecorder()

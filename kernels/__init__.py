@@ -8,12 +8,12 @@ must be switched on (``TRITON_INTERPRET=1``) before this package is imported —
 kernels, and Triton reads the variable then. Anywhere else the ops run the eager reference
 (:mod:`kernels.reference`) and say so once (a warning). ``launch_counts`` counts the launches per kernel.
 """
-from .ops.gemm import gemm
+from .primitives.gemm import gemm
 from .ops.quick_gelu import quick_gelu
 from .ops.ted_adapter import ted_adapter, temporal_adapter
 from .ops.text_adapter import text_adapter
 from .reference import BranchWeights
-from .utils import INTERPRET, launch_counts
+from .runtime import INTERPRET, launch_counts
 
 __all__ = ["BranchWeights", "INTERPRET", "gemm", "launch_counts", "quick_gelu", "temporal_adapter", "ted_adapter",
            "text_adapter"]

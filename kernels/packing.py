@@ -1,5 +1,6 @@
-"""Parameters stored back to back, so the fused TED-Adapter reads ``W_in = [W1; W3]`` and
-``W_out = [W2, W4]`` in place instead of concatenating them on every call. Pure PyTorch: importing this
+"""Layouts the kernels read in place: parameters stored back to back, so the fused TED-Adapter reads
+``W_in = [W1; W3]`` and ``W_out = [W2, W4]`` instead of concatenating them on every call, and activations as
+2-D rows. Pure PyTorch: importing this
 decorates no Triton kernel."""
 from __future__ import annotations
 
@@ -45,3 +46,9 @@ def tap_major(weight: torch.Tensor) -> torch.Tensor:
     of its channels with vector loads instead of strided scalar ones."""
     taps_first = weight.permute(*range(1, weight.dim()), 0).contiguous()
     return taps_first.permute(weight.dim() - 1, *range(weight.dim() - 1))
+
+
+def as_rows(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x [..., width]`` as a 2-D ``[rows, width]`` view with unit column stride (copies only if needed)."""
+    x2 = x.reshape(-1, width)
+    return x2 if x2.stride(1) == 1 or width == 1 else x2.contiguous()

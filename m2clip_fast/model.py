@@ -13,7 +13,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import is_fake
 from torch.utils.checkpoint import checkpoint
 
-from kernels.utils import backend as kernel_backend
+from kernels.runtime import backend as kernel_backend
 
 from .adapters import BlockAdapters, QuickGELU, RunsOps, TEDAdapter, TemporalAdapter, TextAdapter, adapter_ops
 from .config import M2CLIPConfig
@@ -207,7 +207,7 @@ class M2CLIP(nn.Module):
     def adapter_backend(self) -> str:
         """What the adapters run: ``"eager"``, or with the fused backend what the fused ops run on this model's
         device — ``"triton"``, ``"triton (interpreter)"`` or ``"eager reference (why)"``
-        (:func:`kernels.utils.backend`: the one rule)."""
+        (:func:`kernels.runtime.backend`: the one rule)."""
         return kernel_backend(next(self.parameters()).device) if self.backend == "fused" else "eager"
 
     @property

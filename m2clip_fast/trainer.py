@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from kernels.utils import EagerFallbackWarning
+from kernels.runtime import EagerFallbackWarning
 
 from . import run_state
 from .config import M2CLIPConfig

@@ -562,12 +562,12 @@ def test_counts_and_labels_read_right(demo_data, trained, tmp_path, capsys):
 def test_use_fused_where_triton_cannot_run_is_said_once_not_warned_per_op(demo_data, tmp_path, monkeypatch, capsys):
     import warnings
 
-    import kernels.utils
+    import kernels.runtime
 
-    monkeypatch.setattr(kernels.utils, "INTERPRET", False)  # a CPU without the interpreter: the eager reference
-    monkeypatch.setattr(kernels.utils, "_warned", set())
+    monkeypatch.setattr(kernels.runtime, "INTERPRET", False)  # a CPU without the interpreter: the eager reference
+    monkeypatch.setattr(kernels.runtime, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         cli.main(train_args(demo_data, tmp_path, "--epochs", "1", "--max-steps", "1", "--use-fused"))
     assert "adapters: eager reference (TRITON_INTERPRET=1 was not set" in capsys.readouterr().out
-    assert not [w for w in caught if issubclass(w.category, kernels.utils.EagerFallbackWarning)]
+    assert not [w for w in caught if issubclass(w.category, kernels.runtime.EagerFallbackWarning)]

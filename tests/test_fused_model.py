@@ -142,7 +142,7 @@ def test_whole_fused_model_compiles_fullgraph(kernel_device, tiny_cfg, masker):
 def test_the_model_says_what_its_adapters_run(kernel_device, tiny_cfg, monkeypatch):
     """One rule, visible: eager; Triton (compiled, or the interpreter on CPU); or, where Triton cannot run,
     the eager reference with the reason."""
-    from kernels import utils as kutils
+    from kernels import runtime as kutils
 
     model = m2.build_model(tiny_cfg).to(kernel_device)
     assert model.adapter_backend == "eager"

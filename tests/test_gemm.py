@@ -1,4 +1,4 @@
-"""kernels/ops/gemm.py, the GEMM primitive the ops are built on: epilogues, column-block operands, split-K, tile
+"""kernels/primitives/gemm.py, the GEMM primitive the ops are built on: epilogues, column-block operands, split-K, tile
 choice, fp32 precision — against PyTorch (fp64) on the ``kernel_device``."""
 import pytest
 import torch
@@ -8,7 +8,7 @@ import kernels
 from .parity import FP32_TOL, TF32_TOL, cuda, rel_err, tf32_matmuls
 import triton
 
-from kernels.ops import gemm as gemm_ops
+from kernels.primitives import gemm as gemm_ops
 
 
 @pytest.mark.parametrize("epilogue, residual", [("none", False), ("none", True), ("gelu", False), ("gelu", True)])

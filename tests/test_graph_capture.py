@@ -5,7 +5,7 @@ itself, and its replay against an uncaptured run, on a GPU."""
 import pytest
 import torch
 
-from kernels.utils import capture_launches
+from kernels.runtime import capture_launches
 from m2clip_fast.adapters import TEDAdapter, TextAdapter
 
 from .conftest import RecordOps, randomize_adapters

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks.cases import TRAIN_CLASSES, train_model
-from kernels.utils import capture_launches
+from kernels.runtime import capture_launches
 from m2clip_fast import model as model_module
 from m2clip_fast.distributed import Runtime
 from m2clip_fast.engine import StepRunner, StepSettings, TrainStep, view_probabilities

@@ -1,4 +1,4 @@
-"""kernels/ops/stencil.py through the op that launches it: each part alone (a TE-only and a TD-only TED-Adapter
+"""kernels/primitives/stencil.py through the op that launches it: each part alone (a TE-only and a TD-only TED-Adapter
 run the temporal conv, and the temporal difference with the 3×3 conv), finite differences, both depthwise weight
 layouts. Values and gradients of the whole op are in test_ted_adapter.py."""
 import pytest

@@ -11,7 +11,7 @@ from kernels import BranchWeights, reference
 
 from .parity import (FP32_TOL, GPU_PRECISIONS, TF32_TOL, assert_matches_reference, branch, cuda, rel_err,
                      tf32_matmuls)
-from kernels import utils as kutils
+from kernels import runtime as kutils
 from kernels.packing import pack_pairs, tap_major
 
 

@@ -1,3 +1,3 @@
-"""The fused ops, one module per op: its Triton kernels, launcher and autograd wiring. Import the ops
-from :mod:`kernels` (``kernels.ted_adapter``, ...); these modules hold the pieces (``kernels.ops.gemm.gemm``,
-``kernels.ops.stencil.stencil_forward``, ...)."""
+"""The fused ops the model calls, one module per op: its checks, autograd wiring and (for QuickGELU, an
+elementwise op) its own kernels; the TED-Adapter and text adapter are built on :mod:`kernels.primitives`.
+Import them from :mod:`kernels` (``kernels.ted_adapter``, ...)."""

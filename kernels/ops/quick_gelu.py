@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 
 from .. import reference
-from ..utils import INTERPRET, can_run_triton, cdiv, check_tensors, launch
+from ..runtime import INTERPRET, can_run_triton, cdiv, compilable, launch
+from ..checks import check_tensors
 
 BLOCK = 1024  # elements a program: 8 bf16 (16 bytes) a thread with 4 warps
 _ALPHA = tl.constexpr(1.702)
@@ -38,6 +39,11 @@ def _quick_gelu_kernel(x_ptr, dy_ptr, out_ptr, n, BACKWARD: tl.constexpr, BLOCK:
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def _run_fake(x, dy):
+    return torch.empty_like(x)
+
+
+@compilable("quick_gelu", _run_fake)
 def _run(x: torch.Tensor, dy: Optional[torch.Tensor]) -> torch.Tensor:
     """y from contiguous x, or dx from x and contiguous dy (same shape and dtype as x)."""
     n = x.numel()
@@ -48,27 +54,17 @@ def _run(x: torch.Tensor, dy: Optional[torch.Tensor]) -> torch.Tensor:
     return out.view(x.shape)
 
 
-@torch.library.custom_op("m2clip_fast::quick_gelu", mutates_args=())
-def _run_op(x: torch.Tensor, dy: Optional[torch.Tensor]) -> torch.Tensor:
-    return _run(x, dy)
-
-
-@_run_op.register_fake
-def _(x, dy):
-    return torch.empty_like(x)
-
-
 class _QuickGELUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         x = x.contiguous()
         ctx.save_for_backward(x)
-        return (_run_op if torch.compiler.is_compiling() else _run)(x, None)
+        return _run(x, None)
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
-        return (_run_op if torch.compiler.is_compiling() else _run)(x, dy.contiguous())
+        return _run(x, dy.contiguous())
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:

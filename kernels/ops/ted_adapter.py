@@ -11,11 +11,11 @@ Backward (``z`` and ``h`` saved):
     dz, depthwise kernel/bias and b1/b3 partial sums             stencil backward
     dx = dout + dz · W_in; column sums of dout → b2, b4          GEMM; residual and bias partials in the epilogue
     dW_in = dzᵀ · x                                              GEMM, split-K partials
-    every partial summed in a fixed order, in the parameters' dtype      one launch (:mod:`kernels.ops.reduce`)
+    every partial summed in a fixed order, in the parameters' dtype      one launch (:mod:`kernels.primitives.reduce`)
 Without the TD branch this is the TE path alone — on ``[B*T, 1, D]`` the global temporal adapter.
 
 Eager calls run the launchers straight from an ``autograd.Function``; under ``torch.compile`` the same
-code runs inside two ``torch.library`` custom ops (with fake implementations), so graphs stay whole.
+functions run as two ``torch.library`` custom ops (:func:`kernels.runtime.compilable`), so graphs stay whole.
 """
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ from typing import Optional
 import torch
 
 from .. import reference
-from ..packing import adjacent, dense_taps
+from ..checks import check, check_tensors
+from ..dtypes import compute_dtype
+from ..packing import adjacent, as_rows, dense_taps
 from ..reference import BranchWeights
-from ..utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
-from .gemm import Blocks, colsum_rows, gemm, split_k_for
-from .reduce import Partials
-from .stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward, stencil_forward,
+from ..runtime import can_run_triton, compilable
+from ..primitives.gemm import Blocks, colsum_rows, gemm, split_k_for
+from ..primitives.reduce import Partials
+from ..primitives.stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward, stencil_forward,
                       stencil_programs)
 
 
@@ -56,28 +58,49 @@ def _te_width(te: StencilPart) -> int:
     return 0 if te.weight is None else te.weight.shape[0]
 
 
-def _forward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te: StencilPart, td: StencilPart,
-             b2: Optional[torch.Tensor], b4: Optional[torch.Tensor], num_frames: int, tokens: int,
-             grid: tuple[int, int]):
-    """x ``[R, C]``, w_in ``[2Ca, C]``, w_out ``[2, C, Ca]`` -> out ``[R, C]``, z, h ``[R, 2Ca]`` (``Ca`` and
-    one block when a branch is absent)."""
-    c_te = _te_width(te)
+def _forward_fake(x, w_in, *args):
+    inner = x.new_empty(x.shape[0], w_in.shape[0], dtype=w_in.dtype)
+    return torch.empty_like(x), inner, torch.empty_like(inner)
+
+
+@compilable("ted_forward", _forward_fake)
+def _forward(
+    x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te_in: Optional[torch.Tensor],
+    te_w: Optional[torch.Tensor], te_b: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
+    td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor], b2: Optional[torch.Tensor],
+    b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x ``[R, C]``, w_in ``[2Ca, C]``, w_out ``[2, C, Ca]``; each stencil part's in-bias, depthwise weight and
+    bias (None for an absent branch) -> out ``[R, C]``, z, h ``[R, 2Ca]`` (``Ca`` and one block when a branch is
+    absent)."""
+    te, td = StencilPart(te_in, te_w, te_b), StencilPart(td_in, td_w, td_b)
     z = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
-    h = stencil_forward(z, num_frames, tokens, grid, c_te, te, td)
+    h = stencil_forward(z, num_frames, tokens, (grid_h, grid_w), _te_width(te), te, td)
     out = gemm(h, Blocks(w_out).T, bias=b2, bias2=b4, bias2_period=tokens, residual=x, out_dtype=x.dtype,
                dot=w_out.dtype)
     return out, z, h
 
 
-def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor,
-              w_out: torch.Tensor, te: StencilPart, td: StencilPart, num_frames: int, tokens: int,
-              grid: tuple[int, int], grad_dtype: torch.dtype,
-              input_grad: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
-    """-> dx ``[R, C]`` (None without ``input_grad``) and every parameter gradient, flat in ``grad_dtype``
+def _backward_fake(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w,
+                   grad_dtype, input_grad):
+    c_te = _te_width(StencilPart(te_in, te_w))
+    n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
+    return (torch.empty_like(x) if input_grad else x.new_empty(0)), x.new_empty(n, dtype=grad_dtype)
+
+
+@compilable("ted_backward", _backward_fake)
+def _backward(
+    dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
+    te_in: Optional[torch.Tensor], te_w: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
+    td_w: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
+    input_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> dx ``[R, C]`` (empty without ``input_grad``) and every parameter gradient, flat in ``grad_dtype``
     (pieces: :func:`_grad_layout`).
 
     Without ``input_grad`` (the first block's input comes from the frozen stem) the dx GEMM is skipped; the
     b2/b4 gradients it would have summed in its epilogue come from one pass over ``dout`` instead."""
+    te, td, grid = StencilPart(te_in, te_w), StencilPart(td_in, td_w), (grid_h, grid_w)
     (R, width), c_te = x.shape, _te_width(te)
     c_td = w_in.shape[0] - c_te
     programs = stencil_programs(R // num_frames)
@@ -97,7 +120,7 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Ten
         dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
                   colsum_out=colsums, out_dtype=x.dtype, dot=w_in.dtype)
     else:
-        dx = None
+        dx = x.new_empty(0)
         _bias_sums(dout, tokens, colsums.view(-1, width), gated=c_td > 0)
     gemm(dz.t(), x, out=parts.part(0).view(split_in, *w_in.shape), split_k=split_in, dot=w_in.dtype)
     return dx, parts.sum(grad_dtype)
@@ -112,45 +135,6 @@ def _bias_sums(dout: torch.Tensor, tokens: int, out: torch.Tensor, gated: bool) 
         torch.sum(per_token[1:], 0, keepdim=True, out=out[1:])
 
 
-# --- torch.compile: the same code as custom ops with fake implementations ------------------------------
-
-@torch.library.custom_op("m2clip_fast::ted_forward", mutates_args=())
-def _forward_op(
-    x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te_in: Optional[torch.Tensor],
-    te_w: Optional[torch.Tensor], te_b: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
-    td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor], b2: Optional[torch.Tensor],
-    b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(x, w_in, w_out, StencilPart(te_in, te_w, te_b), StencilPart(td_in, td_w, td_b), b2, b4,
-                    num_frames, tokens, (grid_h, grid_w))
-
-
-@_forward_op.register_fake
-def _(x, w_in, *args):
-    inner = x.new_empty(x.shape[0], w_in.shape[0], dtype=w_in.dtype)
-    return torch.empty_like(x), inner, torch.empty_like(inner)
-
-
-@torch.library.custom_op("m2clip_fast::ted_backward", mutates_args=())
-def _backward_op(
-    dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
-    te_in: Optional[torch.Tensor], te_w: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
-    td_w: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
-    input_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    dx, flat = _backward(dout, x, z, h, w_in, w_out, StencilPart(te_in, te_w), StencilPart(td_in, td_w), num_frames,
-                         tokens, (grid_h, grid_w), grad_dtype, input_grad)
-    return (x.new_empty(0) if dx is None else dx), flat  # a custom op returns tensors: empty for "no dx"
-
-
-@_backward_op.register_fake
-def _(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w, grad_dtype,
-      input_grad):
-    c_te = _te_width(StencilPart(te_in, te_w))
-    n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
-    return (torch.empty_like(x) if input_grad else x.new_empty(0)), x.new_empty(n, dtype=grad_dtype)
-
-
 class _TEDFunction(torch.autograd.Function):
     """Either branch may be absent (its tensors None): TE-only (also the global temporal adapter) or TD-only."""
 
@@ -161,12 +145,7 @@ class _TEDFunction(torch.autograd.Function):
         w_out = _stacked(w2, w4, dtype)
         geometry = (num_frames, x.shape[1], grid_h, grid_w)
         rows = as_rows(x, x.shape[-1])
-        args = (rows, w_in, w_out, b1, wt, bt, b3, ws, bs, b2, b4)
-        if torch.compiler.is_compiling():
-            out, z, h = _forward_op(*args, *geometry)
-        else:
-            out, z, h = _forward(rows, w_in, w_out, StencilPart(b1, wt, bt), StencilPart(b3, ws, bs), b2, b4,
-                                 geometry[0], geometry[1], (grid_h, grid_w))
+        out, z, h = _forward(rows, w_in, w_out, b1, wt, bt, b3, ws, bs, b2, b4, *geometry)
         ctx.save_for_backward(rows, z, h, w_in, w_out, b1, wt, b3, ws)
         ctx.geometry = geometry
         ctx.grad_dtype = (w1 if w1 is not None else w3).dtype
@@ -177,16 +156,9 @@ class _TEDFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, z, h, w_in, w_out, b1, wt, b3, ws = ctx.saved_tensors
-        num_frames, tokens, grid_h, grid_w = ctx.geometry
         dout = as_rows(dout, x.shape[1])
         input_grad = ctx.needs_input_grad[0]
-        if torch.compiler.is_compiling():
-            dx, flat = _backward_op(dout, x, z, h, w_in, w_out, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype,
-                                    input_grad)
-            dx = dx if input_grad else None
-        else:
-            dx, flat = _backward(dout, x, z, h, w_in, w_out, StencilPart(b1, wt), StencilPart(b3, ws), num_frames,
-                                 tokens, (grid_h, grid_w), ctx.grad_dtype, input_grad)
+        dx, flat = _backward(dout, x, z, h, w_in, w_out, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype, input_grad)
         c_te = _te_width(StencilPart(b1, wt))
         # Depthwise kernel gradients were written in each weight's own layout (contiguous or tap-major).
         conv_strides = (None,) * 4 + (wt.stride() if ctx.has_te else None,) + (None,) * 2 + (
@@ -196,7 +168,7 @@ class _TEDFunction(torch.autograd.Function):
         none4 = (None, None, None, None)
         te = (d_w1, d_b1, d_wt, d_bt) if ctx.has_te else none4
         td = (d_w3, d_b3, d_ws, d_bs) if ctx.has_td else none4
-        return (None if dx is None else dx.view(ctx.x_shape), *te, *td, d_w2 if ctx.has_te else None, d_b2 if ctx.has_te else None,
+        return (dx.view(ctx.x_shape) if input_grad else None, *te, *td, d_w2 if ctx.has_te else None, d_b2 if ctx.has_te else None,
                 d_w4 if ctx.has_td else None, d_b4 if ctx.has_td else None, None, None, None)
 
 

@@ -6,19 +6,29 @@ Forward:  a = GELU(u), u = x·W1ᵀ + b1 (GEMM; bias, GELU and the store of ``u`
 Backward: du = (dout·W2) ⊙ GELU'(u) (GEMM; GELU' and the column sums of du — b1's gradient — in the epilogue);
           dW2 = doutᵀ·a (split-K partials); dx = dout + du·W1 (GEMM; residual and the column sums of dout —
           b2's gradient — in the epilogue); dW1 = duᵀ·x (split-K partials); every partial summed in a fixed
-          order into the parameters' dtype (one launch, :mod:`kernels.ops.reduce`).
+          order into the parameters' dtype (one launch, :mod:`kernels.primitives.reduce`).
 """
 from __future__ import annotations
 
 import torch
 
 from .. import reference
-from ..utils import as_rows, can_run_triton, check, check_tensors, compute_dtype
-from .gemm import colsum_rows, gemm, split_k_for
-from .reduce import Partials
+from ..checks import check, check_tensors
+from ..dtypes import compute_dtype
+from ..packing import as_rows
+from ..runtime import can_run_triton, compilable
+from ..primitives.gemm import colsum_rows, gemm, split_k_for
+from ..primitives.reduce import Partials
 
 
-def _forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor):
+def _forward_fake(x, w1, b1, w2, b2):
+    inner = x.new_empty(x.shape[0], w1.shape[0], dtype=w1.dtype)
+    return torch.empty_like(x), inner, torch.empty_like(inner)
+
+
+@compilable("text_adapter_forward", _forward_fake)
+def _forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+             b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x ``[M, D]`` -> out ``[M, D]``, pre-activation u and activation a ``[M, Ca]``."""
     pre = x.new_empty(x.shape[0], w1.shape[0], dtype=w1.dtype)
     act = gemm(x, w1.t(), bias=b1, epilogue="gelu", pre=pre, out_dtype=w1.dtype, dot=w1.dtype)
@@ -26,6 +36,11 @@ def _forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tens
     return out, pre, act
 
 
+def _backward_fake(dout, x, pre, act, w1, w2, grad_dtype):
+    return torch.empty_like(x), x.new_empty(2 * w1.numel() + sum(w1.shape), dtype=grad_dtype)
+
+
+@compilable("text_adapter_backward", _backward_fake)
 def _backward(dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch.Tensor, w1: torch.Tensor,
               w2: torch.Tensor, grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """-> dx and ``[dW1 | dW2 | db1 | db2]`` flat in ``grad_dtype``."""
@@ -41,37 +56,13 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch
     return dx, parts.sum(grad_dtype)
 
 
-@torch.library.custom_op("m2clip_fast::text_adapter_forward", mutates_args=())
-def _forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(x, w1, b1, w2, b2)
-
-
-@_forward_op.register_fake
-def _(x, w1, b1, w2, b2):
-    inner = x.new_empty(x.shape[0], w1.shape[0], dtype=w1.dtype)
-    return torch.empty_like(x), inner, torch.empty_like(inner)
-
-
-@torch.library.custom_op("m2clip_fast::text_adapter_backward", mutates_args=())
-def _backward_op(dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch.Tensor, w1: torch.Tensor,
-                 w2: torch.Tensor, grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backward(dout, x, pre, act, w1, w2, grad_dtype)
-
-
-@_backward_op.register_fake
-def _(dout, x, pre, act, w1, w2, grad_dtype):
-    return torch.empty_like(x), x.new_empty(2 * w1.numel() + sum(w1.shape), dtype=grad_dtype)
-
-
 class _TextAdapterFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2):
         dtype = compute_dtype(x)
         rows = as_rows(x, x.shape[-1])
         cw1, cw2 = w1.to(dtype), w2.to(dtype)
-        run = _forward_op if torch.compiler.is_compiling() else _forward
-        out, pre, act = run(rows, cw1, b1, cw2, b2)
+        out, pre, act = _forward(rows, cw1, b1, cw2, b2)
         ctx.save_for_backward(rows, pre, act, cw1, cw2)
         ctx.grad_dtype, ctx.x_shape = w1.dtype, x.shape
         return out.view(x.shape)
@@ -79,8 +70,7 @@ class _TextAdapterFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, pre, act, w1, w2 = ctx.saved_tensors
-        run = _backward_op if torch.compiler.is_compiling() else _backward
-        dx, flat = run(as_rows(dout, x.shape[1]), x, pre, act, w1, w2, ctx.grad_dtype)
+        dx, flat = _backward(as_rows(dout, x.shape[1]), x, pre, act, w1, w2, ctx.grad_dtype)
         dw1, dw2, db1, db2 = Partials.split(flat, [w1.shape, w2.shape, w1.shape[:1], w2.shape[:1]])
         return dx.view(ctx.x_shape), dw1, db1, dw2, db2
 

@@ -4,7 +4,7 @@
 ``m % bias2_period != 0`` (the TED-Adapter adds ``b4`` to patch rows only, never to CLS rows); then GELU
 (optionally storing the pre-activation) or multiplication by ``GELU'(aux[m, n])``; then ``+ residual``.
 The epilogue can also write the column sums of the output or of the residual over the tile's rows
-(all rows, and optionally only the gated rows) — bias gradients, summed later by :mod:`kernels.ops.reduce`.
+(all rows, and optionally only the gated rows) — bias gradients, summed later by :mod:`kernels.primitives.reduce`.
 
 Operands are read through arbitrary strides, so transposed operands cost nothing. ``B`` and ``C`` may
 also be *column blocks* (:class:`Blocks`): ``cat([W2, W4], dim=1)`` read straight from two contiguous
@@ -23,8 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import utils
-from ..utils import INTERPRET, cdiv, dot_dtype, fp32_dot_precision, launch, next_power_of_2
+from .. import runtime
+from ..runtime import INTERPRET, cdiv, launch, next_power_of_2
+from ..dtypes import dot_dtype, fp32_dot_precision
 
 # Epilogue and column-sum choices, as the kernel's constexpr flags see them.
 NONE, GELU, GELU_GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -243,8 +244,8 @@ def auto_split_k(M: int, N: int, K: int, sms: int, tile: int = 128, min_slice: i
 
 def split_k_for(M: int, N: int, K: int, device: torch.device) -> int:
     """The split-K used on ``device`` for a weight gradient: :func:`auto_split_k` on CUDA, else 1."""
-    if utils.capturing is not None:
-        return auto_split_k(M, N, K, utils.capturing.sm_count)
+    if runtime.capturing is not None:
+        return auto_split_k(M, N, K, runtime.capturing.sm_count)
     if device.type != "cuda":
         return 1
     return auto_split_k(M, N, K, _sm_count(device.index if device.index is not None else torch.cuda.current_device()))
@@ -292,7 +293,7 @@ def gemm(
     column sums to ``colsum_out [cdiv(M, COLSUM_BLOCK_M), 1 or 2, N]`` fp32: over all rows, and with
     ``colsum_gated`` also over the rows with ``m % bias2_period != 0``. ``dot``: the
     multiply's operand dtype (default a's); accumulation is fp32; fp32 operands use TF32 only where
-    PyTorch's fp32 matmuls may (:func:`~kernels.utils.fp32_dot_precision`). ``split_k`` > 1 needs
+    PyTorch's fp32 matmuls may (:func:`~kernels.dtypes.fp32_dot_precision`). ``split_k`` > 1 needs
     ``out`` (the partial tiles) and no epilogue.
     """
     M, K = a.shape

@@ -1,14 +1,16 @@
-"""Shared host-side helpers: where kernels can run, launch accounting, input checks, dtypes."""
+"""Where and how the kernels run: the backend rule (compiled on CUDA, the interpreter on CPU with
+``TRITON_INTERPRET=1``, else the eager reference), launching (counted, through :mod:`kernels.launcher`),
+capturing launches instead of running them, and grid arithmetic."""
 from __future__ import annotations
 
 import collections
+import functools
 import contextlib
 import os
 import warnings
 from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
-import triton.language as tl
 
 from .launcher import launch_compiled
 
@@ -18,9 +20,6 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Launch counts per kernel name: lets tests prove that a fused op really ran Triton code.
 launch_counts: collections.Counter = collections.Counter()
 _warned: set[str] = set()
-
-TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-
 
 class EagerFallbackWarning(UserWarning):
     """A fused op ran its eager reference: Triton cannot run on the tensors' device (:func:`backend`)."""
@@ -87,62 +86,6 @@ def launch(kernel, grid, *args, name: str, **meta) -> None:
         launch_compiled(kernel, grid, args, meta)
 
 
-def autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except RuntimeError:  # a device type autocast does not know (meta)
-        return False
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the eager op would compute in: the autocast dtype when autocast is on, else ``x``'s."""
-    device = x.device.type
-    if autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
-
-
-def dot_dtype(dtype: torch.dtype) -> tl.dtype:
-    """Operand dtype of ``tl.dot``: the compute dtype, but fp32 under the interpreter (no bf16 there)."""
-    return tl.float32 if INTERPRET else TL_DTYPES[dtype]
-
-
-def fp32_dot_precision() -> str:
-    """``tl.dot``'s input precision for fp32 operands, following PyTorch's setting for fp32 CUDA matmuls so
-    that fused and eager round alike: ``"tf32"`` where PyTorch allows TF32 (``torch.backends.cuda.matmul
-    .fp32_precision = "tf32"``, ``allow_tf32 = True`` or ``set_float32_matmul_precision("high")``), else
-    ``"ieee"`` (PyTorch's default)."""
-    try:  # torch >= 2.9; reads right whichever API set it (the getter behind ``matmul.fp32_precision``)
-        tf32 = torch._C._get_fp32_precision_getter("cuda", "matmul") == "tf32"
-    except AttributeError:
-        tf32 = torch.backends.cuda.matmul.allow_tf32
-    return "tf32" if tf32 else "ieee"
-
-
-def check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
-
-
-def check_tensors(op: str, *tensors: Optional[torch.Tensor]) -> None:
-    """All given tensors float (fp32/bf16/fp16), on one device, and of one dtype unless autocast is on
-    (which casts them). Checked before choosing kernels or the reference, so both fail alike."""
-    present = [t for t in tensors if t is not None]
-    first = present[0]
-    if first.dtype in TL_DTYPES and all(t.dtype == first.dtype and t.device == first.device for t in present):
-        return  # the common case, checked cheaply
-    devices = {t.device for t in present}
-    check(len(devices) == 1, f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
-    for t in present:
-        check(t.dtype in TL_DTYPES, f"{op}: expected float32/bfloat16/float16 tensors, got {t.dtype}")
-    dtypes = {t.dtype for t in present}
-    check(
-        len(dtypes) == 1 or autocast_enabled(present[0].device.type),
-        f"{op}: input and weights must share a dtype outside autocast, got {sorted(map(str, dtypes))} "
-        "(cast them, or run under torch.autocast)",
-    )
-
-
 def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` in plain Python (host code: ``triton.cdiv`` costs microseconds a call)."""
     return -(-a // b)
@@ -152,8 +95,17 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def as_rows(x: torch.Tensor, width: int) -> torch.Tensor:
-    """``x [..., width]`` as a 2-D ``[rows, width]`` view with unit column stride (copies only if needed)."""
-    x2 = x.reshape(-1, width)
-    return x2 if x2.stride(1) == 1 or width == 1 else x2.contiguous()
+def compilable(name: str, fake: Callable) -> Callable[[Callable], Callable]:
+    """Decorator: an op's host function, written once with a ``torch.library`` schema's types (tensors,
+    optional tensors, ints, bools, dtypes) and returning tensors. Called directly in eager code; while
+    ``torch.compile`` traces, through the custom op ``m2clip_fast::<name>`` made from the same function, with
+    ``fake`` (same arguments) giving its outputs' shapes — so graphs stay whole (``fullgraph=True``)."""
+    def register(fn: Callable) -> Callable:
+        op = torch.library.custom_op(f"m2clip_fast::{name}", fn, mutates_args=())
+        op.register_fake(fake)
 
+        @functools.wraps(fn)
+        def call(*args):
+            return (op if torch.compiler.is_compiling() else fn)(*args)
+        return call
+    return register

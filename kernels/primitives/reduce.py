@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils import launch
+from ..runtime import launch
 
 BLOCK = 256  # outputs a program
 ROWS = 16  # partial rows loaded together: a program waits for memory ceil(S / ROWS) times, not S times

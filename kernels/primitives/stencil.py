@@ -20,7 +20,7 @@ element of ``z`` (and of ``dh``) is read from memory once:
 Depthwise weights and biases are loaded once per program. The backward applies the transposed stencil the
 same way and accumulates the depthwise weight/bias gradients and the in-bias gradient over all its rows
 (every frame) into one per-program partial row (``[C*TAPS weight | C bias | C in-bias]``), summed later in a
-fixed order (:mod:`kernels.ops.reduce`): deterministic, no atomics.
+fixed order (:mod:`kernels.primitives.reduce`): deterministic, no atomics.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils import cdiv, launch, next_power_of_2
+from ..runtime import cdiv, launch, next_power_of_2
 
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
