@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from m2clip_fast.data import VideoDataset, VideoRecord, frame_indices
+from m2clip_fast.data import FrameSampling, VideoDataset, VideoRecord, frame_indices
 from m2clip_fast.prepare import encode
 
 VIDEOS = int(os.environ.get("M2CLIP_BENCH_DATA_VIDEOS", "2"))
@@ -118,7 +118,7 @@ def test_data(benchmark, record, videos, resolution, version, sampling_name):
     paths = videos[(resolution, version)]
     mode, stride = SAMPLING[sampling_name]
     records = [VideoRecord(p, 0) for p in paths]
-    dataset = VideoDataset(records, 8, CROP, train=True, sampling_mode=mode, sampling_rate=stride, seed=0)
+    dataset = VideoDataset(records, FrameSampling(8, mode, stride), CROP, train=True, seed=0)
     torch.set_num_threads(1)  # one worker process's share
 
     def decode_limit(rounds: int = 3) -> float:
@@ -138,7 +138,7 @@ def test_data(benchmark, record, videos, resolution, version, sampling_name):
         return rounds * len(paths) / best
 
     def loader(rounds: int = 3) -> float:
-        many = VideoDataset(records * 4, 8, CROP, train=True, sampling_mode=mode, sampling_rate=stride, seed=0)
+        many = VideoDataset(records * 4, FrameSampling(8, mode, stride), CROP, train=True, seed=0)
         dl = torch.utils.data.DataLoader(many, batch_size=2, num_workers=WORKERS, persistent_workers=False)
         start = time.perf_counter()
         clips = sum(batch["video"].shape[0] for _ in range(rounds) for batch in dl)
@@ -163,8 +163,8 @@ def test_prepare_gop(benchmark, record, videos, resolution, gop, sampling_name):
     to a 320 px short side with a keyframe every ``gop`` frames (250: x264's default)."""
     mode, stride = SAMPLING[sampling_name]
     paths = [_prepared(src, gop) for src in videos[(resolution, "source")]]
-    dataset = VideoDataset([VideoRecord(p, 0) for p in paths], 8, CROP, train=True, sampling_mode=mode,
-                           sampling_rate=stride, seed=0)
+    dataset = VideoDataset([VideoRecord(p, 0) for p in paths], FrameSampling(8, mode, stride), CROP, train=True,
+                           seed=0)
     torch.set_num_threads(1)
     _per_process(dataset, rounds=1)  # warm-up
     row = dict(suite="data_gop", op="clips", width=resolution, gop=gop, sampling=sampling_name, B=0, T=8,

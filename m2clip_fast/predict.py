@@ -13,7 +13,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from . import run_state
-from .data import VideoDataset, VideoRecord, read_class_names
+from .data import FrameSampling, VideoDataset, VideoRecord, read_class_names
 from .data.device import device_input
 from .distributed import device_problem
 from .engine import class_embeddings, view_probabilities
@@ -37,9 +37,9 @@ def predict(model: M2CLIP, video_path: str, labels: Sequence[str], top_k: int = 
     device = next(model.parameters()).device
     s = {**PREDICT_DEFAULTS, **{k: v for k, v in (settings or {}).items() if k in PREDICT_DEFAULTS}}
     spatial, temporal = (int(v) for v in str(s["views"]).lower().split("x"))
-    dataset = VideoDataset([VideoRecord(video_path, 0)], model.cfg.num_frames, model.image_size[0], train=False,
-                           sampling_mode=s["sampling"], sampling_rate=s["sampling_rate"], spatial_views=spatial,
-                           temporal_views=temporal)
+    frames = FrameSampling(model.cfg.num_frames, s["sampling"], s["sampling_rate"])
+    dataset = VideoDataset([VideoRecord(video_path, 0)], frames, model.image_size[0], train=False,
+                           views=(spatial, temporal))
     item = dataset[0]
     if not item["readable"]:
         raise ValueError(f"cannot read the video: {item['unreadable']}")

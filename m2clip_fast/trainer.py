@@ -23,7 +23,7 @@ from kernels.runtime import EagerFallbackWarning
 
 from . import run_state
 from .config import M2CLIPConfig
-from .data import EpochSampler, UnreadableData, VideoDataset
+from .data import Augmentation, EpochSampler, FrameSampling, UnreadableData, VideoDataset
 from .distributed import init_runtime, shutdown
 from .engine import StepSettings, TrainStep, evaluate, train_one_epoch
 from .factory import build_model
@@ -206,10 +206,10 @@ class Trainer:
 
             randaugment = v2.RandAugment()
         crop = self.model.image_size[0]  # the backbone's positional embedding fixes the input size
-        dataset = VideoDataset(records, clip.num_frames, crop, train=train, sampling_mode=clip.sampling,
-                               sampling_rate=clip.sampling_rate, flip=recipe.flip, randaugment=randaugment,
-                               crop_scale=plan.data.crop_range, interpolation=plan.recipe.interpolation,
-                               spatial_views=spatial, temporal_views=temporal, seed=plan.recipe.seed)
+        augment = Augmentation(flip=recipe.flip, randaugment=randaugment, crop_scale=plan.data.crop_range,
+                               interpolation=recipe.interpolation)
+        dataset = VideoDataset(records, FrameSampling(clip.num_frames, clip.sampling, clip.sampling_rate), crop,
+                               train=train, augment=augment, views=(spatial, temporal), seed=recipe.seed)
         sampler = EpochSampler(len(dataset), runtime, shuffle=train, seed=plan.recipe.seed, pad=train)
         return torch.utils.data.DataLoader(
             dataset, batch_size=plan.recipe.batch_size, sampler=sampler, num_workers=plan.data.workers,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from m2clip_fast.data import (VideoDataset, VideoRecord, decode_frames, frame_indices, read_class_names,
+from m2clip_fast.data import (FrameSampling, VideoDataset, VideoRecord, decode_frames, frame_indices, read_class_names,
                               read_video_list)
 from m2clip_fast.data.synthetic import CLASSES, make_synthetic_dataset, render_motion, write_mp4
 
@@ -63,13 +63,13 @@ def test_lists_and_class_csvs(synthetic, tmp_path):
 
 def test_train_and_test_items(synthetic):
     records = read_video_list(synthetic.train_list, synthetic.root, len(CLASSES))
-    train = VideoDataset(records, 4, 32, train=True, sampling_rate=2, seed=1)
+    train = VideoDataset(records, FrameSampling(4, rate=2), 32, train=True, seed=1)
     item = train[0]
     assert item["video"].shape == (4, 3, 32, 32) and item["skipped"] == 0
     assert torch.equal(train[0]["video"], item["video"])  # deterministic in (seed, epoch, index)
     train.set_epoch(1)
     assert not torch.equal(train[0]["video"], item["video"])
-    test = VideoDataset(records, 4, 32, train=False, sampling_rate=2, spatial_views=2, temporal_views=3)
+    test = VideoDataset(records, FrameSampling(4, rate=2), 32, train=False, views=(2, 3))
     assert test[0]["video"].shape == (6, 4, 3, 32, 32)
 
 
@@ -80,7 +80,7 @@ def test_corrupt_and_missing_videos_are_skipped_and_counted(synthetic, tmp_path,
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{r.path} {r.label}\n" for r in good) + f"{corrupt} 0\nmissing.mp4 1\n")
     records = read_video_list(str(listing), "", len(CLASSES))
-    ds = VideoDataset(records, 4, 32, train=True, sampling_rate=2)
+    ds = VideoDataset(records, FrameSampling(4, rate=2), 32, train=True)
     corrupt_item, missing_item = ds[4], ds[5]
     assert corrupt_item["skipped"] >= 1 and corrupt_item["video"].shape == (4, 3, 32, 32)
     assert missing_item["skipped"] >= 1
@@ -94,7 +94,8 @@ def test_corrupt_and_missing_videos_are_skipped_and_counted(synthetic, tmp_path,
 def test_mostly_unreadable_data_is_a_clear_error(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"missing{i}.mp4 0\n" for i in range(5)))
-    ds = VideoDataset(read_video_list(str(listing), str(tmp_path), 1), 4, 32, train=True, max_tries=4)
+    ds = VideoDataset(read_video_list(str(listing), str(tmp_path), 1), FrameSampling(4), 32, train=True,
+                      max_tries=4)
     with pytest.raises(RuntimeError, match="most of the data set seems unreadable"):
         ds[0]
 
@@ -110,7 +111,7 @@ def test_large_videos_are_scaled_by_the_decoder(tmp_path):
                                                 mode="bilinear", antialias=True)
     assert (small.permute(0, 3, 1, 2).float() - reference).abs().mean() < 10  # same picture, another filter
     assert decode_frames(path, lambda n: np.arange(n), short_side=90).shape == (4, 96, 128, 3)  # within 10%: native
-    test = VideoDataset([VideoRecord(path, 0)], 2, 48, train=False, spatial_views=3)
+    test = VideoDataset([VideoRecord(path, 0)], FrameSampling(2), 48, train=False, views=(3, 1))
     assert test[0]["video"].shape == (3, 2, 3, 48, 48)  # [views, T, 3, S, S]
 
 

@@ -173,6 +173,34 @@ def _decode_with_pyav(path: str, pick: Callable[[int], np.ndarray], size: dict) 
     return frames[torch.from_numpy(inverse.reshape(-1))].view(*indices.shape, *frames.shape[1:])
 
 
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames a clip takes: ``num_frames`` of them, ``"dense"`` (every ``rate``-th frame from a random start
+    in training, evenly spaced clips in test) or ``"segment"`` (TSN: one frame from each of ``num_frames``
+    equal segments)."""
+
+    num_frames: int
+    mode: str = "dense"
+    rate: int = 16
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dense", "segment"):
+            raise ValueError(f"sampling mode must be 'dense' or 'segment', got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training's spatial augmentation: short-side jitter over ``scale_range`` (default crop to 258/224 of it)
+    or random-resized crops over ``crop_scale``; horizontal flips; RandAugment (a torchvision module, or a timm
+    config string); the resize interpolation."""
+
+    flip: bool = True
+    randaugment: Optional[Union[torch.nn.Module, str]] = None
+    crop_scale: Optional[tuple[float, float]] = None
+    scale_range: Optional[tuple[int, int]] = None
+    interpolation: str = "bilinear"
+
+
 class VideoDataset(Dataset):
     """uint8 clips for training (``train=True``: one cropped clip ``[T, 3, S, S]``) or test (all views
     ``[spatial*temporal, T, 3, S, S]``); :mod:`m2clip_fast.data.device` makes a batch of them the model's input, on the
@@ -190,33 +218,14 @@ class VideoDataset(Dataset):
     Randomness depends only on ``(seed, epoch, index)``, so results do not depend on workers or on resuming.
     """
 
-    def __init__(
-        self,
-        records: list[VideoRecord],
-        num_frames: int,
-        crop_size: int,
-        train: bool,
-        sampling_mode: str = "dense",
-        sampling_rate: int = 16,
-        scale_range: Optional[tuple[int, int]] = None,
-        flip: bool = True,
-        randaugment: Optional[Union[torch.nn.Module, str]] = None,
-        crop_scale: Optional[tuple[float, float]] = None,
-        interpolation: str = "bilinear",
-        spatial_views: int = 1,
-        temporal_views: int = 1,
-        seed: int = 0,
-        max_tries: int = 10,
-    ) -> None:
-        if sampling_mode not in ("dense", "segment"):
-            raise ValueError(f"sampling_mode must be 'dense' or 'segment', got {sampling_mode!r}")
-        self.records = records
-        self.num_frames, self.crop_size, self.train = num_frames, crop_size, train
-        self.sampling_mode, self.sampling_rate = sampling_mode, sampling_rate
-        self.scale_range = scale_range or (crop_size, round(crop_size * 258 / 224))
-        self.flip, self.randaugment = flip, randaugment
-        self.crop_scale, self.interpolation = crop_scale, interpolation
-        self.spatial_views, self.temporal_views = spatial_views, temporal_views
+    def __init__(self, records: list[VideoRecord], frames: FrameSampling, crop_size: int, train: bool,
+                 augment: Augmentation = Augmentation(), views: tuple[int, int] = (1, 1), seed: int = 0,
+                 max_tries: int = 10) -> None:
+        """``frames``: which frames a clip takes; ``augment``: training's crops and flips; ``views``: (spatial,
+        temporal) views a test item holds; ``max_tries``: unreadable videos in a row before training gives up."""
+        self.records, self.frames, self.crop_size, self.train = records, frames, crop_size, train
+        self.augment, self.spatial_views, self.temporal_views = augment, *views
+        self.scale_range = augment.scale_range or (crop_size, round(crop_size * 258 / 224))
         self.seed, self.epoch, self.max_tries = seed, 0, max_tries
 
     def __len__(self) -> int:
@@ -226,12 +235,12 @@ class VideoDataset(Dataset):
         self.epoch = epoch
 
     def _pick(self, rng: np.random.Generator):
-        t, stride = self.num_frames, self.sampling_rate
+        t, stride = self.frames.num_frames, self.frames.rate
         if self.train:
-            if self.sampling_mode == "dense":
+            if self.frames.mode == "dense":
                 return lambda n: frame_indices.dense_indices(n, t, stride, rng)
             return lambda n: frame_indices.segment_indices(n, t, rng)
-        if self.sampling_mode == "dense":
+        if self.frames.mode == "dense":
             return lambda n: frame_indices.dense_clips(n, t, stride, self.temporal_views)
         return lambda n: frame_indices.segment_clips(n, t, self.temporal_views)
 
@@ -239,18 +248,19 @@ class VideoDataset(Dataset):
     def augments_on_device(self) -> bool:
         """Whether flips and RandAugment wait for the device step (training, unless timm's RandAugment,
         which works on PIL images, makes the workers do it)."""
-        return self.train and not isinstance(self.randaugment, str)
+        return self.train and not isinstance(self.augment.randaugment, str)
 
     def _span(self) -> int:
         """Frames a clip covers: a dense clip's stride span; TSN segments need ``num_frames``."""
-        return (self.num_frames - 1) * self.sampling_rate + 1 if self.sampling_mode == "dense" else self.num_frames
+        t = self.frames.num_frames
+        return (t - 1) * self.frames.rate + 1 if self.frames.mode == "dense" else t
 
     def _short_note(self, path: str, count: int) -> str:
         if count >= self._span():
             return ""
-        repeats = " (repeating frames)" if count < self.num_frames else ""
+        repeats = " (repeating frames)" if count < self.frames.num_frames else ""
         return (f"{path} has {count} frame{'s' * (count != 1)}, fewer than the {self._span()} a clip spans: its "
-                f"{self.num_frames} frames were spread over the whole video{repeats}")
+                f"{self.frames.num_frames} frames were spread over the whole video{repeats}")
 
     def _load(self, record: VideoRecord, rng: np.random.Generator, gen: torch.Generator) -> dict:
         counted, pick = {}, self._pick(rng)
@@ -266,11 +276,12 @@ class VideoDataset(Dataset):
         if self.train:
             short = int(torch.randint(self.scale_range[0], self.scale_range[1] + 1, (1,), generator=gen))
             frames = decode_frames(record.path, pick, short)
+            a = self.augment
             if not self.augments_on_device:
-                return {"video": train_clip(frames, short, self.crop_size, self.flip, gen, self.randaugment,
-                                            self.crop_scale, self.interpolation)}
-            clip = crop_clip(frames, short, self.crop_size, gen, self.crop_scale, self.interpolation)
-            flipped, seed = draw_augment(self.flip, self.randaugment, gen)
+                return {"video": train_clip(frames, short, self.crop_size, a.flip, gen, a.randaugment, a.crop_scale,
+                                            a.interpolation)}
+            clip = crop_clip(frames, short, self.crop_size, gen, a.crop_scale, a.interpolation)
+            flipped, seed = draw_augment(a.flip, a.randaugment, gen)
             return {"video": clip.contiguous(), "flip": flipped, "augment_seed": seed}
         frames = decode_frames(record.path, pick, self.crop_size)
         views = [test_views(clip, self.crop_size, self.spatial_views) for clip in frames]  # per temporal clip
@@ -279,7 +290,8 @@ class VideoDataset(Dataset):
     @property
     def device_randaugment(self) -> Optional[torch.nn.Module]:
         """The RandAugment the device step applies (torchvision's, drawn per clip by the workers), or None."""
-        return self.randaugment if self.augments_on_device and not isinstance(self.randaugment, str) else None
+        randaugment = self.augment.randaugment
+        return randaugment if self.augments_on_device and not isinstance(randaugment, str) else None
 
     def __getitem__(self, index: int) -> dict:
         seed = [self.seed, self.epoch, index]
@@ -297,7 +309,8 @@ class VideoDataset(Dataset):
                 log.debug("unreadable video %s", problems[-1])
                 if not self.train:
                     views = self.spatial_views * self.temporal_views
-                    empty = torch.zeros(views, self.num_frames, 3, self.crop_size, self.crop_size, dtype=torch.uint8)
+                    empty = torch.zeros(views, self.frames.num_frames, 3, self.crop_size, self.crop_size,
+                                        dtype=torch.uint8)
                     return {"video": empty, "label": record.label, "skipped": 0, "readable": False,
                             "unreadable": problems[0], "short": ""}
                 candidate = int(rng.integers(len(self.records)))
