@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train.py ...",
         formatter_class=_HelpFormatter,
     )
+    for add_group in (_data_flags, _model_flags, _optimisation_flags, _run_flags):
+        add_group(p)
+    return p
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--train-list", help="training list file, '<video path> <label>' per line")
     d.add_argument("--val-list", help="validation list file (same format)")
@@ -75,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resizing filter for training crops [bilinear; vit-b16-ssv2: bicubic]")
     d.add_argument("--workers", type=int, help="DataLoader worker processes per rank [4, or the CPUs this process "
                                                 "may use if fewer; demo 2]")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--preset", choices=sorted(PRESETS), help="model preset [vit-b16-k400; demo tiny]")
     m.add_argument("--pretrained", help="CLIP weights: a local file (OpenAI .pt archive or open_clip state dict) or an "
@@ -93,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--crossmodal-loss", choices=("released", "logits"),
                    help="'released': CE on softmax probabilities (reproduces the paper; the default); 'logits': CE "
                    "on logits")
+
+
+def _optimisation_flags(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch-size", type=int, help="videos per rank per step [8; demo 16]")
     o.add_argument("--grad-accum", type=int, help="gradient accumulation steps [1]")
@@ -105,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"),
                    help="mixed precision; auto (the default) = bf16 on GPU, off on CPU")
     o.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (benchmarks, smoke tests)")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", help="checkpoints and metrics.jsonl [runs/m2clip; demo runs/synthetic]")
     r.add_argument("--resume", help="'auto' (the latest checkpoint in --output-dir, if any) or a checkpoint path. A "
@@ -124,7 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="issue every kernel from Python instead of replaying each step from a CUDA graph (debugging)")
     r.add_argument("--device", default="auto", help="'auto' (a GPU if there is one), 'cpu', 'cuda' or 'cuda:N'")
     r.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the demo data set is generated")
-    return p
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
