@@ -3,14 +3,14 @@
 ``kernel[grid](*args)`` re-derives everything on every call: Triton binds the arguments, specialises each
 one (the alignment of every pointer, the divisibility of every integer), builds a cache key from the
 compile options, and above that the autotuner looks up its choice and the heuristics recompute theirs.
-Measured with Triton's real dispatch and only the driver call stubbed (``benchmarks/static.py``), that is
+Measured with Triton's real dispatch and only the driver call stubbed (``benchmarks/static/host.py``), that is
 tens of microseconds a launch, and on an H100 host the 9 launches of a TED-Adapter forward+backward took
 longer to issue than the GPU took to run them.
 
 So the first launch of each *signature* goes through Triton as usual (compiling and autotuning on the way),
 and we keep what Triton finally handed the driver: the compiled kernel and the trailing constexpr and
 config arguments. Later launches with the same signature call the compiled kernel's launcher directly,
-with exactly the arguments Triton would pass (``benchmarks/static.py`` checks this launch by launch).
+with exactly the arguments Triton would pass (``benchmarks/static/host.py`` checks this launch by launch).
 
 A signature is everything those choices can depend on: the kernel, the current device, every
 non-tensor argument *by value* (integers, flags, None), every tensor by dtype and address modulo 16, and

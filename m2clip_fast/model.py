@@ -112,7 +112,7 @@ def _project(x: torch.Tensor, proj: nn.Module | torch.Tensor) -> torch.Tensor:
 def check_label_range(labels: torch.Tensor, num_classes: int) -> None:
     """Labels ``[B]`` must lie in ``[0, num_classes)``. Checked where it costs no host-device sync and no graph
     break, on the CPU (data loaders check list labels; a GPU step never reads them back), and where the values
-    exist (not a fake tensor of a trace: benchmarks/static.py)."""
+    exist (not a fake tensor of a trace: benchmarks/static/)."""
     checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling() and not is_fake(labels)
     if checkable and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}); got [{labels.min()}, {labels.max()}]")

@@ -34,7 +34,7 @@ from ..runtime import cdiv, launch, next_power_of_2
 
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
-# Tiles [positions, channels], chosen with the static model (benchmarks/static.py) at ViT-B/16, every variant
+# Tiles [positions, channels], chosen with the static model (benchmarks/static/) at ViT-B/16, every variant
 # within 128 registers and no spill: the forward's [16, 64] tile (4 warps) carries three frames (TE) or S_{t-1}
 # (TD) in 105; the backward's [16, 64] tile (8 warps) keeps eleven fp32 accumulators plus dX_{t+1} in 128
 # (4 warps there spill, and [16, 32] tiles issue a third more instructions).
