@@ -284,6 +284,7 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
                     for g in ted.get("split_k", []))
     lines += [f"Split-K weight-gradient GEMMs ({n} alike): {slices} slices predicted {us:.1f} µs each, one slice "
               f"{unsplit:.1f} µs." for (slices, us, unsplit), n in split.items()]
+    lines += candidates_table(ted, result.get("candidates"))
     host = result["host"]
     lines += ["", f"Host time per TED-Adapter fwd+bwd (tiny shape, this CPU; Triton's dispatch runs for real on a stand-in "
               f"sm_90 driver, only the driver call is stubbed): fused {host['fused_us']:.0f} µs "
@@ -298,6 +299,22 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
         if profile:
             lines += calibration(ted, card, profile)
     return "\n".join(lines)
+
+
+def candidates_table(ted: dict, candidates: Optional[dict]) -> list[str]:
+    """The persistent TMA GEMM candidate against the op's own GEMMs, per GEMM, both predicted."""
+    if not candidates or "persistent_gemm_ted_us" not in candidates:
+        return []
+    ours = [k["predicted_us"] for k in ted["kernels"] if k["name"] == "gemm"]  # launch order: the op's six GEMMs
+    per_gemm = candidates["persistent_gemm_ted_us"]
+    tiles = sorted({t for us in per_gemm.values() for t in us})
+    lines = ["", "The op's GEMMs against the persistent TMA candidate (`benchmarks/persistent_gemm.py`, biases in an "
+             "augmented K, no split-K), **predicted**; `benchmarks/test_gemms.py` measures them with cuBLAS:", "",
+             "| GEMM | ours µs | " + " | ".join(f"persistent {t} µs" for t in tiles) + " |",
+             "|---|---|" + "---|" * len(tiles)]
+    for (name, us), mine in zip(per_gemm.items(), ours):
+        lines.append(f"| {name} | {mine:.1f} | " + " | ".join(f"{us[t]:.1f}" for t in tiles) + " |")
+    return lines
 
 
 def render_step_trace(result: dict) -> str:

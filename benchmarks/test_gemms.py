@@ -1,8 +1,9 @@
 """The fused TED-Adapter's six GEMMs side by side (issue 23): each as the op runs it (our Triton GEMM with its
-fused epilogue, split-K partials for the weight gradients) and as cuBLAS would (``mm`` / ``addmm`` with the
+fused epilogue, split-K partials for the weight gradients), as cuBLAS would (``mm`` / ``addmm`` with the
 residual as the ``addmm`` input; the biases, the CLS-gated one too, folded into an augmented K — ``h`` gains a
 column of ones and one of the patch gate, ``W_out`` the bias columns — so that their gradients come out of the
-weight-gradient GEMM and the dx GEMM needs no column sums). Device time replayed from a CUDA graph (the op
+weight-gradient GEMM and the dx GEMM needs no column sums), and as the persistent TMA candidate
+(:mod:`benchmarks.persistent_gemm`, the same augmented K, the residual in its epilogue) at two tile sizes. Device time replayed from a CUDA graph (the op
 runs captured in training). ViT-B/16, B=8, T=8, bf16: rows ``suite="gemms"`` of the card's JSON."""
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from .harness import HAS_CUDA, NO_CUDA_REASON, VIT_B16, graph_time_ms
+from .persistent_gemm import TILES, Tiles, persistent_gemm
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
 B, T = 8, 8
@@ -76,15 +78,31 @@ def cublas_gemms(o: dict) -> dict[str, Callable[[], object]]:
     }  # no partial sums: cuBLAS reduces its own splits inside the GEMM
 
 
+def persistent_gemms(o: dict, tiles: Tiles = TILES["128x128"]) -> dict[str, Callable[[], object]]:
+    x, dout, h_aug, dz, w_in = o["x"], o["dout"], o["h_aug"], o["dz"], o["w_in"]
+    w_aug = _augmented_w_out(o)
+    width = 2 * o["w_out"].shape[2]
+    return {
+        "in: z = x·W_inᵀ": lambda: persistent_gemm(x, w_in.t(), tiles=tiles),
+        "out: x + h·W_outᵀ + b2 + gated b4": lambda: persistent_gemm(h_aug, _augmented_w_out(o).t(), x, tiles),
+        "dh = dout·W_out": lambda: persistent_gemm(dout, w_aug[:, :width], tiles=tiles),
+        "dW_out = doutᵀ·h": lambda: persistent_gemm(dout.t(), h_aug, tiles=tiles),
+        "dx = dout + dz·W_in (+ b2/b4 sums)": lambda: persistent_gemm(dz, w_in, dout, tiles),
+        "dW_in = dzᵀ·x": lambda: persistent_gemm(dz.t(), x, tiles=tiles),
+    }
+
+
+BACKENDS = {"triton": triton_gemms, "cublas": cublas_gemms,
+            **{f"persistent-{name}": (lambda o, t=t: persistent_gemms(o, t)) for name, t in TILES.items()}}
 GEMMS = ["in: z = x·W_inᵀ", "out: x + h·W_outᵀ + b2 + gated b4", "dh = dout·W_out", "dW_out = doutᵀ·h",
          "dx = dout + dz·W_in (+ b2/b4 sums)", "dW_in = dzᵀ·x", "split-K partial sums"]
 
 
-@pytest.mark.parametrize("backend", ["triton", "cublas"])
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("gemm", GEMMS)
 def test_ted_gemm(benchmark, record, gemm, backend):
     o = operands(B * T * VIT_B16.L, VIT_B16.C, VIT_B16.Ca, VIT_B16.L)
-    fn = (triton_gemms if backend == "triton" else cublas_gemms)(o).get(gemm)
+    fn = BACKENDS[backend](o).get(gemm)
     if fn is None:
         pytest.skip(f"{backend} has no {gemm}")
     fn()  # autotune / compile outside the timing

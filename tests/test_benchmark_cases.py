@@ -62,18 +62,20 @@ def test_an_unknown_train_step_provider_is_refused():
 
 
 def test_the_gemm_comparison_compares_like_with_like(kernel_device):
-    """benchmarks/test_gemms.py times each TED GEMM through our kernel and through cuBLAS-style mm/addmm with
-    the biases in an augmented K: at a small shape both sides give the same results (the split-K slices summed;
-    b2/b4 gradients from the augmented dW_out GEMM against the dx GEMM's column sums)."""
+    """benchmarks/test_gemms.py times each TED GEMM through our kernel, through cuBLAS-style mm/addmm with the
+    biases in an augmented K and through the persistent TMA candidate: at a small shape all give the same
+    results (the split-K slices summed; b2/b4 gradients from the augmented dW_out GEMM)."""
     from benchmarks import test_gemms as tg
 
     o = tg.operands(R=2 * 3 * 7, C=24, Ca=12, tokens=7, device=kernel_device, dtype=torch.float32)
-    ours, theirs = tg.triton_gemms(o), tg.cublas_gemms(o)
-    assert set(theirs) < set(ours) == set(tg.GEMMS)
+    ours, theirs, persistent = tg.triton_gemms(o), tg.cublas_gemms(o), tg.persistent_gemms(o)
+    assert set(theirs) == set(persistent) < set(ours) == set(tg.GEMMS)
     results = {name: fn() for name, fn in ours.items()}
     for name in ("in: z = x·W_inᵀ", "out: x + h·W_outᵀ + b2 + gated b4", "dh = dout·W_out",
                  "dx = dout + dz·W_in (+ b2/b4 sums)"):
         torch.testing.assert_close(results[name], theirs[name](), rtol=1e-5, atol=1e-5, msg=name)
+    for name, fn in persistent.items():  # the TMA candidate computes what cuBLAS does
+        torch.testing.assert_close(fn(), theirs[name](), rtol=1e-5, atol=1e-5, msg=name)
     d_w_aug = theirs["dW_out = doutᵀ·h"]()  # [C, 2Ca + AUX]
     d_w_out = results["dW_out = doutᵀ·h"].reshape(-1, 2, 24, 12).sum(0)  # split-K slices -> the two blocks
     torch.testing.assert_close(torch.cat([d_w_out[0], d_w_out[1]], dim=1), d_w_aug[:, :24], rtol=1e-5, atol=1e-5)

@@ -107,3 +107,13 @@ def test_every_kernel_is_compiled_and_predicted_and_precision_moves_the_predicti
             assert k["predicted_us"] > 0 and k["sass_instructions"] > 0 and k["registers"] > 0, (op["op"], k)
     total = {op["op"]: sum(k["predicted_us"] for k in op["kernels"]) for op in report["ops"]}
     assert total["ted_adapter fwd+bwd fp32"] > total["ted_adapter fwd+bwd fp32 tf32"] > total["ted_adapter fwd+bwd"]
+
+
+def test_the_persistent_gemm_candidate_compiles_to_tma_and_warpgroup_mma(report):
+    """benchmarks/persistent_gemm.py (measured against ours and cuBLAS in benchmarks/test_gemms.py): every tile
+    size and operand layout the TED-Adapter's GEMMs need compiles for sm_90 with TMA loads, wgmma, no spill,
+    within an SM's shared memory."""
+    variants = report["candidates"]["persistent_gemm"]
+    assert len(variants) == 6, variants
+    for v in variants:
+        assert v["wgmma"] and v["tma_loads"] > 0 and v["spills"] == 0 and v["shared"] <= 228 * 1024, v

@@ -40,6 +40,7 @@ import triton  # noqa: E402
 from ..time_model import CARDS, H100  # noqa: E402
 from ..tracing import trace  # noqa: E402
 from .activations import kept_activations  # noqa: E402
+from .candidates import persistent_gemm_variants, predict_persistent, ted_gemm_shapes  # noqa: E402
 from .host import fast_launches_match_triton, host_fused_vs_eager, registration_host_us  # noqa: E402
 from .predict import predict, split_k_gain  # noqa: E402
 from .workloads import (TINY, VIT_B16, Shape, ideal_ted_bytes, quick_gelu_fwd_bwd, ted_fwd_bwd,  # noqa: E402
@@ -72,6 +73,13 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
     )
 
 
+def _candidates() -> dict:
+    """The persistent TMA GEMM candidate: its compiled variants and its predicted µs on the TED-Adapter's GEMMs."""
+    variants = persistent_gemm_variants()
+    shapes = ted_gemm_shapes(VIT_B16.R, VIT_B16.C, VIT_B16.Ca)
+    return dict(persistent_gemm=variants, persistent_gemm_ted_us=predict_persistent(shapes, variants, H100))
+
+
 def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
     """Every op at the benchmark shape in bf16 (the TED-Adapter first: the budgets are about it), plus the
     TED-Adapter in fp32 (IEEE and TF32) so that every kernel variant a launcher can pick is compiled and held to the
@@ -93,6 +101,7 @@ def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
         host=dict(shape=asdict(TINY) | {"dtype": "float32"}, **host, ratio=host["fused_us"] / host["eager_us"],
                   registration=registration_host_us(), fast_launches=fast_launches_match_triton()),
         kept_activations=kept_activations(),
+        candidates=_candidates(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     report["checks"] = check_budgets(report)

@@ -1,0 +1,79 @@
+"""GEMM candidates that are measured but not yet run by the ops (:mod:`benchmarks.persistent_gemm`), compiled
+for sm_90 as the benchmark launches them: registers, spills, shared memory, and whether the binary uses TMA
+and the warpgroup MMA."""
+from __future__ import annotations
+
+import torch
+import triton
+from triton.compiler import ASTSource
+from triton.runtime.jit import mangle_type
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from ..persistent_gemm import TILES, _persistent_gemm_kernel
+from .compile import TARGET, _compile
+
+# (A stored transposed, B stored transposed): the layouts of the TED-Adapter's GEMMs — x·W_inᵀ (B_T),
+# dout·W_out and dz·W_in (neither), doutᵀ·h and dzᵀ·x (A_T)
+LAYOUTS = ((False, True), (False, False), (True, False))
+
+
+def _descriptor(rows: int, cols: int) -> str:
+    return mangle_type(TensorDescriptor.from_tensor(torch.empty(1024, 1024, dtype=torch.bfloat16), [rows, cols]))
+
+
+def persistent_gemm_variants(sms: int = 132) -> list[dict]:
+    """Every tile size and operand layout of the persistent TMA candidate (bf16, no residual), compiled."""
+    rows = []
+    for name, t in TILES.items():
+        for a_t, b_t in LAYOUTS:
+            signature = {"a_desc": _descriptor(t.block_k, t.block_m) if a_t else _descriptor(t.block_m, t.block_k),
+                         "b_desc": _descriptor(t.block_n, t.block_k) if b_t else _descriptor(t.block_k, t.block_n),
+                         "c_desc": _descriptor(t.block_m, t.block_n), "r_desc": "constexpr",
+                         "M": "i32", "N": "i32", "K": "i32"}
+            constexprs = {"r_desc": None, "A_T": a_t, "B_T": b_t, "BLOCK_M": t.block_m, "BLOCK_N": t.block_n,
+                          "BLOCK_K": t.block_k, "GROUP_M": t.group_m, "PROGRAMS": sms}
+            signature.update({k: "constexpr" for k in constexprs if k != "r_desc"})
+            c = _compile(_persistent_gemm_kernel, tuple(signature.items()), tuple(constexprs.items()), (), t.warps,
+                         t.stages)
+            ptx = triton.compile(ASTSource(_persistent_gemm_kernel, signature, constexprs, {}), target=TARGET,
+                                 options=dict(num_warps=t.warps, num_stages=t.stages)).asm["ptx"]
+            rows.append(dict(tiles=name, a_transposed=a_t, b_transposed=b_t, registers=c.registers, spills=c.spills,
+                             shared=c.shared, wgmma=c.wgmma, tma_loads=ptx.count("cp.async.bulk.tensor")))
+    return rows
+
+
+def ted_gemm_shapes(R: int, C: int, Ca: int, aux: int = 8) -> dict[str, tuple[int, int, int, bool, tuple[bool, bool]]]:
+    """The TED-Adapter's GEMMs as the candidate would run them (biases in an augmented K of ``aux`` columns):
+    name -> (M, N, K, residual, (A stored transposed, B stored transposed))."""
+    w = 2 * Ca
+    return {"in: z = x·W_inᵀ": (R, w, C, False, (False, True)),
+            "out: x + h·W_outᵀ + b2 + gated b4": (R, C, w + aux, True, (False, True)),
+            "dh = dout·W_out": (R, w, C, False, (False, False)),
+            "dW_out = doutᵀ·h": (C, w + aux, R, False, (True, False)),
+            "dx = dout + dz·W_in (+ b2/b4 sums)": (R, C, w, True, (False, False)),
+            "dW_in = dzᵀ·x": (w, C, R, False, (True, False))}
+
+
+def predict_persistent(shapes: dict, variants: list[dict], card: dict, element_size: int = 2) -> dict[str, dict]:
+    """Predicted µs of each GEMM in ``shapes`` for every tile size of the candidate (:func:`time_model.timing`):
+    one resident program per SM walks the tiles, so the busy share is that of the tiles, and the pipeline
+    fills once per program rather than once per tile."""
+    from ..time_model import timing
+
+    out: dict[str, dict] = {}
+    for name, (M, N, K, residual, layout) in shapes.items():
+        for v in variants:
+            if (v["a_transposed"], v["b_transposed"]) != layout:
+                continue
+            t = TILES[v["tiles"]]
+            tiles = triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n)
+            per_program = tiles / min(tiles, card["sms"])
+            hbm = (M * K + K * N + M * N * (2 if residual else 1)) * element_size
+            l2 = (M * K * triton.cdiv(N, t.block_n) + K * N * triton.cdiv(M, t.block_m)) * element_size + hbm \
+                - (M * K + K * N) * element_size
+            features = dict(programs=tiles, warps=t.warps, registers=v["registers"], shared=v["shared"], bytes=hbm,
+                            l2_bytes=l2, flops=2.0 * M * N * K, warp_instructions=0.0,
+                            k_steps=triton.cdiv(K, t.block_k) * per_program, stages=t.stages, chains=[],
+                            dot_fp32=False)
+            out.setdefault(name, {})[v["tiles"]] = timing(features, card)["predicted_us"]
+    return out
