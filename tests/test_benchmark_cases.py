@@ -62,10 +62,10 @@ def test_an_unknown_train_step_provider_is_refused():
 
 
 def test_the_gemm_comparison_compares_like_with_like(kernel_device):
-    """benchmarks/test_gemms.py times each TED GEMM through our kernel, through cuBLAS-style mm/addmm with the
+    """benchmarks/test_gemms.py times each TED GEMM (benchmarks/gemm_cases.py) through our kernel, through cuBLAS-style mm/addmm with the
     biases in an augmented K and through the persistent TMA candidate: at a small shape all give the same
     results (the split-K slices summed; b2/b4 gradients from the augmented dW_out GEMM)."""
-    from benchmarks import test_gemms as tg
+    from benchmarks import gemm_cases as tg
 
     o = tg.operands(R=2 * 3 * 7, C=24, Ca=12, tokens=7, device=kernel_device, dtype=torch.float32)
     ours, theirs, persistent = tg.triton_gemms(o), tg.cublas_gemms(o), tg.persistent_gemms(o)

@@ -9,6 +9,7 @@ from triton.compiler import ASTSource
 from triton.runtime.jit import mangle_type
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from ..gemm_cases import GEMMS
 from ..persistent_gemm import TILES, _persistent_gemm_kernel
 from .compile import TARGET, _compile
 
@@ -46,12 +47,9 @@ def ted_gemm_shapes(R: int, C: int, Ca: int, aux: int = 8) -> dict[str, tuple[in
     """The TED-Adapter's GEMMs as the candidate would run them (biases in an augmented K of ``aux`` columns):
     name -> (M, N, K, residual, (A stored transposed, B stored transposed))."""
     w = 2 * Ca
-    return {"in: z = x·W_inᵀ": (R, w, C, False, (False, True)),
-            "out: x + h·W_outᵀ + b2 + gated b4": (R, C, w + aux, True, (False, True)),
-            "dh = dout·W_out": (R, w, C, False, (False, False)),
-            "dW_out = doutᵀ·h": (C, w + aux, R, False, (True, False)),
-            "dx = dout + dz·W_in (+ b2/b4 sums)": (R, C, w, True, (False, False)),
-            "dW_in = dzᵀ·x": (w, C, R, False, (True, False))}
+    shapes = [(R, w, C, False, (False, True)), (R, C, w + aux, True, (False, True)), (R, w, C, False, (False, False)),
+              (C, w + aux, R, False, (True, False)), (R, C, w, True, (False, False)), (w, C, R, False, (True, False))]
+    return dict(zip(GEMMS, shapes))  # in, out, dh, dW_out, dx, dW_in: the op's launch order
 
 
 def predict_persistent(shapes: dict, variants: list[dict], card: dict, element_size: int = 2) -> dict[str, dict]:
