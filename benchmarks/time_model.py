@@ -59,7 +59,8 @@ def timing(f: dict, card: dict) -> dict:
     warps_per_scheduler = per_sm * f["warps"] / 4
     issue_efficiency = 1.0 if f["flops"] else min(1.0, warps_per_scheduler / card["warps_for_full_issue"])
     issue_rate = card["issue_per_sm_cycle"] * card["sms"] * card["clock_hz"]
-    chains = sorted(f["chains"], reverse=True)  # programs start in order; the plan puts the longest first
+    # programs start in order and the plan puts the longest chains first: each wave waits for its first
+    chains = [length for length, count in sorted(f["chains"], reverse=True) for _ in range(int(count))]
     terms = dict(
         memory_us=f["bytes"] / card["hbm_achieved"] * 1e6,
         l2_us=f["l2_bytes"] / card["l2_achieved"] * 1e6,

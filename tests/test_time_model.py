@@ -64,3 +64,10 @@ def test_calibrated_against_the_h100_kernel_by_kernel():
     assert set(ratios) == {"gemm", "stencil_fwd", "stencil_bwd", "sum_partials"}, ratios
     assert all(0.7 <= r <= 1.43 for name, r in ratios.items() if name != "sum_partials"), ratios
     assert ratios["sum_partials"] > 1.43  # a known miss: when the model explains it, tighten this test
+
+
+def test_each_wave_waits_for_its_longest_chain_of_memory_waits():
+    """sum_partials-like: 6 programs of 15 dependent waits start first (the plan sorts them so), then 2000 of 3;
+    with 8 resident programs an SM (64 registers, 4 warps) a wave holds 1056, so the waves wait 15 and 3."""
+    k = _kernel(programs=2006, chains=[[3.0, 2000], [15.0, 6]])
+    assert time_model.timing(k, time_model.H100)["latency_us"] == pytest.approx((15 + 3) * 0.52)

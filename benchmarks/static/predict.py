@@ -29,7 +29,7 @@ class KernelRow:
     l2_bytes: float = 0.0  # L2 -> SM traffic: what its programs load (tiles re-read by other programs count again)
     k_steps: float = 0.0  # a GEMM program's K-loop trips
     stages: int = 0
-    chains: list = field(default_factory=list)  # dependent memory waits of each program (sum_partials)
+    chains: list = field(default_factory=list)  # [waits, programs]: dependent memory waits a program (sum_partials)
     memory_us: float = 0.0
     l2_us: float = 0.0
     compute_us: float = 0.0
@@ -84,6 +84,12 @@ def _chains(values: dict) -> torch.Tensor:
     return 1 + (values["plan_ptr"][:, 2].double() / values["ROWS"]).ceil()
 
 
+def _chain_counts(values: dict) -> list[list[float]]:
+    """:func:`_chains` as ``[waits, programs]`` pairs (a few distinct lengths, not one per program)."""
+    lengths, counts = _chains(values).unique(return_counts=True)
+    return [[float(n), int(c)] for n, c in zip(lengths.tolist(), counts.tolist())]
+
+
 def _program_mix(launch: Launch, values: dict) -> list[tuple[dict, float]]:
     """Variants of a launch whose programs run different code, with their share of the programs: a stencil
     launch's TE and TD programs, compiled apart so each is charged only its own instructions."""
@@ -125,7 +131,7 @@ def predict(launch: Launch) -> KernelRow:
             registers=full.registers, spills=full.spills, shared=full.shared, sass_instructions=full.instructions,
             warp_instructions=warp_instructions, l2_bytes=_l2_bytes(launch.name, values, hbm),
             k_steps=trips if gemm else 0.0, stages=stages if gemm else 0,
-            chains=_chains(values).tolist() if launch.name == "sum_partials" else [],
+            chains=_chain_counts(values) if launch.name == "sum_partials" else [],
             wgmma=full.wgmma, tf32_rounding=full.tf32_rounding, dot_fp32=gemm and str(base["DOT_DTYPE"]) == "fp32",
         )
         features = asdict(row)
