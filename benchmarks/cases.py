@@ -223,11 +223,16 @@ def train_model(preset: str, provider: str, frames: int = 8, device: str = "cpu"
     return model, m2.PromptMasker(TRAIN_CLASSES, vocab)
 
 
-def train_step(preset: str, batch: int, provider: str, device: str, frames: int = 8
-               ) -> tuple[Callable[[], None], list[torch.nn.Parameter]]:
+class TrainStepCase(NamedTuple):
+    step: Callable[[], None]  # one training step on a fixed batch
+    params: list  # the parameters it trains
+    model: torch.nn.Module  # the model it trains (the eager module, also under torch.compile)
+
+
+def train_step(preset: str, batch: int, provider: str, device: str, frames: int = 8) -> TrainStepCase:
     """One M2-CLIP training step as the trainer runs it (:class:`m2clip_fast.engine.StepRunner`: the four losses
     with the cached class prefix, backward, AdamW, replayed from CUDA graphs for the ``+graph`` providers) on one
-    fixed batch for a provider of :data:`TRAIN_PROVIDERS` -> (the step, the parameters it trains)."""
+    fixed batch for a provider of :data:`TRAIN_PROVIDERS`."""
     from unittest import mock
 
     from m2clip_fast import model as model_module
@@ -263,4 +268,4 @@ def train_step(preset: str, batch: int, provider: str, device: str, frames: int 
         with blocks:
             runner(video, labels, *mlm, update=True)
 
-    return step, runner.params
+    return TrainStepCase(step, runner.params, model)

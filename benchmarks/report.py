@@ -239,6 +239,12 @@ def render(result: dict, image: Optional[str]) -> str:
     lines.append("")
     if image:
         lines += [f"![benchmarks on {result['card']}]({image})", ""]
+    parts = (result.get("profile") or {}).get("train_breakdown")
+    if parts:
+        total = sum(parts["ms"].values())
+        lines += [f"Where the {parts['shape']} training step's time goes (`benchmarks/breakdown.py`, torch.profiler):",
+                  "", "| component | ms a step | share |", "|---|---|---|"]
+        lines += [f"| {name} | {ms:.2f} | {100 * ms / total:.0f}% |" for name, ms in parts["ms"].items()] + [""]
     tables = (targets_table(result["rows"]), train_table(result["rows"]), ops_table(result["rows"]),
               block_table(result["rows"]), gemms_table(result["rows"]), data_table(result["rows"]),
               gop_table(result["rows"]))

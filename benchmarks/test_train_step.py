@@ -73,7 +73,7 @@ def test_train_step(benchmark, record, request, preset, batch, provider):
     device = "cuda" if HAS_CUDA else "cpu"
     hardware = request.getfixturevalue("hardware") if HAS_CUDA else None
     try:
-        step, params = train_step(preset, batch, provider, device)
+        step, params, _ = train_step(preset, batch, provider, device)
         trainable = sum(p.numel() for p in params)
         for _ in range(WARMUP):
             step()

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # The GPU checks as one command for a GPU machine with no network (an H100/H200), inside 9 minutes:
-#   1. the kernel tests on the GPU, capped at 90 s (fp32 IEEE/TF32, bf16, fp16 parity; deterministic
+#   1. the kernel tests on the GPU, capped at 120 s (fp32 IEEE/TF32, bf16, fp16 parity; deterministic
 #      backward; CUDA-graph capture and replay of a fused step; the fused model against eager; the
 #      benchmark harness);
 #   2. the benchmarks (not the data benchmark: the CPU's, with PyAV, which the image lacks), trimmed grid (M2CLIP_BENCH_QUICK=1) under a time budget, the target rows first, each
 #      row written into $OUT as it finishes (a run that is killed keeps what it measured);
-#   3. where the target row's time goes (scripts/gpu_profile.py: device vs host time, per kernel), stored in
-#      the card's JSON, and Nsight Compute's reading of its stencil and partial-sum kernels (ncu.csv);
+#   3. where the target row's time goes (scripts/gpu_profile.py: device vs host time, per kernel) and the fused
+#      B=32 training step's time by component, stored in the card's JSON, and Nsight Compute's reading of the
+#      TED-Adapter's stencil and partial-sum kernels (ncu.csv);
 #   4. the report (tables, chart, measured / predicted per kernel against benchmarks/results/static-sm90.json).
 # Installs nothing from the network: fetch the wheels here first (scripts/fetch_gpu_wheels.sh) and carry
 # ".whl". Everything worth keeping lands in $OUT (8 files: at most 8 come back). On the device tool:
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=580)
 # (2026-11-26 on an H100: the target row's six providers and the eight training-step rows took 297 s; the
-# text-adapter row's six providers 48 s. The limits below sum to 550 s.)
+# text-adapter row's six providers 48 s. The limits below sum to 565 s.)
 # Then copy $OUT's <card>.json/.md/.png into benchmarks/results/, run
 # `python -m benchmarks.report --readme README.md` and commit.
 # Dry run here, on CPU (interpreter, CPU benchmark rows only): ALLOW_CPU=1 OUT=/tmp/out bash scripts/gpu_check.sh
@@ -40,7 +41,7 @@ python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${
 export TRITON_CACHE_AUTOTUNING=1
 parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 16")
 #    Selected by marker: every test that needs CUDA or runs the kernels (tests/conftest.py marks those).
-timeout "${TESTS_S:-130}" python3 -m pytest -q -rfEs -p no:cacheprovider -p no:benchmark -W ignore::DeprecationWarning \
+timeout "${TESTS_S:-120}" python3 -m pytest -q -rfEs -p no:cacheprovider -p no:benchmark -W ignore::DeprecationWarning \
   $parallel -m "cuda or kernels" tests/ 2>&1 | tee "$OUT/tests.log"
 
 # 2. Benchmarks: rows that would start after the budget skip; <card>.json in $OUT is rewritten after every row.
@@ -53,13 +54,16 @@ M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_B
 card_json=$(ls "$OUT"/*.json 2>/dev/null | head -1)
 timeout "${PROFILE_S:-45}" python3 scripts/gpu_profile.py ted ${card_json:+--into "$card_json"} > "$OUT/profile.txt" 2>&1
 grep -E "parity|==|stored" "$OUT/profile.txt"
+#    The fused B=32 training step's time by component (issue 21), stored in the card's JSON too.
+timeout "${BREAKDOWN_S:-40}" python3 scripts/gpu_profile.py breakdown ${card_json:+--into "$card_json"} \
+  >> "$OUT/profile.txt" 2>&1
 
 # 3b. Nsight Compute on the fused target row's stencils and partial sums (speed of light, occupancy, launch stats).
 if command -v ncu >/dev/null; then
   # Three sections: with five, 50 s covered only three of the nine kernels (2026-11-26, two GEMMs and the old
   # stencil_fwd; those are in benchmarks/results/NVIDIA_H100_80GB_HBM3.ncu.csv). Now only the kernels the static
   # model has no Nsight reading of: the rewritten stencils and sum_partials (its 2.2x miss is unexplained).
-  timeout "${NCU_S:-75}" ncu --nvtx --nvtx-include "profile/" --kernel-name-base function \
+  timeout "${NCU_S:-60}" ncu --nvtx --nvtx-include "profile/" --kernel-name-base function \
     --kernel-name "regex:stencil|sum_partials" --section SpeedOfLight --section Occupancy \
     --section LaunchStats --csv --page details \
     --log-file "$OUT/ncu.csv" python3 scripts/gpu_profile.py ncu > /dev/null 2>&1

@@ -13,6 +13,9 @@ against the fp64 reference; then per provider:
 ``train``: one training step (vit-b16-k400, B=8, bf16 autocast) with fused and eager adapters, the same three
 figures and the ops that take the most host time.
 
+``breakdown``: the fused B=32 step's time by component (:mod:`benchmarks.breakdown`), stored with ``--into`` as
+the card's ``profile.train_breakdown``.
+
 ``ncu``: one warmed-up fused fwd+bwd of the target row inside the NVTX range ``profile``, for Nsight Compute.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.breakdown import profile_step
 from benchmarks.harness import VIT_B16, device_time_ms
 from benchmarks.cases import op_cases, provider_fn, runner, train_step
 from benchmarks.harness import rel_err
@@ -121,14 +125,34 @@ def ncu_target() -> None:
 
 def train(batch: int = 8) -> None:
     for provider in ("fused", "eager"):
-        step, _ = train_step("vit-b16-k400", batch, provider, "cuda")
+        step = train_step("vit-b16-k400", batch, provider, "cuda").step
         measure(f"train step B={batch} {provider}", step, rows=20)
+
+
+def breakdown(into: str | None = None, batch: int = 32) -> None:
+    """Where the fused training step's time goes at ``batch``, by component (:mod:`benchmarks.breakdown`);
+    stored in ``into``'s ``profile.train_breakdown``."""
+    case = train_step("vit-b16-k400", batch, "fused", "cuda")
+    for _ in range(3):
+        case.step()
+    parts = {k: round(v, 3) for k, v in profile_step(case.step, case.model).items()}
+    print(f"\n== train step B={batch} fused, ms a step by component:")
+    for name, ms in parts.items():
+        print(f"  {name:45s} {ms:8.3f}")
+    if into and os.path.exists(into):
+        with open(into) as f:
+            result = json.load(f)
+        result.setdefault("profile", {})["train_breakdown"] = dict(shape=f"vit-b16-k400 B={batch} fused", ms=parts)
+        with open(into, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"breakdown stored in {into}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="*", choices=["ted", "train", "ncu"], default=["ted", "train"])
+    parser.add_argument("what", nargs="*", choices=["ted", "train", "breakdown", "ncu"], default=["ted", "train"])
     parser.add_argument("--into", help="a card's results JSON to store the TED-Adapter profile in")
     args = parser.parse_args()
     for what in args.what:
-        {"ted": lambda: ted(args.into), "train": train, "ncu": ncu_target}[what]()
+        {"ted": lambda: ted(args.into), "train": train, "breakdown": lambda: breakdown(args.into),
+         "ncu": ncu_target}[what]()

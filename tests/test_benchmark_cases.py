@@ -49,7 +49,7 @@ def test_every_train_step_provider_trains(provider):
     trainer runs on a CPU) and move their weights; the ``torch.compile`` providers are GPU runs only (minutes of
     C++ compilation here)."""
     torch.manual_seed(0)
-    step, params = cases.train_step("tiny", 2, provider, "cpu", frames=3)
+    step, params, _ = cases.train_step("tiny", 2, provider, "cpu", frames=3)
     before = [p.detach().clone() for p in params]
     step()
     moved = sum(not torch.equal(a, p) for a, p in zip(before, params))
@@ -83,3 +83,28 @@ def test_the_gemm_comparison_compares_like_with_like(kernel_device):
     torch.testing.assert_close(d_w_aug[:, 24], dout.sum(0), rtol=1e-5, atol=1e-5)  # b2
     torch.testing.assert_close(d_w_aug[:, 25], dout.view(-1, 7, 24)[:, 1:].sum((0, 1)), rtol=1e-5, atol=1e-5)  # b4
     torch.testing.assert_close(results["dW_in = dzᵀ·x"].reshape(-1, 24, 24).sum(0), theirs["dW_in = dzᵀ·x"](), rtol=1e-5, atol=1e-5)
+
+
+def test_step_breakdown_charges_every_op_to_a_component():
+    """benchmarks/breakdown.py on the tiny training step (CPU, eager adapters): forward ops by the towers' ranges,
+    backward ops through the autograd node of the forward op, the optimizer's step; almost nothing unclaimed."""
+    from benchmarks.breakdown import HEADS, OPTIMIZER, OTHER, TEXT, VISION, profile_step
+
+    case = cases.train_step("tiny", 2, "eager", "cpu", frames=3)
+    case.step()
+    ms = profile_step(case.step, case.model, steps=1)
+    assert all(ms.get(c, 0) > 0 for c in (VISION, TEXT, HEADS, OPTIMIZER)), ms
+    assert ms.get(OTHER, 0) < 0.2 * sum(ms.values()), ms
+    assert "encode_video" not in case.model.__dict__  # the ranges are gone afterwards
+
+
+def test_kernel_classes_of_the_names_an_h100_ran():
+    from benchmarks.breakdown import kernel_class
+
+    assert kernel_class("_gemm_kernel") == kernel_class("_stencil_bwd_kernel") == "Triton adapter kernels"
+    assert kernel_class("nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_bias_TNN") == "GEMMs"
+    assert kernel_class("void cublasLt::splitKreduce_kernel<32, 16, int, float>") == "GEMMs"
+    assert kernel_class("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64>>") == "attention"
+    assert kernel_class("void at::native::vectorized_elementwise_kernel<8, at::native::CUDAFunctor_add>") == \
+        "norms and elementwise"
+    assert kernel_class("_quick_gelu_kernel") == "norms and elementwise"

@@ -91,3 +91,11 @@ def test_gemm_comparison_table_names_the_faster_backend_per_gemm():
     assert "| in: z = x·W_inᵀ | 44.0 | 31.0 | cuBLAS |" in table
     assert "| split-K partial sums | 12.0 | – | – |" in table
     assert table[-1] == "| all | 56.0 | 31.0 | cuBLAS |"
+
+
+def test_the_training_step_breakdown_is_rendered_with_shares():
+    result = dict(card="Test GPU", torch="2.x", triton="3.x", date="2026-01-01", rows=[],
+                  profile=dict(train_breakdown=dict(shape="vit-b16-k400 B=32 fused",
+                                                    ms={"vision tower: GEMMs": 30.0, "optimizer": 10.0})))
+    text = report.render(result, None)
+    assert "| vision tower: GEMMs | 30.00 | 75% |" in text and "| optimizer | 10.00 | 25% |" in text
