@@ -3,14 +3,15 @@ ours (our Triton GEMM with its fused epilogue, split-K partials for the weight g
 ``addmm`` with the residual as the ``addmm`` input; the biases, the CLS-gated one too, folded into an
 augmented K — ``h`` gains a column of ones and one of the patch gate, ``W_out`` the bias columns — so that their
 gradients come out of the weight-gradient GEMM and the dx GEMM needs no column sums), and the persistent TMA
-candidate (:mod:`benchmarks.persistent_gemm`, the same augmented K, the residual in its epilogue)."""
+candidate (:mod:`benchmarks.persistent_gemm`, the same augmented K, the residual in its epilogue, the weight
+gradients split along K into fp32 partials and summed)."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
-from .persistent_gemm import TILES, Tiles, persistent_gemm
+from .persistent_gemm import TILES, Tiles, persistent_gemm, split_for
 
 AUX = 8  # augmented-K columns: ones, the patch gate, zeros to keep rows 16-byte aligned
 
@@ -77,13 +78,21 @@ def persistent_gemms(o: dict, tiles: Tiles = TILES["128x128"]) -> dict[str, Call
     x, dout, h_aug, dz, w_in = o["x"], o["dout"], o["h_aug"], o["dz"], o["w_in"]
     w_aug = _augmented_w_out(o)
     width = 2 * o["w_out"].shape[2]
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
+
+    def weight_grad(g: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """gᵀ·other, split along K into enough slices to fill the SMs (few output tiles), partials summed."""
+        split = split_for(g.shape[1], other.shape[1], tiles, sms) if x.is_cuda else 1
+        out = persistent_gemm(g.t(), other, tiles=tiles, split=split)
+        return out.sum(0) if split > 1 else out
+
     return {
         "in: z = x·W_inᵀ": lambda: persistent_gemm(x, w_in.t(), tiles=tiles),
         "out: x + h·W_outᵀ + b2 + gated b4": lambda: persistent_gemm(h_aug, _augmented_w_out(o).t(), x, tiles),
         "dh = dout·W_out": lambda: persistent_gemm(dout, w_aug[:, :width], tiles=tiles),
-        "dW_out = doutᵀ·h": lambda: persistent_gemm(dout.t(), h_aug, tiles=tiles),
+        "dW_out = doutᵀ·h": lambda: weight_grad(dout, h_aug),
         "dx = dout + dz·W_in (+ b2/b4 sums)": lambda: persistent_gemm(dz, w_in, dout, tiles),
-        "dW_in = dzᵀ·x": lambda: persistent_gemm(dz.t(), x, tiles=tiles),
+        "dW_in = dzᵀ·x": lambda: weight_grad(dz, x),
     }
 
 

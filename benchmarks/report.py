@@ -315,12 +315,14 @@ def candidates_table(ted: dict, candidates: Optional[dict]) -> list[str]:
     per_gemm = candidates["persistent_gemm_ted_us"]
     tiles = sorted({t for us in per_gemm.values() for t in us})
     lines = ["", "The op's GEMMs against the persistent TMA candidate (`benchmarks/persistent_gemm.py`, biases in an "
-             "augmented K, no split-K), **predicted**; `benchmarks/test_gemms.py` measures them with cuBLAS:", "",
+             "augmented K, the weight gradients split along K), **predicted**; `benchmarks/test_gemms.py` measures them "
+             "with cuBLAS:", "",
              "| GEMM | ours µs | " + " | ".join(f"persistent {t} µs" for t in tiles) + " |",
              "|---|---|" + "---|" * len(tiles)]
     for (name, us), mine in zip(per_gemm.items(), ours):
         lines.append(f"| {name} | {mine:.1f} | " + " | ".join(f"{us[t]:.1f}" for t in tiles) + " |")
-    return lines
+    return lines + [f"| all six | {sum(ours):.1f} | " + " | ".join(f"{sum(us[t] for us in per_gemm.values()):.1f}"
+                                                                  for t in tiles) + " |"]
 
 
 def render_step_trace(result: dict) -> str:

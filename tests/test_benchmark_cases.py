@@ -108,3 +108,15 @@ def test_kernel_classes_of_the_names_an_h100_ran():
     assert kernel_class("void at::native::vectorized_elementwise_kernel<8, at::native::CUDAFunctor_add>") == \
         "norms and elementwise"
     assert kernel_class("_quick_gelu_kernel") == "norms and elementwise"
+
+
+def test_the_persistent_candidate_splits_k_into_partials_that_sum_to_the_product(kernel_device):
+    from benchmarks.persistent_gemm import persistent_gemm
+
+    g = torch.Generator().manual_seed(2)
+    a, b = (torch.randn(*shape, generator=g).to(kernel_device) for shape in ((200, 64), (200, 36)))
+    parts = persistent_gemm(a.t(), b, split=3)  # aᵀ·b as the weight gradients run it: A stored transposed
+    assert parts.shape == (3, 64, 36) and parts.dtype == torch.float32
+    torch.testing.assert_close(parts.sum(0), a.t() @ b, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="split-K needs no residual"):
+        persistent_gemm(a.t(), b, residual=torch.zeros(64, 36, device=kernel_device), split=3)

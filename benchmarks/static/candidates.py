@@ -10,12 +10,12 @@ from triton.runtime.jit import mangle_type
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..gemm_cases import GEMMS
-from ..persistent_gemm import TILES, _persistent_gemm_kernel
+from ..persistent_gemm import TILES, _persistent_gemm_kernel, split_for
 from .compile import TARGET, _compile
 
-# (A stored transposed, B stored transposed): the layouts of the TED-Adapter's GEMMs — x·W_inᵀ (B_T),
-# dout·W_out and dz·W_in (neither), doutᵀ·h and dzᵀ·x (A_T)
-LAYOUTS = ((False, True), (False, False), (True, False))
+# (A stored transposed, B stored transposed, split-K): the layouts of the TED-Adapter's GEMMs — x·W_inᵀ (B_T),
+# dout·W_out and dz·W_in (neither), doutᵀ·h and dzᵀ·x (A_T, split along K)
+LAYOUTS = ((False, True, False), (False, False, False), (True, False, True))
 
 
 def _descriptor(rows: int, cols: int) -> str:
@@ -26,12 +26,13 @@ def persistent_gemm_variants(sms: int = 132) -> list[dict]:
     """Every tile size and operand layout of the persistent TMA candidate (bf16, no residual), compiled."""
     rows = []
     for name, t in TILES.items():
-        for a_t, b_t in LAYOUTS:
+        for a_t, b_t, split in LAYOUTS:
             signature = {"a_desc": _descriptor(t.block_k, t.block_m) if a_t else _descriptor(t.block_m, t.block_k),
                          "b_desc": _descriptor(t.block_n, t.block_k) if b_t else _descriptor(t.block_k, t.block_n),
                          "c_desc": _descriptor(t.block_m, t.block_n), "r_desc": "constexpr",
-                         "M": "i32", "N": "i32", "K": "i32"}
-            constexprs = {"r_desc": None, "A_T": a_t, "B_T": b_t, "BLOCK_M": t.block_m, "BLOCK_N": t.block_n,
+                         "M": "i32", "N": "i32", "K": "i32", "K_SLICE": "i32"}
+            constexprs = {"r_desc": None, "A_T": a_t, "B_T": b_t, "SPLIT": 3 if split else 1, "BLOCK_M": t.block_m,
+                          "BLOCK_N": t.block_n,
                           "BLOCK_K": t.block_k, "GROUP_M": t.group_m, "PROGRAMS": sms}
             signature.update({k: "constexpr" for k in constexprs if k != "r_desc"})
             c = _compile(_persistent_gemm_kernel, tuple(signature.items()), tuple(constexprs.items()), (), t.warps,
@@ -54,8 +55,9 @@ def ted_gemm_shapes(R: int, C: int, Ca: int, aux: int = 8) -> dict[str, tuple[in
 
 def predict_persistent(shapes: dict, variants: list[dict], card: dict, element_size: int = 2) -> dict[str, dict]:
     """Predicted µs of each GEMM in ``shapes`` for every tile size of the candidate (:func:`time_model.timing`):
-    one resident program per SM walks the tiles, so the busy share is that of the tiles, and the pipeline
-    fills once per program rather than once per tile."""
+    one resident program per SM walks the work units (tiles, × K slices for the weight gradients), so the busy
+    share is that of the units, and the pipeline fills once per program rather than once per unit; the split-K
+    partials are charged their fp32 write and read."""
     from ..time_model import timing
 
     out: dict[str, dict] = {}
@@ -64,14 +66,16 @@ def predict_persistent(shapes: dict, variants: list[dict], card: dict, element_s
             if (v["a_transposed"], v["b_transposed"]) != layout:
                 continue
             t = TILES[v["tiles"]]
-            tiles = triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n)
+            split = split_for(M, N, t, card["sms"]) if layout[0] else 1  # the weight gradients split along K
+            tiles = triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n) * split
             per_program = tiles / min(tiles, card["sms"])
-            hbm = (M * K + K * N + M * N * (2 if residual else 1)) * element_size
+            partials = 2 * split * M * N * 4 if split > 1 else 0  # fp32 partials written, then read to be summed
+            hbm = (M * K + K * N + M * N * (2 if residual else 1)) * element_size + partials
             l2 = (M * K * triton.cdiv(N, t.block_n) + K * N * triton.cdiv(M, t.block_m)) * element_size + hbm \
                 - (M * K + K * N) * element_size
             features = dict(programs=tiles, warps=t.warps, registers=v["registers"], shared=v["shared"], bytes=hbm,
                             l2_bytes=l2, flops=2.0 * M * N * K, warp_instructions=0.0,
-                            k_steps=triton.cdiv(K, t.block_k) * per_program, stages=t.stages, chains=[],
+                            k_steps=triton.cdiv(K, t.block_k * split) * per_program, stages=t.stages, chains=[],
                             dot_fp32=False)
             out.setdefault(name, {})[v["tiles"]] = timing(features, card)["predicted_us"]
     return out
