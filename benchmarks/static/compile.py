@@ -9,6 +9,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import triton
@@ -77,9 +78,11 @@ def _parse_sass(sass: str) -> tuple[int, int, list[int]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _compile(fn, signature: tuple, constexprs: tuple, attrs: tuple, num_warps: int, num_stages: int) -> Compiled:
+def _compile(fn, signature: tuple, constexprs: tuple, attrs: tuple, num_warps: int, num_stages: int,
+             maxnreg: Optional[int] = None) -> Compiled:
     source = ASTSource(fn, dict(signature), dict(constexprs), {k: v for k, v in attrs})
-    kernel = triton.compile(source, target=TARGET, options=dict(num_warps=num_warps, num_stages=num_stages))
+    options = dict(num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg else {}))
+    kernel = triton.compile(source, target=TARGET, options=options)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()

@@ -116,12 +116,14 @@ def predict(launch: Launch) -> KernelRow:
         values.update({k: h(values) for k, h in heuristics.items()})
         grid = launch.grid(values) if callable(launch.grid) else launch.grid
         programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
-        full = _compile(fn, *_freeze(fn, values), warps, stages)
+        maxnreg = launch.meta.get("maxnreg")
+        full = _compile(fn, *_freeze(fn, values), warps, stages, maxnreg)
         variants.append((_config_name(config), full.registers, full.spills))
         trips = _trips(launch.name, values)
         warp_instructions = 0.0
         for overrides, share in _program_mix(launch, values):
-            part = full if not overrides else _compile(fn, *_freeze(fn, {**values, **overrides}), warps, stages)
+            part = full if not overrides else _compile(fn, *_freeze(fn, {**values, **overrides}), warps, stages,
+                                                       maxnreg)
             per_program = part.outside_loops + sum(part.loop_bodies) * trips
             warp_instructions += programs * share * warps * per_program
         gemm = launch.name == "gemm"
