@@ -69,29 +69,38 @@ def _range_component(event) -> str | None:
     return None
 
 
+NODE = "autograd::engine::evaluate_function"  # the autograd engine's event around one node's backward
+
+
 def _backward_node(event):
     parent = event.cpu_parent
     while parent is not None:
-        if parent.name.startswith("autograd::engine::evaluate_function"):
+        if parent.name.startswith(NODE):
             return parent
         parent = parent.cpu_parent
     return None
 
 
+def _component(event, forward: dict) -> str:
+    """The component an event's own time goes to (see the module docstring)."""
+    if event.name.startswith(PREFIX):
+        return event.name[len(PREFIX):]  # time of a range itself (e.g. Triton launched outside any aten op)
+    node = event if event.name.startswith(NODE) else _backward_node(event)
+    return (forward.get(node.sequence_nr) if node is not None else None) or _range_component(event) or OTHER
+
+
 def by_component(events: Iterable, on_gpu: bool) -> dict[str, float]:
     """Milliseconds per component (and, on a GPU, per vision-tower kernel category) from the profiler's
-    ``events()``; ``other`` is what no range claims (the step's own bookkeeping)."""
-    events = [e for e in events if not e.name.startswith(PREFIX)]
+    ``events()``, each event's own time (its own kernels on a GPU: a kernel is listed once, under the op or
+    range that launched it); ``other`` is what no range claims (the step's own bookkeeping)."""
+    events = list(events)
     forward = {}  # sequence number -> component of the forward op that made the autograd node
     for e in events:
-        if e.sequence_nr >= 0 and not e.name.startswith("autograd::"):
+        if e.sequence_nr >= 0 and not e.name.startswith("autograd::") and not e.name.startswith(PREFIX):
             forward.setdefault(e.sequence_nr, _range_component(e))
     totals: dict[str, float] = defaultdict(float)
     for e in events:
-        if e.name.startswith("autograd::engine::evaluate_function"):
-            continue  # a node's time is its ops'
-        node = _backward_node(e)
-        component = (forward.get(node.sequence_nr) if node is not None else None) or _range_component(e) or OTHER
+        component = _component(e, forward)
         if not on_gpu:
             totals[component] += e.self_cpu_time_total / 1e3
             continue
