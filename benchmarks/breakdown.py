@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections import defaultdict
 from typing import Iterable, Iterator
 
@@ -113,8 +114,6 @@ def by_component(events: Iterable, on_gpu: bool) -> dict[str, float]:
 def profile_step(step, model: torch.nn.Module, steps: int = 5) -> dict[str, float]:
     """Milliseconds per step by component of ``step()`` (a warmed-up training step of ``model``), with the
     idle time between kernels on a GPU."""
-    import time
-
     on_gpu = next(model.parameters()).is_cuda
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_gpu else [])
     with annotate(model), torch.profiler.profile(activities=activities) as prof:

@@ -42,7 +42,7 @@ from ..tracing import trace  # noqa: E402
 from .activations import kept_activations  # noqa: E402
 from .candidates import persistent_gemm_variants, predict_persistent, ted_gemm_shapes  # noqa: E402
 from .host import fast_launches_match_triton, host_fused_vs_eager, registration_host_us  # noqa: E402
-from .predict import predict, split_k_gain  # noqa: E402
+from .launches import predict, split_k_gain  # noqa: E402
 from .workloads import (TINY, VIT_B16, Shape, ideal_ted_bytes, quick_gelu_fwd_bwd, ted_fwd_bwd,  # noqa: E402
                         temporal_adapter_fwd_bwd, text_fwd_bwd)
 

@@ -11,6 +11,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..gemm_cases import GEMMS
 from ..persistent_gemm import TILES, _persistent_gemm_kernel, split_for
+from ..time_model import timing
 from .compile import TARGET, _compile
 
 # (A stored transposed, B stored transposed, split-K): the layouts of the TED-Adapter's GEMMs — x·W_inᵀ (B_T),
@@ -58,8 +59,6 @@ def predict_persistent(shapes: dict, variants: list[dict], card: dict, element_s
     one resident program per SM walks the work units (tiles, × K slices for the weight gradients), so the busy
     share is that of the units, and the pipeline fills once per program rather than once per unit; the split-K
     partials are charged their fp32 write and read."""
-    from ..time_model import timing
-
     out: dict[str, dict] = {}
     for name, (M, N, K, residual, layout) in shapes.items():
         for v in variants:

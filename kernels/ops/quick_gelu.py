@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from .. import reference
-from ..runtime import INTERPRET, can_run_triton, cdiv, compilable, launch
 from ..checks import check_tensors
+from ..runtime import INTERPRET, can_run_triton, cdiv, compilable, launch
 
 BLOCK = 1024  # elements a program: 8 bf16 (16 bytes) a thread with 4 warps
 _ALPHA = tl.constexpr(1.702)

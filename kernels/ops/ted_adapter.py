@@ -27,12 +27,12 @@ from .. import reference
 from ..checks import check, check_tensors
 from ..dtypes import compute_dtype
 from ..packing import adjacent, as_rows, dense_taps
-from ..reference import BranchWeights
-from ..runtime import can_run_triton, compilable
 from ..primitives.gemm import Blocks, colsum_rows, gemm, split_k_for
 from ..primitives.reduce import Partials
-from ..primitives.stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward, stencil_forward,
-                      stencil_programs)
+from ..primitives.stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward,
+                                  stencil_forward, stencil_programs)
+from ..reference import BranchWeights
+from ..runtime import can_run_triton, compilable
 
 
 def _stacked(first: Optional[torch.Tensor], second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -16,9 +16,9 @@ from .. import reference
 from ..checks import check, check_tensors
 from ..dtypes import compute_dtype
 from ..packing import as_rows
-from ..runtime import can_run_triton, compilable
 from ..primitives.gemm import colsum_rows, gemm, split_k_for
 from ..primitives.reduce import Partials
+from ..runtime import can_run_triton, compilable
 
 
 def _forward_fake(x, w1, b1, w2, b2):

@@ -24,8 +24,8 @@ import triton
 import triton.language as tl
 
 from .. import runtime
-from ..runtime import INTERPRET, cdiv, launch, next_power_of_2
 from ..dtypes import dot_dtype, fp32_dot_precision
+from ..runtime import INTERPRET, cdiv, launch, next_power_of_2
 
 # Epilogue and column-sum choices, as the kernel's constexpr flags see them.
 NONE, GELU, GELU_GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
