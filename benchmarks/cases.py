@@ -80,6 +80,7 @@ def op_cases(w: Width, B: int, T: int) -> dict[str, OpCase]:
     def x(rows_shape, dtype):
         return torch.randn(*rows_shape, device=DEVICE).to(dtype).requires_grad_()
 
+    ln_affine = (torch.randn(C, device=DEVICE) + 1, torch.randn(C, device=DEVICE))  # frozen fp32, as open_clip's
     gemm_pair = lambda rows, c, ca, e: (2 * rows * c * e, 4 * rows * c * ca, 3 * rows * c * e, 8 * rows * c * ca)  # noqa: E731
     return {
         "ted_adapter": OpCase(
@@ -98,6 +99,11 @@ def op_cases(w: Width, B: int, T: int) -> dict[str, OpCase]:
         "quick_gelu": OpCase(  # the frozen vision MLP's activation, [B*T, L, 4C]
             lambda dt: [x((B * T, w.L, 4 * C), dt)], kernels.quick_gelu, reference.quick_gelu,
             lambda e: (2 * R * 4 * C * e, 4 * R * 4 * C, 3 * R * 4 * C * e, 8 * R * 4 * C)),
+        "add_layer_norm": OpCase(  # a frozen ln_1 with the previous block's MLP output added: -> h, y [B*T, L, C]
+            lambda dt: [x((B * T, w.L, C), dt), x((B * T, w.L, C), dt)],
+            lambda stream, r: kernels.add_layer_norm(stream, *ln_affine, 1e-5, r),
+            lambda stream, r: reference.add_layer_norm(stream, *ln_affine, 1e-5, r),
+            lambda e: (4 * R * C * e, 8 * R * C, 4 * R * C * e, 10 * R * C)),
     }
 
 
@@ -108,7 +114,7 @@ def op_grid():
         for T in ([8] if QUICK else [8, 16]):
             for B in ([8] if QUICK else [1, 8, 32]):
                 yield "ted_adapter", w, B, T
-        for op in ("temporal_adapter", "text_adapter", "quick_gelu"):
+        for op in ("temporal_adapter", "text_adapter", "quick_gelu", "add_layer_norm"):
             yield op, w, 8, 8
 
 
@@ -135,12 +141,16 @@ def provider_fn(case: OpCase, op: str, provider: str) -> Callable:
 
 def runner(fn: Callable, make: Callable, passes: str, copies: int) -> Callable[[], None]:
     """The timed callable for one pass: forward; backward through stored graphs; or both. Inputs rotate
-    over ``copies`` independently made sets."""
+    over ``copies`` independently made sets; an op with several outputs takes a gradient into each."""
+    def outputs(*inputs) -> tuple:
+        out = fn(*inputs)
+        return out if isinstance(out, tuple) else (out,)
+
     if passes == "bwd":
         def graph():
             inputs = make()
-            out = fn(*inputs)
-            return inputs, out, torch.randn_like(out)
+            out = outputs(*inputs)
+            return inputs, out, tuple(map(torch.randn_like, out))
 
         graphs = rotating(graph, copies)
 
@@ -152,11 +162,11 @@ def runner(fn: Callable, make: Callable, passes: str, copies: int) -> Callable[[
     sets = rotating(make, copies)
     if passes == "fwd":
         return lambda: fn(*sets())
-    grad = torch.randn_like(fn(*sets()))
+    grad = tuple(map(torch.randn_like, outputs(*sets())))
 
     def run_fwdbwd():
         inputs = sets()
-        torch.autograd.grad(fn(*inputs), inputs, grad)
+        torch.autograd.grad(outputs(*inputs), inputs, grad)
 
     return run_fwdbwd
 
@@ -201,6 +211,13 @@ def released_block(block, x, adapters, adapter_args=(), causal=False, memory=Non
     if adapters.mlp is not None:
         x = adapters.mlp(x, *adapter_args)
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def released_blocks(blocks, adapters, x, adapter_args=(), causal=False, checkpointing=False):
+    """``model.run_blocks`` as the released code runs it: :func:`released_block` in turn (no checkpointing)."""
+    for block, block_adapters in zip(blocks, adapters):
+        x = released_block(block, x, block_adapters, adapter_args, causal)
+    return x
 
 
 def train_model(preset: str, provider: str, frames: int = 8, device: str = "cpu", amp: bool = True
@@ -248,7 +265,8 @@ def train_step(preset: str, batch: int, provider: str, device: str, frames: int 
     graphs = how.graphs and device == "cuda"  # on a CPU the same step, uncaptured (as the trainer runs there)
     dtype = torch.float16 if how.released else torch.bfloat16
     autocast = functools.partial(torch.autocast, device, dtype=dtype, enabled=amp)
-    blocks = mock.patch.object(model_module, "run_block", released_block) if how.released else contextlib.nullcontext()
+    blocks = (mock.patch.multiple(model_module, run_block=released_block, run_blocks=released_blocks) if how.released
+              else contextlib.nullcontext())
     with blocks:
         prompts = make_prompts(model, TRAIN_CLASSES, torch.device(device), autocast)
     size = model.image_size[0]

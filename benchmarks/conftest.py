@@ -44,7 +44,7 @@ def _priority(item) -> int:
         return 6
     if (params["dtype"], params["passes"]) != ("bf16", "fwdbwd"):
         return 4 if params["op"] == "ted_adapter" else 6
-    if params["op"] not in ("ted_adapter", "text_adapter", "quick_gelu"):
+    if params["op"] not in ("ted_adapter", "text_adapter", "quick_gelu", "add_layer_norm"):
         return 6
     if params["provider"] == "compile-max":
         return 3

@@ -15,7 +15,7 @@ def _block(width, provider):
     from open_clip.transformer import ResidualAttentionBlock
 
     from m2clip_fast.adapters import BlockAdapters, TEDAdapter
-    from m2clip_fast.model import run_block
+    from m2clip_fast.blocks import run_block
 
     block = ResidualAttentionBlock(width.C, width.C // 64).cuda().requires_grad_(False)
     adapters = BlockAdapters(lambda: TEDAdapter(width.C, width.Ca, backend="fused" if provider == "fused" else "eager"), ("mlp",)).cuda()

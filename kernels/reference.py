@@ -98,6 +98,17 @@ def quick_gelu(x: Tensor) -> Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
+def add_layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                   residual: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """A residual stream's branch point: ``h = x + residual`` (``h = x`` without one) and ``y = LayerNorm(h)``
+    over the last dim, in h's dtype (the affine parameters cast to it; autocast off, whose fp32 policy would
+    up-cast). x, residual ``[..., C]``; weight, bias ``[C]`` or None -> h, y ``[..., C]``."""
+    h = x if residual is None else x + residual
+    with torch.autocast(h.device.type, enabled=False):
+        cast = lambda t: None if t is None else t.to(h.dtype)  # noqa: E731
+        return h, F.layer_norm(h, h.shape[-1:], cast(weight), cast(bias), eps)
+
+
 def temporal_adapter(f: Tensor, num_frames: int, weights: BranchWeights) -> Tensor:
     """Global temporal adapter ``f + fc2(conv_T(fc1(f)))`` on frame embeddings ``[B*T, D]`` -> ``[B*T, D]``."""
     return ted_adapter(f.unsqueeze(1), num_frames, (0, 0), weights, None).squeeze(1)

@@ -19,18 +19,20 @@ from kernels.reference import BranchWeights
 
 @dataclass(frozen=True)
 class AdapterOps:
-    """The four ops the adapters call, all from one backend."""
+    """The ops the adapters and the frozen towers' QuickGELU and LayerNorms call, all from one backend."""
 
     name: str
     ted_adapter: Callable
     temporal_adapter: Callable
     text_adapter: Callable
     quick_gelu: Callable
+    add_layer_norm: Callable
 
 
 EAGER = AdapterOps("eager", reference.ted_adapter, reference.temporal_adapter, reference.text_adapter,
-                   reference.quick_gelu)
-FUSED = AdapterOps("fused", kernels.ted_adapter, kernels.temporal_adapter, kernels.text_adapter, kernels.quick_gelu)
+                   reference.quick_gelu, reference.add_layer_norm)
+FUSED = AdapterOps("fused", kernels.ted_adapter, kernels.temporal_adapter, kernels.text_adapter, kernels.quick_gelu,
+                   kernels.add_layer_norm)
 BACKENDS = {ops.name: ops for ops in (EAGER, FUSED)}
 
 
@@ -146,11 +148,12 @@ class QuickGELU(nn.Module, RunsOps):
         return self.ops.quick_gelu(x)
 
 
-class BlockAdapters(nn.Module):
+class BlockAdapters(nn.Module, RunsOps):
     """The adapters of one transformer block: ``attn`` (before attention) and ``mlp`` (before the MLP),
-    each present or ``None``."""
+    each present or ``None``; and the ops the block's frozen LayerNorms run (``ops.add_layer_norm``)."""
 
-    def __init__(self, make: Callable[[], nn.Module], positions: tuple[str, ...]) -> None:
+    def __init__(self, make: Callable[[], nn.Module], positions: tuple[str, ...], backend: str = "eager") -> None:
         super().__init__()
+        self.ops = adapter_ops(backend)
         self.attn = make() if "attn" in positions else None
         self.mlp = make() if "mlp" in positions else None

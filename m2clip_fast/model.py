@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from torch._subclasses.fake_tensor import is_fake
-from torch.utils.checkpoint import checkpoint
 
 from kernels.runtime import backend as kernel_backend
 
 from .adapters import BlockAdapters, QuickGELU, RunsOps, TEDAdapter, TemporalAdapter, TextAdapter, adapter_ops
+from .blocks import layer_norm, run_block, run_blocks
 from .config import M2CLIPConfig
 from .losses import contrastive_kl_loss, crossmodal_classification_loss, masked_lm_loss
 
@@ -46,63 +46,6 @@ class MLMHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.norm(F.gelu(self.dense(x)))) + self.bias
-
-
-def layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """``ln(x)`` in x's dtype. Autocast lists ``layer_norm`` as fp32: a bf16 ``x`` would be up-cast, normalised
-    in fp32, returned in fp32 (and kept in fp32 for the backward); the kernel accumulates in fp32 anyway, so
-    only the rounding of the output differs. x ``[..., W]`` -> same shape and dtype."""
-    with torch.autocast(x.device.type, enabled=False):
-        weight = None if ln.weight is None else ln.weight.to(x.dtype)
-        bias = None if ln.bias is None else ln.bias.to(x.dtype)
-        return F.layer_norm(x, ln.normalized_shape, weight, bias, ln.eps)
-
-
-def attention(
-    attn: nn.MultiheadAttention, x: torch.Tensor, memory: Optional[torch.Tensor] = None, causal: bool = False
-) -> torch.Tensor:
-    """``attn(x, kv, kv)`` of a batch-first ``nn.MultiheadAttention`` on contiguous rows, same weights: one
-    projection GEMM with its bias, ``scaled_dot_product_attention`` on head views of its output (no copies
-    forward; the backward stacks dq, dk, dv once, into the projection's gradient layout), the output projection.
-
-    x ``[N, L, W]`` -> ``[N, L, W]``; memory ``[N, M, W]``: keys/values from it (cross-attention);
-    ``causal``: token i sees tokens <= i (the text tower's mask)."""
-    n, length, width = x.shape
-    heads = attn.num_heads
-    if memory is None:
-        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(n, length, 3, heads, width // heads)
-        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # [N, H, L, W/H] views
-    else:
-        w, b = attn.in_proj_weight, attn.in_proj_bias
-        q = F.linear(x, w[:width], b[:width]).view(n, length, heads, -1).transpose(1, 2)
-        kv = F.linear(memory, w[width:], b[width:]).view(n, memory.shape[1], 2, heads, width // heads)
-        k, v = (t.transpose(1, 2) for t in kv.unbind(2))
-    dropout = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # [N, H, L, W/H]
-    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
-
-
-def run_block(
-    block: nn.Module,
-    x: torch.Tensor,
-    adapters: BlockAdapters,
-    adapter_args: tuple = (),
-    causal: bool = False,
-    memory: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """One open_clip ``ResidualAttentionBlock`` (same parameters; the reference is its own ``forward``) with
-    adapters before attention and/or the MLP.
-
-    x ``[N, L, W]``; memory ``[N, M, W]`` turns self-attention into cross-attention (keys/values =
-    ``ln_1(memory)``); ``causal``: the text tower's mask. All updates are out of place.
-    """
-    if adapters.attn is not None:
-        x = adapters.attn(x, *adapter_args)
-    kv = None if memory is None else layer_norm(block.ln_1, memory)
-    x = x + block.ls_1(attention(block.attn, layer_norm(block.ln_1, x), kv, causal))
-    if adapters.mlp is not None:
-        x = adapters.mlp(x, *adapter_args)
-    return x + block.ls_2(block.mlp(layer_norm(block.ln_2, x)))
 
 
 def _project(x: torch.Tensor, proj: nn.Module | torch.Tensor) -> torch.Tensor:
@@ -156,7 +99,7 @@ class M2CLIP(nn.Module):
                 block.mlp.gelu = QuickGELU(backend)
         self.visual_adapters = nn.ModuleList(
             BlockAdapters(lambda: TEDAdapter(vision_width, cfg.adapter_width, backend, cfg.ted_branches),
-                          cfg.visual_adapter_positions)
+                          cfg.visual_adapter_positions, backend)
             for _ in visual.transformer.resblocks
         )
         self.temporal_adapter = TemporalAdapter(embed_dim, embed_dim // 2, backend)
@@ -173,6 +116,7 @@ class M2CLIP(nn.Module):
             BlockAdapters(
                 lambda: TextAdapter(text_width, text_adapter_width, backend),
                 cfg.text_adapter_positions if i >= first_adapted else (),
+                backend,
             )
             for i in range(text_depth)
         )
@@ -243,11 +187,7 @@ class M2CLIP(nn.Module):
         x = self._patch_tokens(rearrange(video, "b c t h w -> (b t) c h w"))
         grid = tuple(visual.grid_size)
         checkpointing = self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled()
-        for block, adapters in zip(visual.transformer.resblocks, self.visual_adapters):
-            if checkpointing:  # keep each block's input only; recompute its activations in the backward
-                x = checkpoint(run_block, block, x, adapters, (t, grid), use_reentrant=False)
-            else:
-                x = run_block(block, x, adapters, adapter_args=(t, grid))
+        x = run_blocks(visual.transformer.resblocks, self.visual_adapters, x, (t, grid), checkpointing=checkpointing)
         cls = x[:, 0]  # [B*T, C]
         frames = self.temporal_adapter(_project(layer_norm(visual.ln_post, cls), visual.proj), t)
         frames = frames.view(b, t, -1)
@@ -271,19 +211,15 @@ class M2CLIP(nn.Module):
         self._check_tokens(tokens)
         s = tokens.shape[1]
         x = self.clip.token_embedding(tokens) + self.clip.positional_embedding[:s]
-        blocks = self.clip.transformer.resblocks[: self.frozen_text_prefix]
-        for block, adapters in zip(blocks, self.text_adapters):
-            x = run_block(block, x, adapters, causal=True)
-        return x
+        return run_blocks(self.clip.transformer.resblocks[: self.frozen_text_prefix], self.text_adapters, x, causal=True)
 
     def encode_text(self, tokens: torch.Tensor, prefix: Optional[torch.Tensor] = None) -> TextFeatures:
         """tokens ``[N, S]`` int64, ``S <= 77`` -> :class:`TextFeatures`. ``prefix``: a cached
         :meth:`text_prefix` of the same tokens."""
         self._check_tokens(tokens)
         x = self.text_prefix(tokens) if prefix is None else prefix
-        blocks = self.clip.transformer.resblocks
-        for i in range(self.frozen_text_prefix, len(blocks)):
-            x = run_block(blocks[i], x, self.text_adapters[i], causal=True)
+        blocks, first = self.clip.transformer.resblocks, self.frozen_text_prefix
+        x = run_blocks(blocks[first:], self.text_adapters[first:len(blocks)], x, causal=True)
         eot = layer_norm(self.clip.ln_final, x)[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
         return TextFeatures(_project(eot, self.clip.text_projection), x)
 

@@ -44,6 +44,10 @@ BAD_OP_CALLS = {  # what was wrong -> (the call, the message that must say so)
                                       "must have one width, got 8 and 4"),
     "temporal adapter on tokens": (lambda: kernels.temporal_adapter(_X, 2, _TE), r"f must be \[B\*T, D\]"),
     "QuickGELU of integers": (lambda: kernels.quick_gelu(torch.arange(6)), "float32/bfloat16/float16"),
+    "LayerNorm residual of another shape": (lambda: kernels.add_layer_norm(_X, None, None, 1e-5, _X[:2]),
+                                            r"residual must have x's shape \[4, 5, 16\]"),
+    "LayerNorm weight of another width": (lambda: kernels.add_layer_norm(_X, torch.ones(12), None, 1e-5),
+                                          r"weight must be a float \[16\] tensor"),
 }
 
 

@@ -8,7 +8,7 @@ import torch
 import m2clip_fast as m2
 from benchmarks.cases import released_block
 from m2clip_fast.adapters import BlockAdapters
-from m2clip_fast.model import run_block
+from m2clip_fast.blocks import run_block
 
 from .parity import rel_err
 
@@ -96,3 +96,63 @@ def test_a_text_tower_without_the_causal_mask_is_refused(tiny_cfg):
     clip.attn_mask = torch.zeros_like(clip.attn_mask)
     with pytest.raises(ValueError, match="causal attention mask"):
         m2.M2CLIP(tiny_cfg, clip)
+
+
+@pytest.mark.parametrize("case", ["vision", "text (causal)", "cross-attention"])
+def test_fused_block_matches_open_clips_block(tiny_model, kernel_device, case):
+    """The frozen block of a fused model (its LayerNorms through ``kernels.add_layer_norm``) against open_clip's
+    forward in fp64 from the same fp32 values: the output and the gradients of x and memory."""
+    import kernels
+
+    gen = torch.Generator().manual_seed(1)
+    block = _block(tiny_model, "vision" if case == "vision" else "text")
+    _randomise(block, gen)
+    block.requires_grad_(False)
+    width = block.ln_1.normalized_shape[0]
+    inputs = [torch.randn(3, 7, width, generator=gen)]
+    if case == "cross-attention":
+        inputs.append(torch.randn(3, 4, width, generator=gen))
+    causal = case.startswith("text")
+    grad = torch.randn(3, 7, width, generator=gen)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    launches = kernels.launch_counts["layer_norm_bwd"]
+    out = run_block(block, leaves[0], BlockAdapters(lambda: None, (), "fused"), causal=causal,
+                    memory=leaves[1] if len(leaves) > 1 else None)
+    out.backward(grad)
+    assert kernels.launch_counts["layer_norm_bwd"] == launches + 2  # ln_1 and ln_2 ran the kernels
+
+    block.double()
+    ref_leaves = [t.double().requires_grad_() for t in inputs]
+    x, memory = ref_leaves[0], ref_leaves[1] if len(ref_leaves) > 1 else None
+    mask = tiny_model.clip.attn_mask[:7, :7].double() if causal else None
+    ref = block(x, attn_mask=mask) if memory is None else released_block(block, x, NO_ADAPTERS, memory=memory)
+    ref.backward(grad.double())
+    assert rel_err(out.double(), ref) < 1e-5
+    for ours, theirs in zip(leaves, ref_leaves):
+        assert rel_err(ours.grad.double(), theirs.grad) < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+def test_a_tower_of_blocks_matches_open_clips_blocks_in_turn(tiny_model, kernel_device, backend):
+    """``run_blocks`` leaves each block's MLP add to the next block's ``ln_1``: the tower's output and input
+    gradient are open_clip's blocks applied in turn (fp32 against fp64)."""
+    from m2clip_fast.blocks import run_blocks
+
+    gen = torch.Generator().manual_seed(2)
+    blocks = tiny_model.clip.visual.transformer.resblocks
+    for block in blocks:
+        _randomise(block, gen)
+    blocks.requires_grad_(False)
+    x = torch.randn(3, 7, blocks[0].ln_1.normalized_shape[0], generator=gen)
+    grad = torch.randn(x.shape, generator=gen)
+    ours = x.clone().requires_grad_()
+    out = run_blocks(blocks, [BlockAdapters(lambda: None, (), backend) for _ in blocks], ours)
+    out.backward(grad)
+    blocks.double()
+    ref = x.double().requires_grad_()
+    expected = ref
+    for block in blocks:
+        expected = block(expected)
+    expected.backward(grad.double())
+    assert rel_err(out.double(), expected) < 1e-5
+    assert rel_err(ours.grad.double(), ref.grad) < 1e-5

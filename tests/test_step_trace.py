@@ -25,10 +25,10 @@ def test_a_fused_training_step_launches_at_most_900_kernels(fused_step):
     assert fused_step["device_kernels"] + 24 <= 900, fused_step["device_kernels"]
 
 
-def test_a_fused_training_step_moves_no_more_hbm_bytes_than_now(fused_step):
-    """Issue 21 asks for <= 100 GB; the step moves ~105 GB (fc1's QuickGELU, the residual adds and the stacked
-    dqkv are what is left, docs/DESIGN.md §2.4). Held to no regression until those are fused."""
-    assert fused_step["bytes"] <= 108e9, fused_step["bytes"]
+def test_a_fused_training_step_moves_at_most_100_gb(fused_step):
+    """Issue 21's budget: ~99 GB with the residual adds and the stream's gradient sums inside the LayerNorm
+    kernels and dq, dk, dv accumulated into the projection's input gradient (docs/DESIGN.md §2.4)."""
+    assert fused_step["bytes"] <= 100e9, fused_step["bytes"]
 
 
 def test_fused_adapters_cut_the_eager_steps_traffic_and_kernels(fused_step):

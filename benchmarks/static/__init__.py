@@ -43,8 +43,8 @@ from .activations import kept_activations  # noqa: E402
 from .candidates import persistent_gemm_variants, predict_persistent, ted_gemm_shapes  # noqa: E402
 from .host import fast_launches_match_triton, host_fused_vs_eager, registration_host_us  # noqa: E402
 from .launches import predict, split_k_gain  # noqa: E402
-from .workloads import (TINY, VIT_B16, Shape, ideal_ted_bytes, quick_gelu_fwd_bwd, ted_fwd_bwd,  # noqa: E402
-                        temporal_adapter_fwd_bwd, text_fwd_bwd)
+from .workloads import (TINY, VIT_B16, Shape, add_layer_norm_fwd_bwd, ideal_ted_bytes,  # noqa: E402
+                        quick_gelu_fwd_bwd, ted_fwd_bwd, temporal_adapter_fwd_bwd, text_fwd_bwd)
 
 ISSUE_RATE = H100["issue_per_sm_cycle"] * H100["sms"] * H100["clock_hz"]  # warp-instructions per second
 BUDGETS = dict(stencil_vs_memory_floor=2.0, registers=128, spills=0, device_kernels=10, bytes_vs_plan=1.5,
@@ -91,6 +91,7 @@ def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
         ("text_adapter fwd+bwd", text_fwd_bwd, VIT_B16),
         ("temporal_adapter fwd+bwd", temporal_adapter_fwd_bwd, VIT_B16),
         ("quick_gelu fwd+bwd (one vision MLP)", quick_gelu_fwd_bwd, VIT_B16),
+        ("add_layer_norm fwd+bwd (one vision ln_1)", add_layer_norm_fwd_bwd, VIT_B16),
         ("ted_adapter fwd+bwd fp32", ted_fwd_bwd, Shape(dtype=torch.float32)),
         ("ted_adapter fwd+bwd fp32 tf32", ted_fwd_bwd, Shape(dtype=torch.float32, tf32=True)),
     )]

@@ -90,6 +90,19 @@ def quick_gelu_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
     return run
 
 
+def add_layer_norm_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
+    """A frozen LayerNorm at a branch point of one vision block's stream ``[B*T, L, C]``, the previous block's
+    MLP output added in, both outputs taking gradients (as ``ln_1`` in ``blocks.run_blocks``)."""
+    x, r = (torch.randn(s.B * s.T, s.L, s.C, dtype=s.dtype, requires_grad=True) for _ in range(2))
+    weight, bias = torch.ones(s.C, dtype=s.dtype), torch.zeros(s.C, dtype=s.dtype)
+    dh, dy = (torch.randn(x.shape, dtype=s.dtype) for _ in range(2))
+
+    def run():
+        torch.autograd.backward(impl.add_layer_norm(x, weight, bias, 1e-5, r), (dh, dy))
+        x.grad = r.grad = None
+    return run
+
+
 def text_fwd_bwd(impl, s: Shape, prompts: int = 400, tokens: int = 24, width: int = 512) -> Callable[[], None]:
     """The text adapter at its place in the K400 recipe: 400 class prompts of 24 tokens, D = 512."""
     x = torch.randn(prompts, tokens, width, dtype=s.dtype, requires_grad=True)
