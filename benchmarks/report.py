@@ -336,11 +336,35 @@ def render_step_trace(result: dict) -> str:
              "| provider | pass | clips | device kernels | of them Triton | HBM GB | TFLOP | largest (kernels × GB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["traces"]:
-        top = ", ".join(f"{k} {n}×{b / 1e9:.1f}" for k, (n, b) in list(r["by_op"].items())[:3])
+        top = ", ".join(f"{k} {n}×{b / 1e9:.1f}" for k, (n, b, _) in list(r["by_op"].items())[:3])
         lines.append(f"| {r['provider']} | {'train step' if r['train'] else 'eval forward'} | {r['batch']} | "
                      f"{r['device_kernels']} | {r['triton_kernels']} | {r['bytes'] / 1e9:.1f} | {r['flops'] / 1e12:.2f} | "
                      f"{top} |")
-    return "\n".join(lines)
+    return "\n".join(lines + step_roofline_table(result["traces"]))
+
+
+def step_roofline_table(traces: list[dict]) -> list[str]:
+    """The traced steps' device time by kind of kernel on each card, a roofline (``time_model.step_roofline``)."""
+    if not all("roofline" in r for r in traces):
+        return []
+    from .time_model import CARDS, OTHER_KIND, STEP_KINDS, H100
+
+    kinds = [k for k, _ in STEP_KINDS] + [OTHER_KIND]
+    lines = ["", "The same steps' device time by kind of kernel, **predicted** as a roofline of the traced kernels "
+             f"(each op's FLOPs at its kind's rate — cuBLAS {H100['cublas_bf16'] / 1e12:.0f}, our Triton GEMM "
+             f"{H100['triton_gemm_bf16'] / 1e12:.0f}, attention {H100['attention_bf16'] / 1e12:.0f} TFLOP/s on the "
+             f"H100 — or its bytes at {H100['hbm_achieved'] / 1e12:.1f} TB/s, whichever is longer, plus "
+             f"{H100['launch_us']:.0f} µs a kernel; `benchmarks/time_model.py`); no host time (a captured step); "
+             "MFU against the card's 8k-GEMM bf16 rate:", "",
+             "| provider | pass | card | " + " | ".join(kinds) + " | ms | clips/s | MFU |",
+             "|---|---|---|" + "---|" * (len(kinds) + 3)]
+    for r in traces:
+        for card in CARDS:
+            roof = r["roofline"][card]
+            cells = " | ".join(f"{roof['ms_by_kind'].get(k, 0.0):.1f}" for k in kinds)
+            lines.append(f"| {r['provider']} | {'train step' if r['train'] else 'eval forward'} | {card} | {cells} | "
+                         f"{roof['ms']:.1f} | {roof['clips_per_s']:.0f} | {roof['mfu']:.0%} |")
+    return lines
 
 
 def kept_activations_table(kept: Optional[dict]) -> list[str]:

@@ -30,6 +30,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cases import TRAIN_CLASSES, train_model
+from .time_model import CARDS, step_roofline
 from .tracing import Launch, trace, unique_bytes
 
 PROVIDERS = ("fused", "eager", "full-finetune")
@@ -42,16 +43,26 @@ def _gemm_flops(launch: Launch) -> float:
     return 2.0 * values["M"] * values["N"] * values["K"]
 
 
-def _summary(launches: list[Launch], aten: list[tuple[str, int]], aten_flops: float) -> dict:
+def _summary(launches: list[Launch], aten: list[tuple[str, int]], aten_flops: dict[str, float], batch: int) -> dict:
+    """Totals, ``by_op`` ``{op: [kernels, bytes, flops]}`` and the step's roofline per card (predicted)."""
     by_op: dict[str, list[float]] = {}
-    for name, nbytes in [*aten, *((f"triton:{x.name}", unique_bytes(x.args)) for x in launches)]:
-        count, total = by_op.get(name, (0, 0))
-        by_op[name] = [count + 1, total + nbytes]
+    for name, nbytes, flops in [*((name, nbytes, 0.0) for name, nbytes in aten),
+                                *((f"triton:{x.name}", unique_bytes(x.args), _gemm_flops(x)) for x in launches)]:
+        count, total, op_flops = by_op.get(name, (0, 0, 0.0))
+        by_op[name] = [count + 1, total + nbytes, op_flops + flops]
+    for name, flops in aten_flops.items():  # FlopCounterMode's totals per aten op
+        by_op.setdefault(name, [0, 0, 0.0])[2] += flops
+    total_flops = sum(f for _, _, f in by_op.values())
+    roofline = {}
+    for card_name, card in CARDS.items():
+        kinds = step_roofline(by_op, card)
+        ms = sum(kinds.values())
+        roofline[card_name] = dict(ms_by_kind=kinds, ms=ms, clips_per_s=batch / ms * 1e3,
+                                   mfu=total_flops / (ms * 1e-3) / card["bf16_achieved"])
     return dict(
         device_kernels=len(aten) + len(launches), triton_kernels=len(launches), aten_kernels=len(aten),
-        bytes=sum(b for _, b in aten) + sum(unique_bytes(x.args) for x in launches),
-        flops=aten_flops + sum(_gemm_flops(x) for x in launches),
-        by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1][1])),
+        bytes=sum(b for _, b in aten) + sum(unique_bytes(x.args) for x in launches), flops=total_flops,
+        by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1][1])), roofline=roofline,
     )
 
 
@@ -104,8 +115,9 @@ def trace_step(provider: str = "fused", preset: str = "vit-b16-k400", batch: int
         flops = FlopCounterMode(display=False)
         with flops:
             launches, aten = trace(step if train else evaluate)
+    aten_flops = {op.__name__: n for op, n in flops.get_flop_counts().get("Global", {}).items()}
     return dict(provider=provider, preset=preset, batch=batch, frames=frames, train=train,
-                **_summary(launches, aten, flops.get_total_flops()))
+                **_summary(launches, aten, aten_flops, batch))
 
 
 def main() -> None:
@@ -115,10 +127,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = [trace_step(p, batch=args.batch) for p in PROVIDERS] + [trace_step("fused", batch=args.batch, train=False)]
     for r in rows:
-        top = ", ".join(f"{k} {n}×{b / 1e9:.1f} GB" for k, (n, b) in list(r["by_op"].items())[:6])
+        top = ", ".join(f"{k} {n}×{b / 1e9:.1f} GB" for k, (n, b, _) in list(r["by_op"].items())[:6])
+        h100 = r["roofline"]["H100"]
         print(f"{r['provider']:13s} {'train step' if r['train'] else 'eval fwd  '} B={r['batch']}: "
               f"{r['device_kernels']} kernels ({r['triton_kernels']} Triton), {r['bytes'] / 1e9:.1f} GB, "
-              f"{r['flops'] / 1e12:.2f} TFLOP — {top}")
+              f"{r['flops'] / 1e12:.2f} TFLOP; H100 roofline {h100['ms']:.1f} ms, {h100['clips_per_s']:.0f} clips/s, "
+              f"MFU {h100['mfu']:.0%} — {top}")
     with open(args.out, "w") as f:
         json.dump(dict(torch=torch.__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), traces=rows), f, indent=1)
     print(f"written to {args.out}")

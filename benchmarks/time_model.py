@@ -4,6 +4,7 @@ kernels a GPU measured (:func:`calibrate`). Every number it gives is a predictio
 from __future__ import annotations
 
 import math
+import re
 
 # Per card (sm_90 both; the H200 is the H100's chip with faster HBM3e). "achieved" figures are what a
 # device-to-device copy and an 8k bf16 GEMM reach on an H100 (the H200's HBM figure is its datasheet scaled by the
@@ -17,11 +18,16 @@ import math
 # - dependent_load_us: one wait for global memory in a loop whose next load waits on it (H100, 2026-11-26:
 #   summing 197 partial rows one dependent load at a time took ~103 µs).
 # - launch_us: a kernel's ramp-up and tail as a profiler's duration sees it (assumed, not fitted).
+# For the whole step (:func:`step_roofline`), rates measured at the step's shapes on the H100 (2026-11-26):
+# - cublas_bf16: eager's cuBLAS GEMMs at M = B·T·197 rows ran 445–495 TFLOP/s: 470;
+# - triton_gemm_bf16: our Triton GEMM in the TED-Adapter, 340 TFLOP/s (issue 23);
+# - attention_bf16: flash attention at head dim 64, 197 tokens — assumed (not measured here), forward and backward.
 H100 = dict(
     name="H100 SXM (sm_90)", sms=132, clock_hz=1.98e9, hbm_datasheet=3.35e12, hbm_achieved=3.0e12,
     bf16_datasheet=989e12, bf16_achieved=790e12, tf32_achieved=395e12, issue_per_sm_cycle=4,
     registers_per_sm=65536, shared_per_sm=228 * 1024, max_warps_per_sm=64, max_ctas_per_sm=32, l2_bytes=50 << 20,
     l2_achieved=10e12, warps_for_full_issue=6.2, dependent_load_us=0.52, launch_us=1.0,
+    cublas_bf16=470e12, triton_gemm_bf16=340e12, attention_bf16=250e12,
 )
 H200 = dict(H100, name="H200 SXM (sm_90)", hbm_datasheet=4.8e12, hbm_achieved=4.3e12)
 CARDS = {"H100": H100, "H200": H200}
@@ -84,3 +90,35 @@ def calibrate(measured_us: dict[str, float], predicted: dict[str, list[dict]], c
             rows.append(dict(kernel=name, measured_us=us, predicted_us=pred, ratio=us / pred,
                              bound=bound.removesuffix("_us")))
     return rows
+
+
+# A traced step's ops by kind, as patterns matched at the start of an op's name (benchmarks/step_trace.py names
+# aten ops by their packet, Triton launches "triton:<kernel>").
+STEP_KINDS = (
+    ("GEMMs, cuBLAS", r"(mm|addmm|bmm|baddbmm)_?$"),
+    ("GEMMs, Triton", r"triton:gemm$"),
+    ("attention", r"_scaled_dot_product"),
+    ("TED stencils and partial sums", r"triton:(stencil|sum_partials)"),
+    ("optimizer and clipping", r"_fused_adam|_foreach"),
+)
+OTHER_KIND = "norms, activations, adds, casts"
+
+
+def step_kind(op: str) -> str:
+    """The kind of a traced op (:data:`STEP_KINDS`; the rest is :data:`OTHER_KIND`)."""
+    return next((kind for kind, pattern in STEP_KINDS if re.match(pattern, op)), OTHER_KIND)
+
+
+def step_roofline(by_op: dict[str, list[float]], card: dict) -> dict[str, float]:
+    """Predicted device ms of a traced step per kind, from ``by_op`` ``{op: [kernels, bytes, flops]}``: each op's
+    FLOPs at its kind's rate (cuBLAS, our Triton GEMM, attention) or its bytes at the HBM bandwidth, whichever
+    is longer, plus ``launch_us`` a kernel. A roofline of the traced kernels, not of a GPU's profile."""
+    rates = {"GEMMs, cuBLAS": card["cublas_bf16"], "GEMMs, Triton": card["triton_gemm_bf16"],
+             "attention": card["attention_bf16"]}
+    kinds: dict[str, float] = {}
+    for op, (kernels, nbytes, flops) in by_op.items():
+        kind = step_kind(op)
+        compute_s = flops / rates[kind] if kind in rates else 0.0
+        ms = max(nbytes / card["hbm_achieved"], compute_s) * 1e3 + kernels * card["launch_us"] * 1e-3
+        kinds[kind] = kinds.get(kind, 0.0) + ms
+    return kinds

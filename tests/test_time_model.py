@@ -71,3 +71,16 @@ def test_each_wave_waits_for_its_longest_chain_of_memory_waits():
     with 8 resident programs an SM (64 registers, 4 warps) a wave holds 1056, so the waves wait 15 and 3."""
     k = _kernel(programs=2006, chains=[[3.0, 2000], [15.0, 6]])
     assert time_model.timing(k, time_model.H100)["latency_us"] == pytest.approx((15 + 3) * 0.52)
+
+
+def test_the_step_roofline_takes_each_ops_longer_bound_by_kind():
+    """A GEMM at cuBLAS's rate or its bytes, an elementwise op at the HBM bandwidth, a launch a kernel."""
+    card = time_model.H100
+    gemm_flops, add_bytes = 470e9, 3e9  # 1 ms of cuBLAS GEMM; 1 ms of HBM traffic
+    kinds = time_model.step_roofline({"addmm": [2, 1e6, gemm_flops], "add": [10, add_bytes, 0.0],
+                                      "triton:stencil_fwd": [1, 0, 0.0]}, card)
+    assert kinds["GEMMs, cuBLAS"] == pytest.approx(1.0 + 2e-3)
+    assert kinds[time_model.OTHER_KIND] == pytest.approx(1.0 + 10e-3)
+    assert kinds["TED stencils and partial sums"] == pytest.approx(1e-3)
+    assert [time_model.step_kind(op) for op in ("mm", "addmm_", "triton:gemm", "_foreach_norm", "triton:layer_norm_bwd")] \
+        == ["GEMMs, cuBLAS", "GEMMs, cuBLAS", "GEMMs, Triton", "optimizer and clipping", time_model.OTHER_KIND]
