@@ -372,7 +372,7 @@ def kept_activations_table(kept: Optional[dict]) -> list[str]:
     if not kept:
         return []
     lines = ["", f"Activations kept for the backward of one {kept['preset']} training forward ({kept['frames']} "
-             "frames a clip, bf16 autocast; counted on CPU from the saved tensors, parameters excluded):", "",
+             "frames a clip, bf16 autocast; counted from the saved tensors on fake tensors, parameters excluded):", "",
              "| provider | MB a clip | MB a step besides |", "|---|---|---|"]
     for provider in ("fused", "eager", "full-finetune"):
         lines.append(f"| {provider} | {kept[provider]['per_clip']:.0f} | {kept[provider]['per_step']:.0f} |")
