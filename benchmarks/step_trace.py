@@ -61,7 +61,7 @@ def _summary(launches: list[Launch], aten: list[tuple[str, int]], aten_flops: di
                                    mfu=total_flops / (ms * 1e-3) / card["bf16_achieved"])
     return dict(
         device_kernels=len(aten) + len(launches), triton_kernels=len(launches), aten_kernels=len(aten),
-        bytes=sum(b for _, b in aten) + sum(unique_bytes(x.args) for x in launches), flops=total_flops,
+        bytes=sum(b for _, b, _ in by_op.values()), flops=total_flops,
         by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1][1])), roofline=roofline,
     )
 

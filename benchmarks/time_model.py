@@ -111,8 +111,9 @@ def step_kind(op: str) -> str:
 
 def step_roofline(by_op: dict[str, list[float]], card: dict) -> dict[str, float]:
     """Predicted device ms of a traced step per kind, from ``by_op`` ``{op: [kernels, bytes, flops]}``: each op's
-    FLOPs at its kind's rate (cuBLAS, our Triton GEMM, attention) or its bytes at the HBM bandwidth, whichever
-    is longer, plus ``launch_us`` a kernel. A roofline of the traced kernels, not of a GPU's profile."""
+    kernels together, their FLOPs at the kind's rate (cuBLAS, our Triton GEMM, attention) or their bytes at the
+    HBM bandwidth, whichever is longer, plus ``launch_us`` a kernel. A roofline of the traced kernels, not of a
+    GPU's profile."""
     rates = {"GEMMs, cuBLAS": card["cublas_bf16"], "GEMMs, Triton": card["triton_gemm_bf16"],
              "attention": card["attention_bf16"]}
     kinds: dict[str, float] = {}

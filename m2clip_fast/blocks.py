@@ -44,8 +44,7 @@ class _PackedProjection(torch.autograd.Function):
     def backward(ctx, *grads):
         x, w = ctx.saved_tensors  # w [3W, W] in the compute dtype
         width = ctx.x_shape[-1]
-        present = next(g for g in grads if g is not None)
-        rows = [(torch.zeros_like(present) if g is None else g).reshape(-1, width) for g in grads]  # 3 × [M, W]
+        rows = [g.reshape(-1, width) for g in grads]  # dq, dk, dv [M, W] (an unused one arrives as zeros)
         w = w.to(rows[0].dtype)
         dx = dw = db = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # full fine-tuning: one stack serves all three

@@ -163,12 +163,12 @@ def add_layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Option
     """
     check_tensors("add_layer_norm", x, residual)
     width = x.shape[-1]
-    check(residual is None or residual.shape == x.shape,
-          f"add_layer_norm: residual must have x's shape {list(x.shape)}, got {list(residual.shape) if residual is not None else None}")
+    if residual is not None and residual.shape != x.shape:  # messages built only on failure: a hot path
+        check(False, f"add_layer_norm: residual must have x's shape {list(x.shape)}, got {list(residual.shape)}")
     for name, t in (("weight", weight), ("bias", bias)):
-        check(t is None or (tuple(t.shape) == (width,) and t.is_floating_point() and t.device == x.device),
-              f"add_layer_norm: {name} must be a float [{width}] tensor on {x.device}, got "
-              f"{None if t is None else f'{t.dtype} {list(t.shape)} on {t.device}'}")
+        if t is not None and not (t.shape == (width,) and t.is_floating_point() and t.device == x.device):
+            check(False, f"add_layer_norm: {name} must be a float [{width}] tensor on {x.device}, got "
+                         f"{t.dtype} {list(t.shape)} on {t.device}")
     affine_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (weight, bias))
     if affine_grad or width > MAX_WIDTH or not can_run_triton(x, "add_layer_norm"):
         return reference.add_layer_norm(x, weight, bias, eps, residual)
