@@ -29,10 +29,10 @@ def report(tmp_path_factory) -> dict:
 # since the model runs Triton's real dispatch (it used to stub every launch, which hid ~45 µs a launch) it reads
 # 0.23-0.37 here, and an H100 host measured 0.47 (benchmarks/results/NVIDIA_H100_80GB_HBM3.json, call 3); a
 # wall-clock budget (timing). Issue 23's device targets, predicted for the H100: the stencils walk the frames now
-# (18.0 and 33.0 µs, from 37.5 and 69.4 measured on the old ones), issue-bound at 4 resident warps a scheduler,
-# and the six GEMMs (26-40 µs each, L2-bound at their tiles) keep the op above 220 µs.
-KNOWN_MISSES = {"host time ≤ 1/3 of eager": 0.45, "stencil_fwd ≤ 16 µs": 19.0, "stencil_bwd ≤ 25 µs": 35.0,
-                "TED-Adapter fwd+bwd ≤ 220 µs": 280.0}
+# (37.5 and 69.4 µs measured on the old ones); the forward meets its 16 µs (13.9, near its memory floor, with six
+# warps a scheduler resident), the backward does not (33.0, issue-bound at four), and the six GEMMs (26-40 µs each,
+# L2-bound at their tiles) keep the op above 220 µs.
+KNOWN_MISSES = {"host time ≤ 1/3 of eager": 0.45, "stencil_bwd ≤ 25 µs": 35.0, "TED-Adapter fwd+bwd ≤ 220 µs": 275.0}
 WALL_CLOCK = ("host time ≤ 1/3 of eager",)  # budgets decided by timing this machine
 
 

@@ -35,12 +35,16 @@ from ..runtime import cdiv, launch, next_power_of_2
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
 # Tiles [positions, channels], chosen with the static model (benchmarks/static/) at ViT-B/16, compiled with our
-# Triton (3.8) and the GPU image's (3.6): the forward's [16, 64] tile (4 warps) carries three frames (TE) or
-# S_{t-1} (TD) in 105-108 registers; the backward's [16, 64] tile (8 warps) keeps eleven fp32 accumulators plus
-# dX_{t+1}, held to 128 registers so that two programs fit an SM under either version (3.8 needs 128 and does not
-# spill; 3.6 wants 150, which would leave one program an SM, and spills 16 bytes at 128). 4 warps spill, and
-# [16, 32] tiles issue a third more instructions.
-BLOCK_N, MAX_BLOCK_C, FWD_WARPS = 16, 64, 4
+# Triton (3.8) and the GPU image's (3.6), the same under both:
+# - forward: [16, 64] tiles, 8 warps (4 elements a thread), held to 80 registers (it wants 92) so that three programs
+#   (24 warps) fit an SM, no spills. The TD part keeps its nine depthwise taps in registers for the whole frame walk
+#   (loaded and unpacked once, not every frame: a program issues 17% fewer instructions a frame), which at
+#   4 warps took 159 registers.
+# - backward: [16, 64] tiles, 8 warps, eleven fp32 accumulators plus dX_{t+1}, held to 128 registers so that two
+#   programs fit an SM (3.8 needs 128 and does not spill; 3.6 wants 150, and spills 16 bytes at 128). Its taps are
+#   reloaded each frame: keeping them spills 48 bytes at 128, and at 80 registers every [16, 32] variant spills.
+#   4 warps spill, and [16, 32] tiles issue a third more instructions.
+BLOCK_N, MAX_BLOCK_C, FWD_WARPS, FWD_MAX_REGISTERS = 16, 64, 8, 80
 BWD_BLOCK_N, BWD_BLOCK_C, BWD_WARPS = 16, 64, 8
 BWD_MAX_REGISTERS = 128
 
@@ -73,6 +77,16 @@ def _vec(ptr, cols, cmask):
     else:
         v = tl.load(ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     return v
+
+
+@triton.jit
+def _taps(ptr, wq, offsets, cmask, TAPS: tl.constexpr):
+    """A depthwise weight's ``TAPS`` taps as a tuple of ``[1, BLOCK_C]`` fp32 rows (tap q at ``ptr + q*wq + offsets``),
+    loaded once, before a program's frame loop."""
+    w = ()
+    for q in tl.static_range(TAPS):
+        w = w + (_vec(ptr + q * wq, offsets, cmask)[None, :],)
+    return w
 
 
 @triton.jit
@@ -160,10 +174,11 @@ def _stencil_fwd_kernel(
             is_patch, i, j = _patch(l, live, GW)
             in_bias = _vec(td_in_bias_ptr, cols, cmask)
             # conv_3x3 of the in-bias (zero padded) + bias: the same every frame; CLS rows of the TD part stay 0
+            w = _taps(td_w_ptr, td_wq, cols * td_wc, cmask, _TD_TAPS)
             const = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32) + _vec(td_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)
             for q in tl.static_range(_TD_TAPS):  # patch (i + q // 3 - 1, j + q % 3 - 1)
                 ok = _in_grid(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
-                const += (_vec(td_w_ptr + q * td_wq, cols * td_wc, cmask) * in_bias)[None, :] * _rowf(ok)
+                const += w[q] * in_bias[None, :] * _rowf(ok)
             s_prev = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)  # S_{t-1} = conv_3x3(z_{t-1})
             for t in range(T):
                 s = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
@@ -171,7 +186,7 @@ def _stencil_fwd_kernel(
                     ok = _in_grid(is_patch, i, j, q // 3 - 1, q % 3 - 1, GH, GW)
                     tap = _tile(z + C_TE, rows + t * L + (q // 3 - 1) * GW + (q % 3 - 1), stride_z, cols, ok, cmask,
                                 EVEN_C)
-                    s += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * tap
+                    s += w[q] * tap
                 moving = tl.where(t > 0, 1.0, 0.0)  # Δ_t z_0 = 0
                 _put(h + C_TE, rows + t * L, stride_h, cols, const + (s - s_prev) * moving, live, cmask, EVEN_C)
                 s_prev = s
@@ -345,7 +360,7 @@ def stencil_forward(z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[i
            z, h, *te, *td, positions, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
            *tap_strides(te.weight), *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0,
            EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_N=BLOCK_N, BLOCK_C=block, name="stencil_fwd",
-           num_warps=FWD_WARPS)
+           num_warps=FWD_WARPS, maxnreg=FWD_MAX_REGISTERS)
     return h
 
 
