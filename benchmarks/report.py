@@ -286,6 +286,11 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
                      f"{k['bytes'] / 1e6:.1f} | {k.get('l2_bytes', 0) / 1e6:.0f} | {k['memory_us']:.1f} | "
                      f"{k.get('l2_us', 0):.1f} | {k['compute_us']:.1f} | {k['issue_us']:.1f} | {k['predicted_us']:.1f} | "
                      f"{k['bound']} |")
+    if ted.get("aten_kernels"):
+        lines.append(f"Besides, {len(ted['aten_kernels'])} aten kernels ({', '.join(sorted(set(ted['aten_kernels'])))}) "
+                     f"predicted {ted['aten_us']:.1f} µs together: a GEMM's FLOPs at cuBLAS's "
+                     f"{CARDS['H100']['cublas_bf16'] / 1e12:.0f} TFLOP/s or its bytes at the HBM bandwidth, plus 1 µs "
+                     "each.")
     split = Counter((g["slices"], round(g["predicted_us"], 1), round(g["unsplit_us"], 1))
                     for g in ted.get("split_k", []))
     lines += [f"Split-K weight-gradient GEMMs ({n} alike): {slices} slices predicted {us:.1f} µs each, one slice "
@@ -303,26 +308,30 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
         lines.append(f"Measured on {card}: fused TED-Adapter fwd+bwd {1000 * ms:.0f} µs (do_bench: host and device "
                      "time, so not the kernels' prediction; per kernel below).")
         if profile:
-            lines += calibration(ted, card, profile)
+            profiled = result.get("candidates", {}).get("ted_all_ours_kernels") or ted["kernels"]
+            lines += calibration(ted, profiled, card, profile)
     return "\n".join(lines)
 
 
 def candidates_table(ted: dict, candidates: Optional[dict]) -> list[str]:
-    """The persistent TMA GEMM candidate against the op's own GEMMs, per GEMM, both predicted."""
-    if not candidates or "persistent_gemm_ted_us" not in candidates:
+    """The TED-Adapter's six GEMMs three ways (ours, cuBLAS, the persistent TMA candidate), all predicted, and which
+    library the op's weight gradients run on."""
+    if not candidates or "ours_ted_us" not in candidates:
         return []
-    ours = [k["predicted_us"] for k in ted["kernels"] if k["name"] == "gemm"]  # launch order: the op's six GEMMs
-    per_gemm = candidates["persistent_gemm_ted_us"]
+    ours, cublas, per_gemm = candidates["ours_ted_us"], candidates["cublas_ted_us"], candidates["persistent_gemm_ted_us"]
     tiles = sorted({t for us in per_gemm.values() for t in us})
-    lines = ["", "The op's GEMMs against the persistent TMA candidate (`benchmarks/persistent_gemm.py`, biases in an "
-             "augmented K, the weight gradients split along K), **predicted**; `benchmarks/test_gemms.py` measures them "
-             "with cuBLAS:", "",
-             "| GEMM | ours µs | " + " | ".join(f"persistent {t} µs" for t in tiles) + " |",
-             "|---|---|" + "---|" * len(tiles)]
-    for (name, us), mine in zip(per_gemm.items(), ours):
-        lines.append(f"| {name} | {mine:.1f} | " + " | ".join(f"{us[t]:.1f}" for t in tiles) + " |")
-    return lines + [f"| all six | {sum(ours):.1f} | " + " | ".join(f"{sum(us[t] for us in per_gemm.values()):.1f}"
-                                                                  for t in tiles) + " |"]
+    lines = ["", "The op's six GEMMs three ways, **predicted**: our Triton GEMM (fused epilogues, split-K weight gradients), "
+             f"cuBLAS (at the {CARDS['H100']['cublas_bf16'] / 1e12:.0f} TFLOP/s it reached on eager's GEMMs of these rows on the H100; "
+             "biases in an augmented K) and the persistent TMA candidate (`benchmarks/persistent_gemm.py`); "
+             "`benchmarks/test_gemms.py` measures all three. The op runs its weight gradients (dW_out, dW_in) on "
+             f"**{candidates['weight_grad_library']}** (`kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY`), the rest on ours:",
+             "", "| GEMM | ours µs | cuBLAS µs | " + " | ".join(f"persistent {t} µs" for t in tiles) + " |",
+             "|---|---|---|" + "---|" * len(tiles)]
+    for name, us in per_gemm.items():
+        lines.append(f"| {name} | {ours[name]:.1f} | {cublas[name]:.1f} | " + " | ".join(f"{us[t]:.1f}" for t in tiles)
+                     + " |")
+    return lines + [f"| all six | {sum(ours.values()):.1f} | {sum(cublas.values()):.1f} | "
+                    + " | ".join(f"{sum(us[t] for us in per_gemm.values()):.1f}" for t in tiles) + " |"]
 
 
 def render_step_trace(result: dict) -> str:
@@ -385,15 +394,16 @@ def _launches(name: str) -> int:
     return int(many.group(1)) if many else 1
 
 
-def calibration(ted: dict, card: str, profile: dict) -> list[str]:
+def calibration(ted: dict, profiled: list[dict], card: str, profile: dict) -> list[str]:
     """Measured / predicted per kernel (``profile`` from ``scripts/gpu_profile.py``, kept in the card's JSON): the
-    time model (:mod:`benchmarks.time_model`) replayed on the features of the kernels that ran — today's, or for a
-    kernel rewritten since the profile, the measured version's (``profile["superseded"]``)."""
+    time model (:mod:`benchmarks.time_model`) replayed on the features of the kernels that ran — ``profiled``, the
+    op's kernels as the profile ran it (every GEMM ours), or for a kernel rewritten since, the measured version's
+    (``profile["superseded"]``)."""
     fused = profile["fused"]
     spec = next((c for c in CARDS.values() if c["name"].split()[0] in card), CARDS["H100"])
     superseded = profile.get("superseded", {}).get("kernels", {})
     features: dict[str, list[dict]] = defaultdict(list)
-    for k in ted["kernels"]:
+    for k in profiled:
         if k["name"] not in superseded:
             features[k["name"]].append(k)
     for name, k in superseded.items():

@@ -21,13 +21,14 @@ import re
 # For the whole step (:func:`step_roofline`), rates measured at the step's shapes on the H100 (2026-11-26):
 # - cublas_bf16: eager's cuBLAS GEMMs at M = B·T·197 rows ran 445–495 TFLOP/s: 470;
 # - triton_gemm_bf16: our Triton GEMM in the TED-Adapter, 340 TFLOP/s (issue 23);
-# - attention_bf16: flash attention at head dim 64, 197 tokens — assumed (not measured here), forward and backward.
+# - attention_bf16: flash attention at head dim 64, 197 tokens — assumed (not measured here), forward and backward;
+# - fp32_achieved: IEEE fp32 GEMMs (no tensor cores) — assumed, ~75% of the H100's 67 TFLOP/s datasheet figure.
 H100 = dict(
     name="H100 SXM (sm_90)", sms=132, clock_hz=1.98e9, hbm_datasheet=3.35e12, hbm_achieved=3.0e12,
     bf16_datasheet=989e12, bf16_achieved=790e12, tf32_achieved=395e12, issue_per_sm_cycle=4,
     registers_per_sm=65536, shared_per_sm=228 * 1024, max_warps_per_sm=64, max_ctas_per_sm=32, l2_bytes=50 << 20,
     l2_achieved=10e12, warps_for_full_issue=6.2, dependent_load_us=0.52, launch_us=1.0,
-    cublas_bf16=470e12, triton_gemm_bf16=340e12, attention_bf16=250e12,
+    cublas_bf16=470e12, triton_gemm_bf16=340e12, attention_bf16=250e12, fp32_achieved=50e12,
 )
 H200 = dict(H100, name="H200 SXM (sm_90)", hbm_datasheet=4.8e12, hbm_achieved=4.3e12)
 CARDS = {"H100": H100, "H200": H200}

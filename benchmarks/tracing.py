@@ -38,11 +38,30 @@ class AtenRecorder(TorchDispatchMode):
         self.ops: list[tuple[str, int]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if func in _GPU_ONLY and not _tensors(args)[0].is_cuda:
+            out = _shaped_like_gpu(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
         if name not in NO_KERNEL_OPS:
-            self.ops.append((name, unique_bytes([*args, *(kwargs or {}).values(), out])))
+            self.ops.append((name, unique_bytes([*args, *kwargs.values(), out])))
         return out
+
+
+# Overloads a GPU has and the CPU lacks (mixed-precision mm: bf16 operands, fp32 result), which the ops issue while
+# their launches are captured (kernels.runtime.capture_launches records what a GPU would run).
+_GPU_ONLY = {torch.ops.aten.mm.dtype, torch.ops.aten.mm.dtype_out}
+
+
+def _shaped_like_gpu(func, args, kwargs):
+    """``func``'s result on CPU tensors without computing it (a trace needs shapes, not values): run on meta
+    tensors (so that outer modes, a FlopCounterMode, still see it), then its ``out`` or an empty tensor shaped so."""
+    def meta(v):
+        return v.to("meta") if isinstance(v, torch.Tensor) else v
+
+    result = func(*map(meta, args), **{k: meta(v) for k, v in kwargs.items()})
+    return kwargs["out"] if "out" in kwargs else torch.empty(result.shape, dtype=result.dtype)
 
 
 def _tensors(values) -> list[torch.Tensor]:

@@ -59,6 +59,25 @@ def test_split_k_gemm_matches_matmul(kernel_device, split_k, K):
     assert rel_err(out[:slices].sum(0).cpu(), a.double().cpu().t() @ b.double().cpu()) < FP32_TOL
 
 
+@pytest.mark.parametrize("library, dtype", [("cublas", torch.float32), ("cublas", torch.bfloat16),
+                                            ("triton", torch.float32)])
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_weight_grad_matches_matmul(kernel_device, monkeypatch, library, dtype, blocks):
+    """gᵀ·x into fp32 partials, plain ``[S, M, N]`` or as column blocks ``[S, nb, M, N // nb]``, through either
+    library (issue 23's per-GEMM choice); bf16 operands accumulate in fp32 either way."""
+    monkeypatch.setattr(gemm_ops, "WEIGHT_GRAD_LIBRARY", library)
+    g = torch.Generator().manual_seed(blocks)
+    dz, x = (torch.randn(*shape, generator=g).to(kernel_device, dtype) for shape in ((130, 24), (130, 40)))
+    slices = gemm_ops.weight_grad_slices(24, 40, 130, torch.device(kernel_device), dtype, dtype)
+    assert slices == 1 or library == "triton"
+    shape = (slices, 24, 40) if blocks == 1 else (slices, blocks, 24, 40 // blocks)
+    out = torch.full(shape, float("nan"), device=kernel_device)
+    with tf32_matmuls(False):
+        gemm_ops.weight_grad(dz, x, out, dtype)
+    total = out.sum(0) if blocks == 1 else torch.cat(out.sum(0).unbind(0), dim=1)
+    assert rel_err(total.cpu(), dz.double().cpu().t() @ x.double().cpu()) < FP32_TOL
+
+
 def test_split_k_heuristic_fills_the_gpu_only_where_tiles_are_few():
     split = gemm_ops.auto_split_k
     assert split(768, 768, 8 * 8 * 197, sms=132) == 4  # TED weight gradients: 36 output tiles -> 144 programs

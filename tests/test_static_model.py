@@ -59,14 +59,16 @@ def test_remembered_launches_pass_what_triton_passes(report):
     """kernels.launcher against Triton's own launch path, on a stand-in sm_90 driver: the same driver call for
     every launch of every fused op (fp32 and bf16)."""
     fast = report["host"]["fast_launches"]
-    assert fast["launches"] >= 50 and fast["differing"] == []  # 54: every launch of four ops at two shapes
+    # 42: every launch of four ops at two shapes (their weight gradients are cuBLAS calls, not Triton launches)
+    assert fast["launches"] >= 40 and fast["differing"] == []
 
 
-def test_ted_adapter_is_nine_launches_and_nothing_else(report):
+def test_ted_adapter_is_ten_launches_and_nothing_else(report):
     ted = report["ops"][0]
     names = [k["name"] for k in ted["kernels"]]
-    assert ted["aten_kernels"] == []  # no zero-fill, cast, copy or reduction outside the Triton kernels
-    assert names.count("gemm") == 6 and names.count("sum_partials") == 1
+    # the weight gradients on cuBLAS: dW_out one GEMM a branch, dW_in one; no zero-fill, cast, copy or reduction
+    assert report["candidates"]["weight_grad_library"] == "cublas" and ted["aten_kernels"] == ["mm"] * 3
+    assert names.count("gemm") == 4 and names.count("sum_partials") == 1
     assert names.count("stencil_fwd") == names.count("stencil_bwd") == 1
     assert ted["eager"]["device_kernels"] > 3 * ted["device_kernels"]
 
@@ -84,10 +86,12 @@ def test_bf16_gemms_use_hopper_tensor_cores_with_a_pipelined_main_loop(report):
 
 def test_tf32_gemms_round_their_operands_and_still_use_hopper_tensor_cores(report):
     """The TF32 variant's operand rounding (PTX inline asm, which the interpreter never sees) compiles for sm_90
-    and keeps the warpgroup MMA."""
+    and keeps the warpgroup MMA in our four GEMMs (z, the output, dh, dx); the weight gradients are cuBLAS's
+    (``torch.mm`` rounds to TF32 under the same PyTorch setting that picks our precision)."""
     op = next(op for op in report["ops"] if op["op"] == "ted_adapter fwd+bwd fp32 tf32")
     gemms = [k for k in op["kernels"] if k["name"] == "gemm"]
-    assert len(gemms) == 6 and all(k["wgmma"] and k["tf32_rounding"] and k["spills"] == 0 for k in gemms)
+    assert op["aten_kernels"] == ["mm"] * 3, op["aten_kernels"]
+    assert len(gemms) == 4 and all(k["wgmma"] and k["tf32_rounding"] and k["spills"] == 0 for k in gemms)
     ieee = next(op for op in report["ops"] if op["op"] == "ted_adapter fwd+bwd fp32")
     assert not any(k["tf32_rounding"] for k in ieee["kernels"] + report["ops"][0]["kernels"])
 

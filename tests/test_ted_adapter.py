@@ -13,6 +13,7 @@ from .parity import (FP32_TOL, GPU_PRECISIONS, TF32_TOL, assert_matches_referenc
                      tf32_matmuls)
 from kernels import runtime as kutils
 from kernels.packing import pack_pairs, tap_major
+from kernels.primitives import gemm as gemm_ops
 
 
 SHAPES = [  # (T, grid, C, Ca): T = 1, odd and non-square grids, widths off the block size; 26 clip-token
@@ -34,6 +35,22 @@ def test_ted_adapter_matches_reference(kernel_device, T, grid, C, Ca):
         return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]), BranchWeights(*p[6:]))
 
     assert_matches_reference(run(kernels), run(reference), [x, *te, *td])
+
+
+@pytest.mark.parametrize("te_only", [False, True])
+def test_ted_adapter_with_our_weight_gradient_gemms(kernel_device, monkeypatch, te_only):
+    """The weight gradients through our split-K GEMM instead of the library (kernels.primitives.gemm)."""
+    monkeypatch.setattr(gemm_ops, "WEIGHT_GRAD_LIBRARY", "triton")
+    T, grid, C, Ca = 3, (3, 4), 24, 20
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2 * T, 1 + grid[0] * grid[1], C, generator=g).to(kernel_device)
+    te, td = branch(C, Ca, (3,), g, kernel_device), branch(C, Ca, (3, 3), g, kernel_device)
+
+    def run(impl):
+        return lambda x, *p: impl.ted_adapter(x, T, grid, BranchWeights(*p[:6]),
+                                              None if te_only else BranchWeights(*p[6:]))
+
+    assert_matches_reference(run(kernels), run(reference), [x, *te, *([] if te_only else td)])
 
 
 def test_ted_adapter_within_the_tf32_bound(kernel_device):
@@ -83,7 +100,8 @@ def test_kernels_actually_ran(kernel_device):
     out.sum().backward()
     ran = {k: kernels.launch_counts[k] - before.get(k, 0) for k in kernels.launch_counts}
     # One stencil launch covers TE and TD; every small gradient comes out of one sum_partials launch.
-    assert {k: n for k, n in ran.items() if n} == {"gemm": 6, "stencil_fwd": 1, "stencil_bwd": 1, "sum_partials": 1}
+    # The two weight gradients go to the library (kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY), not our GEMM.
+    assert {k: n for k, n in ran.items() if n} == {"gemm": 4, "stencil_fwd": 1, "stencil_bwd": 1, "sum_partials": 1}
 
 
 def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
@@ -213,6 +231,6 @@ def test_frozen_input_skips_the_dx_gemm(kernel_device, branches):
     ref = [p.detach().double().cpu().requires_grad_() for p in params]
     backward_gemms, got = grads(kernels, fused, x)
     _, want = grads(reference, ref, x.double().cpu())
-    assert backward_gemms == 3  # dh, dW_out, dW_in: no dx
+    assert backward_gemms == (3 if gemm_ops.WEIGHT_GRAD_LIBRARY == "triton" else 1)  # dh (+ dW_out, dW_in): no dx
     for i, (a, b) in enumerate(zip(got, want)):
         assert rel_err(a.cpu(), b) < FP32_TOL, f"grad of parameter {i}"

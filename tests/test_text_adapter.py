@@ -5,6 +5,7 @@ import torch
 
 import kernels
 from kernels import reference
+from kernels.primitives import gemm as gemm_ops
 
 from .parity import GPU_PRECISIONS, TF32_TOL, assert_matches_reference, cuda, tf32_matmuls
 
@@ -17,6 +18,16 @@ def test_text_adapter_matches_reference(kernel_device, shape, C, Ca):
          torch.randn(C, Ca, generator=g) * 0.2, torch.randn(C, generator=g)]
     inputs = [t.to(kernel_device) for t in (x, *w)]
     assert_matches_reference(kernels.text_adapter, reference.text_adapter, inputs)
+
+
+def test_text_adapter_with_our_weight_gradient_gemms(kernel_device, monkeypatch):
+    """The weight gradients through our split-K GEMM instead of the library (kernels.primitives.gemm)."""
+    monkeypatch.setattr(gemm_ops, "WEIGHT_GRAD_LIBRARY", "triton")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 40, generator=g)
+    w = [torch.randn(17, 40, generator=g) * 0.2, torch.randn(17, generator=g),
+         torch.randn(40, 17, generator=g) * 0.2, torch.randn(40, generator=g)]
+    assert_matches_reference(kernels.text_adapter, reference.text_adapter, [t.to(kernel_device) for t in (x, *w)])
 
 
 def _inputs(prompts: int, device, dtype=torch.float32) -> list[torch.Tensor]:

@@ -33,14 +33,18 @@ import json  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 from typing import Callable, Optional  # noqa: E402
+from unittest import mock  # noqa: E402
 
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from ..time_model import CARDS, H100  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from ..time_model import CARDS, H100, step_roofline  # noqa: E402
 from ..tracing import trace  # noqa: E402
 from .activations import kept_activations  # noqa: E402
-from .candidates import persistent_gemm_variants, predict_persistent, ted_gemm_shapes  # noqa: E402
+from .candidates import (persistent_gemm_variants, predict_library, predict_persistent,  # noqa: E402
+                         ted_gemm_shapes)
 from .host import fast_launches_match_triton, host_fused_vs_eager, registration_host_us  # noqa: E402
 from .launches import predict, split_k_gain  # noqa: E402
 from .workloads import (TINY, VIT_B16, Shape, add_layer_norm_fwd_bwd, ideal_ted_bytes,  # noqa: E402
@@ -51,20 +55,37 @@ BUDGETS = dict(stencil_vs_memory_floor=2.0, registers=128, spills=0, device_kern
                host_vs_eager=1 / 3, stencil_fwd_us=16.0, stencil_bwd_us=25.0, ted_us=220.0)
 
 
+def _aten_us(aten: list[tuple[str, int]], flops: dict[str, float], card: dict, s: Shape) -> float:
+    """Predicted µs of a trace's aten kernels on ``card`` at shape ``s``: by kind, their FLOPs at the kind's rate
+    (cuBLAS GEMMs: bf16, or fp32 with or without TF32 as ``s`` says) or their bytes at the HBM bandwidth, plus a
+    launch each (:func:`benchmarks.time_model.step_roofline`)."""
+    if s.dtype == torch.float32:
+        card = dict(card, cublas_bf16=card["tf32_achieved"] if s.tf32 else card["fp32_achieved"])
+    by_op: dict[str, list[float]] = {}
+    for op, nbytes in aten:
+        count, total, _ = by_op.get(op, (0, 0, 0.0))
+        by_op[op] = [count + 1, total + nbytes, flops.get(op, 0.0)]
+    return sum(step_roofline(by_op, card).values()) * 1e3
+
+
 def analyse_op(name: str, make: Callable, s: Shape) -> dict:
     import kernels
     from kernels import reference
 
-    launches, aten = trace(make(kernels, s), H100["sms"])
+    counter = FlopCounterMode(display=False)
+    with counter:  # the FLOPs of aten's kernels (the library GEMMs); the Triton launches count their own
+        launches, aten = trace(make(kernels, s), H100["sms"])
+    aten_flops = {op.__name__: n for op, n in counter.get_flop_counts().get("Global", {}).items()}
     _, eager_aten = trace(make(reference, s), H100["sms"])
     rows = [predict(launch) for launch in launches]
     return dict(
         op=name, shape=asdict(s) | {"dtype": str(s.dtype).replace("torch.", "")}, split_k=split_k_gain(launches, rows),
         device_kernels=len(rows) + len(aten), triton_kernels=len(rows), aten_kernels=[n for n, _ in aten],
         bytes=sum(r.bytes for r in rows) + sum(b for _, b in aten),
-        flops=sum(r.flops for r in rows),
-        predicted_us=sum(r.predicted_us for r in rows) + sum(b for _, b in aten) / H100["hbm_achieved"] * 1e6,
-        predicted_by_card={card: sum(r.by_card[card] for r in rows) + sum(b for _, b in aten) / spec["hbm_achieved"] * 1e6
+        flops=sum(r.flops for r in rows) + sum(aten_flops.values()),
+        aten_us=_aten_us(aten, aten_flops, H100, s),
+        predicted_us=sum(r.predicted_us for r in rows) + _aten_us(aten, aten_flops, H100, s),
+        predicted_by_card={card: sum(r.by_card[card] for r in rows) + _aten_us(aten, aten_flops, spec, s)
                            for card, spec in CARDS.items()},
         kernels=[asdict(r) | {"bound": r.bound} for r in rows],
         eager=dict(device_kernels=len(eager_aten), ops=[n for n, _ in eager_aten],
@@ -74,10 +95,23 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
 
 
 def _candidates() -> dict:
-    """The persistent TMA GEMM candidate: its compiled variants and its predicted µs on the TED-Adapter's GEMMs."""
+    """The TED-Adapter's six GEMMs three ways, predicted: ours (the op traced with every GEMM on our Triton GEMM,
+    its kernels kept whole), cuBLAS, and the persistent TMA candidate (its compiled variants too); and which library
+    the op's weight gradients run on now."""
+    import kernels
+    from kernels.primitives import gemm
+
+    with mock.patch.object(gemm, "WEIGHT_GRAD_LIBRARY", "triton"):
+        launches, _ = trace(ted_fwd_bwd(kernels, VIT_B16), H100["sms"])
+    rows = [predict(launch) for launch in launches]
+    ours = [r.predicted_us for r in rows if r.name == "gemm"]  # the op's launch order
     variants = persistent_gemm_variants()
     shapes = ted_gemm_shapes(VIT_B16.R, VIT_B16.C, VIT_B16.Ca)
-    return dict(persistent_gemm=variants, persistent_gemm_ted_us=predict_persistent(shapes, variants, H100))
+    return dict(persistent_gemm=variants, persistent_gemm_ted_us=predict_persistent(shapes, variants, H100),
+                ours_ted_us=dict(zip(shapes, ours)), cublas_ted_us=predict_library(shapes, H100),
+                # the op as the H100 profiled it (every GEMM ours): what its calibration replays
+                ted_all_ours_kernels=[asdict(r) | {"bound": r.bound} for r in rows],
+                weight_grad_library=gemm.WEIGHT_GRAD_LIBRARY)
 
 
 def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:

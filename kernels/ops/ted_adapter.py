@@ -7,10 +7,10 @@ Forward, with ``R = B*T*L`` token rows, ``W_in = [W1; W3]`` ``[2Ca, C]`` and ``W
     out = x + h · W_outᵀ + b2 + [row ≠ CLS]·b4                   [R, C]     GEMM; biases, residual in the epilogue
 Backward (``z`` and ``h`` saved):
     dh = dout · W_out                                            GEMM
-    dW_out = doutᵀ · h                                           GEMM, split-K partials, written as [W2 | W4]
+    dW_out = doutᵀ · h                                           weight-gradient GEMM (cuBLAS, or ours split-K), as [W2 | W4]
     dz, depthwise kernel/bias and b1/b3 partial sums             stencil backward
     dx = dout + dz · W_in; column sums of dout → b2, b4          GEMM; residual and bias partials in the epilogue
-    dW_in = dzᵀ · x                                              GEMM, split-K partials
+    dW_in = dzᵀ · x                                              weight-gradient GEMM (kernels.primitives.gemm.weight_grad)
     every partial summed in a fixed order, in the parameters' dtype      one launch (:mod:`kernels.primitives.reduce`)
 Without the TD branch this is the TE path alone — on ``[B*T, 1, D]`` the global temporal adapter.
 
@@ -27,7 +27,7 @@ from .. import reference
 from ..checks import check, check_tensors
 from ..dtypes import compute_dtype
 from ..packing import adjacent, as_rows, dense_taps
-from ..primitives.gemm import Blocks, colsum_rows, gemm, split_k_for
+from ..primitives.gemm import Blocks, colsum_rows, gemm, weight_grad, weight_grad_slices
 from ..primitives.reduce import Partials
 from ..primitives.stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward,
                                   stencil_forward, stencil_programs)
@@ -104,8 +104,8 @@ def _backward(
     (R, width), c_te = x.shape, _te_width(te)
     c_td = w_in.shape[0] - c_te
     programs = stencil_programs(R // num_frames)
-    split_in = split_k_for(w_in.shape[0], width, R, x.device)
-    split_out = split_k_for(width, w_in.shape[0], R, x.device)
+    split_in = weight_grad_slices(w_in.shape[0], width, R, x.device, z.dtype, x.dtype)
+    split_out = weight_grad_slices(width, w_in.shape[0], R, x.device, dout.dtype, h.dtype)
     segments = [(split_in, w_in.numel()), (split_out, w_out.numel()), (programs, partial_width(c_te, TE_TAPS))]
     if c_td:
         segments.append((programs, partial_width(c_td, TD_TAPS)))
@@ -113,7 +113,7 @@ def _backward(
     parts = Partials(segments, x.device)
     colsums = parts.part(len(segments) - 1)
     dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
-    gemm(dout.t(), h, out=parts.part(1).view(split_out, *w_out.shape), split_k=split_out, dot=w_out.dtype)
+    weight_grad(dout, h, parts.part(1).view(split_out, *w_out.shape), w_out.dtype)
     dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, te_part=parts.part(2) if c_te else None,
                           td_part=parts.part(3) if c_td else None)
     if input_grad:
@@ -122,7 +122,7 @@ def _backward(
     else:
         dx = x.new_empty(0)
         _bias_sums(dout, tokens, colsums.view(-1, width), gated=c_td > 0)
-    gemm(dz.t(), x, out=parts.part(0).view(split_in, *w_in.shape), split_k=split_in, dot=w_in.dtype)
+    weight_grad(dz, x, parts.part(0).view(split_in, *w_in.shape), w_in.dtype)
     return dx, parts.sum(grad_dtype)
 
 

@@ -4,8 +4,8 @@ epilogues forward, four GEMMs and one reduction backward.
 Forward:  a = GELU(u), u = x·W1ᵀ + b1 (GEMM; bias, GELU and the store of ``u`` in the epilogue);
           out = x + a·W2ᵀ + b2 (GEMM; bias and residual in the epilogue).
 Backward: du = (dout·W2) ⊙ GELU'(u) (GEMM; GELU' and the column sums of du — b1's gradient — in the epilogue);
-          dW2 = doutᵀ·a (split-K partials); dx = dout + du·W1 (GEMM; residual and the column sums of dout —
-          b2's gradient — in the epilogue); dW1 = duᵀ·x (split-K partials); every partial summed in a fixed
+          dW2 = doutᵀ·a (weight-gradient GEMM: cuBLAS, or ours split-K); dx = dout + du·W1 (GEMM; residual and the
+          column sums of dout — b2's gradient — in the epilogue); dW1 = duᵀ·x (the same); every partial summed in a fixed
           order into the parameters' dtype (one launch, :mod:`kernels.primitives.reduce`).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .. import reference
 from ..checks import check, check_tensors
 from ..dtypes import compute_dtype
 from ..packing import as_rows
-from ..primitives.gemm import colsum_rows, gemm, split_k_for
+from ..primitives.gemm import colsum_rows, gemm, weight_grad, weight_grad_slices
 from ..primitives.reduce import Partials
 from ..runtime import can_run_triton, compilable
 
@@ -45,14 +45,15 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch
               w2: torch.Tensor, grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """-> dx and ``[dW1 | dW2 | db1 | db2]`` flat in ``grad_dtype``."""
     M, (ca, width) = x.shape[0], w1.shape
-    split1, split2 = split_k_for(ca, width, M, x.device), split_k_for(width, ca, M, x.device)
+    split1 = weight_grad_slices(ca, width, M, x.device, w2.dtype, x.dtype)  # du is written in w2's dtype
+    split2 = weight_grad_slices(width, ca, M, x.device, dout.dtype, act.dtype)
     parts = Partials([(split1, w1.numel()), (split2, w2.numel()), (colsum_rows(M), ca), (colsum_rows(M), width)],
                      x.device)
     du = gemm(dout, w2, epilogue="gelu_grad", aux=pre, colsum="output", colsum_out=parts.part(2),
               out_dtype=w2.dtype, dot=w2.dtype)
-    gemm(dout.t(), act, out=parts.part(1).view(split2, *w2.shape), split_k=split2, dot=w2.dtype)
+    weight_grad(dout, act, parts.part(1).view(split2, *w2.shape), w2.dtype)
     dx = gemm(du, w1, residual=dout, colsum="residual", colsum_out=parts.part(3), out_dtype=x.dtype, dot=w1.dtype)
-    gemm(du.t(), x, out=parts.part(0).view(split1, *w1.shape), split_k=split1, dot=w1.dtype)
+    weight_grad(du, x, parts.part(0).view(split1, *w1.shape), w1.dtype)
     return dx, parts.sum(grad_dtype)
 
 

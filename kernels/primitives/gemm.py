@@ -251,6 +251,52 @@ def split_k_for(M: int, N: int, K: int, device: torch.device) -> int:
     return auto_split_k(M, N, K, _sm_count(device.index if device.index is not None else torch.cuda.current_device()))
 
 
+# Which library runs the weight gradients ``gᵀ·x`` (plain GEMMs: small ``M×N``, long ``K``, nothing to fuse).
+# Issue 23: each GEMM runs where it was measured fastest. "cublas" (``torch.mm`` writing fp32): on the H100 cuBLAS
+# ran eager's GEMMs of these ``K = B·T·L`` rows at 445-495 TFLOP/s against our GEMM's 340, and splits K inside the
+# GEMM with no fp32 partials written out and summed again. "triton": ours, split-K partials summed by
+# kernels.primitives.reduce. benchmarks/test_gemms.py measures both on each card.
+WEIGHT_GRAD_LIBRARY = "cublas"
+
+
+def _library_weight_grad(g_dtype: torch.dtype, x_dtype: torch.dtype) -> bool:
+    """Whether :func:`weight_grad` runs through the library (it takes operands of one dtype)."""
+    return WEIGHT_GRAD_LIBRARY == "cublas" and g_dtype == x_dtype
+
+
+def weight_grad_slices(M: int, N: int, K: int, device: torch.device, g_dtype: torch.dtype,
+                       x_dtype: torch.dtype) -> int:
+    """K slices of the fp32 partial buffer :func:`weight_grad` writes ``[M, N]`` into: one through the
+    library, :func:`split_k_for` through ours."""
+    return 1 if _library_weight_grad(g_dtype, x_dtype) else split_k_for(M, N, K, device)
+
+
+def _mm_fp32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` (fp32) <- ``a·b`` by ``torch.mm`` (cuBLAS on a GPU), accumulated in fp32 and written in fp32 from
+    bf16/fp16 operands."""
+    if a.dtype == out.dtype:
+        torch.mm(a, b, out=out)
+        return
+    try:  # on CPU tensors only a trace takes this (benchmarks/tracing.py records it as a GPU would run it)
+        torch.mm(a, b, out_dtype=out.dtype, out=out)
+    except NotImplementedError:  # the CPU has no mixed-precision mm (the interpreter's runs): the product in fp32
+        torch.mm(a.to(out.dtype), b.to(out.dtype), out=out)
+
+
+def weight_grad(g: torch.Tensor, x: torch.Tensor, out: torch.Tensor, dot: torch.dtype) -> None:
+    """A weight gradient ``gᵀ·x`` for g ``[K, M]``, x ``[K, N]`` into ``out``: fp32 ``[S, M, N]``, or as column
+    blocks ``[S, nb, M, N // nb]`` (each block a contiguous ``[M, N // nb]``), with ``S`` from
+    :func:`weight_grad_slices` — one library GEMM a block, or ours in ``S`` K slices (``dot`` its operand dtype)."""
+    if not _library_weight_grad(g.dtype, x.dtype):
+        gemm(g.t(), x, out=out, split_k=out.shape[0], dot=dot)
+    elif out.dim() == 3:
+        _mm_fp32(g.t(), x, out[0])
+    else:
+        width = out.shape[-1]
+        for k in range(out.shape[1]):
+            _mm_fp32(g.t(), x[:, k * width:(k + 1) * width], out[0, k])
+
+
 def k_slice(K: int, split_k: int) -> int:
     """Length of each K slice: a multiple of every BLOCK_K."""
     return cdiv(cdiv(K, split_k), 64) * 64
