@@ -42,8 +42,9 @@ def triton_gemms(o: dict) -> dict[str, Callable[[], object]]:
     x, dout, h, dz, w_in, w_out = o["x"], o["dout"], o["h"], o["dz"], o["w_in"], o["w_out"]
     R, C = x.shape
     split_in, split_out = split_k_for(w_in.shape[0], C, R, x.device), split_k_for(C, w_in.shape[0], R, x.device)
-    parts = Partials([(split_in, w_in.numel()), (split_out, w_out.numel()), (colsum_rows(R), 2 * C)], x.device)
-    splits = Partials(parts.segments[:2], x.device)
+    parts = Partials([(split_in, w_in.numel()), (split_out, w_out.numel()), (colsum_rows(R), 2 * C)], x.device,
+                     torch.bfloat16)
+    splits = Partials(parts.segments[:2], x.device, torch.bfloat16)
     return {
         "in: z = x·W_inᵀ": lambda: gemm(x, w_in.t(), dot=w_in.dtype),
         "out: x + h·W_outᵀ + b2 + gated b4": lambda: gemm(h, Blocks(w_out).T, bias=o["b2"], bias2=o["b4"],
@@ -56,7 +57,7 @@ def triton_gemms(o: dict) -> dict[str, Callable[[], object]]:
                                                           colsum_out=parts.part(2), dot=w_in.dtype),
         "dW_in = dzᵀ·x": lambda: gemm(dz.t(), x, out=parts.part(0).view(split_in, *w_in.shape), split_k=split_in,
                                      dot=w_in.dtype),
-        "split-K partial sums": lambda: splits.sum(torch.bfloat16),
+        "split-K partial sums": lambda: splits.sum(),
     }
 
 

@@ -9,6 +9,7 @@ from .parity import FP32_TOL, TF32_TOL, cuda, rel_err, tf32_matmuls
 import triton
 
 from kernels.primitives import gemm as gemm_ops
+from kernels.primitives.reduce import Partials
 
 
 @pytest.mark.parametrize("epilogue, residual", [("none", False), ("none", True), ("gelu", False), ("gelu", True)])
@@ -59,23 +60,33 @@ def test_split_k_gemm_matches_matmul(kernel_device, split_k, K):
     assert rel_err(out[:slices].sum(0).cpu(), a.double().cpu().t() @ b.double().cpu()) < FP32_TOL
 
 
-@pytest.mark.parametrize("library, dtype", [("cublas", torch.float32), ("cublas", torch.bfloat16),
-                                            ("triton", torch.float32)])
+@pytest.mark.parametrize("library, dtype, grad_dtype", [("cublas", torch.float32, torch.float32),
+                                                        ("cublas", torch.bfloat16, torch.float32),
+                                                        ("cublas", torch.bfloat16, torch.bfloat16),
+                                                        ("triton", torch.float32, torch.float32),
+                                                        ("triton", torch.bfloat16, torch.bfloat16)])
 @pytest.mark.parametrize("blocks", [1, 2])
-def test_weight_grad_matches_matmul(kernel_device, monkeypatch, library, dtype, blocks):
-    """gᵀ·x into fp32 partials, plain ``[S, M, N]`` or as column blocks ``[S, nb, M, N // nb]``, through either
-    library (issue 23's per-GEMM choice); bf16 operands accumulate in fp32 either way."""
+def test_weight_grad_matches_matmul(kernel_device, monkeypatch, library, dtype, grad_dtype, blocks):
+    """gᵀ·x, plain ``[M, N]`` or as column blocks ``[nb, M, N // nb]``, through either library (issue 23's
+    per-GEMM choice): the library's written straight into the flat gradient (no partials), ours as fp32 K-slice
+    partials that the op's one reduction sums; bf16 operands accumulate in fp32 either way. The segment after it
+    is summed as before."""
     monkeypatch.setattr(gemm_ops, "WEIGHT_GRAD_LIBRARY", library)
     g = torch.Generator().manual_seed(blocks)
     dz, x = (torch.randn(*shape, generator=g).to(kernel_device, dtype) for shape in ((130, 24), (130, 40)))
-    slices = gemm_ops.weight_grad_slices(24, 40, 130, torch.device(kernel_device), dtype, dtype)
-    assert slices == 1 or library == "triton"
-    shape = (slices, 24, 40) if blocks == 1 else (slices, blocks, 24, 40 // blocks)
-    out = torch.full(shape, float("nan"), device=kernel_device)
+    slices = gemm_ops.weight_grad_slices(24, 40, 130, torch.device(kernel_device), dtype, dtype, grad_dtype)
+    assert (slices == 0) == (library == "cublas")
+    parts = Partials([(slices, 24 * 40), (3, 5)], torch.device(kernel_device), grad_dtype)
+    parts.work.fill_(float("nan"))
+    parts.out.fill_(float("nan"))
+    parts.part(1).copy_(torch.arange(15.0).view(3, 5))
     with tf32_matmuls(False):
-        gemm_ops.weight_grad(dz, x, out, dtype)
-    total = out.sum(0) if blocks == 1 else torch.cat(out.sum(0).unbind(0), dim=1)
-    assert rel_err(total.cpu(), dz.double().cpu().t() @ x.double().cpu()) < FP32_TOL
+        gemm_ops.weight_grad(dz, x, parts, 0, (24, 40) if blocks == 1 else (blocks, 24, 40 // blocks), dtype)
+    flat = parts.sum().float().cpu()
+    product = flat[:960].view(24, 40) if blocks == 1 else torch.cat(flat[:960].view(blocks, 24, -1).unbind(0), 1)
+    tol = FP32_TOL if grad_dtype == torch.float32 else 1e-2
+    assert rel_err(product, dz.double().cpu().t() @ x.double().cpu()) < tol
+    assert torch.equal(flat[960:], torch.arange(15.0).view(3, 5).sum(0))
 
 
 def test_split_k_heuristic_fills_the_gpu_only_where_tiles_are_few():

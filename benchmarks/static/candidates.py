@@ -83,10 +83,10 @@ def predict_persistent(shapes: dict, variants: list[dict], card: dict, element_s
 def predict_library(shapes: dict, card: dict, element_size: int = 2) -> dict[str, float]:
     """Predicted µs of each GEMM in ``shapes`` through cuBLAS (``torch.mm`` / ``addmm``): its FLOPs at the rate
     cuBLAS reached on eager's GEMMs of these rows on the H100 (``card["cublas_bf16"]``) or its bytes at the HBM
-    bandwidth, whichever is longer, plus a launch; the weight gradients written in fp32, no partials to sum."""
+    bandwidth, whichever is longer, plus a launch; the weight gradients written once in the parameters' dtype
+    (taken as the operands'), no partials to sum."""
     out = {}
-    for name, (M, N, K, residual, layout) in shapes.items():
-        weight_grad = layout[0]
-        hbm = (M * K + K * N) * element_size + M * N * (4 if weight_grad else element_size * (2 if residual else 1))
+    for name, (M, N, K, residual, _) in shapes.items():
+        hbm = (M * K + K * N) * element_size + M * N * element_size * (2 if residual else 1)
         out[name] = max(hbm / card["hbm_achieved"], 2.0 * M * N * K / card["cublas_bf16"]) * 1e6 + card["launch_us"]
     return out

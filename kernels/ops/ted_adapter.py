@@ -104,16 +104,16 @@ def _backward(
     (R, width), c_te = x.shape, _te_width(te)
     c_td = w_in.shape[0] - c_te
     programs = stencil_programs(R // num_frames)
-    split_in = weight_grad_slices(w_in.shape[0], width, R, x.device, z.dtype, x.dtype)
-    split_out = weight_grad_slices(width, w_in.shape[0], R, x.device, dout.dtype, h.dtype)
+    split_in = weight_grad_slices(w_in.shape[0], width, R, x.device, z.dtype, x.dtype, grad_dtype)
+    split_out = weight_grad_slices(width, w_in.shape[0], R, x.device, dout.dtype, h.dtype, grad_dtype)
     segments = [(split_in, w_in.numel()), (split_out, w_out.numel()), (programs, partial_width(c_te, TE_TAPS))]
     if c_td:
         segments.append((programs, partial_width(c_td, TD_TAPS)))
     segments.append((colsum_rows(R) if input_grad else 1, width * (2 if c_td else 1)))
-    parts = Partials(segments, x.device)
+    parts = Partials(segments, x.device, grad_dtype)
     colsums = parts.part(len(segments) - 1)
     dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
-    weight_grad(dout, h, parts.part(1).view(split_out, *w_out.shape), w_out.dtype)
+    weight_grad(dout, h, parts, 1, w_out.shape, w_out.dtype)
     dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, te_part=parts.part(2) if c_te else None,
                           td_part=parts.part(3) if c_td else None)
     if input_grad:
@@ -122,8 +122,8 @@ def _backward(
     else:
         dx = x.new_empty(0)
         _bias_sums(dout, tokens, colsums.view(-1, width), gated=c_td > 0)
-    weight_grad(dz, x, parts.part(0).view(split_in, *w_in.shape), w_in.dtype)
-    return dx, parts.sum(grad_dtype)
+    weight_grad(dz, x, parts, 0, w_in.shape, w_in.dtype)
+    return dx, parts.sum()
 
 
 def _bias_sums(dout: torch.Tensor, tokens: int, out: torch.Tensor, gated: bool) -> None:

@@ -45,16 +45,16 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, pre: torch.Tensor, act: torch
               w2: torch.Tensor, grad_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """-> dx and ``[dW1 | dW2 | db1 | db2]`` flat in ``grad_dtype``."""
     M, (ca, width) = x.shape[0], w1.shape
-    split1 = weight_grad_slices(ca, width, M, x.device, w2.dtype, x.dtype)  # du is written in w2's dtype
-    split2 = weight_grad_slices(width, ca, M, x.device, dout.dtype, act.dtype)
+    split1 = weight_grad_slices(ca, width, M, x.device, w2.dtype, x.dtype, grad_dtype)  # du is in w2's dtype
+    split2 = weight_grad_slices(width, ca, M, x.device, dout.dtype, act.dtype, grad_dtype)
     parts = Partials([(split1, w1.numel()), (split2, w2.numel()), (colsum_rows(M), ca), (colsum_rows(M), width)],
-                     x.device)
+                     x.device, grad_dtype)
     du = gemm(dout, w2, epilogue="gelu_grad", aux=pre, colsum="output", colsum_out=parts.part(2),
               out_dtype=w2.dtype, dot=w2.dtype)
-    weight_grad(dout, act, parts.part(1).view(split2, *w2.shape), w2.dtype)
+    weight_grad(dout, act, parts, 1, w2.shape, w2.dtype)
     dx = gemm(du, w1, residual=dout, colsum="residual", colsum_out=parts.part(3), out_dtype=x.dtype, dot=w1.dtype)
-    weight_grad(du, x, parts.part(0).view(split1, *w1.shape), w1.dtype)
-    return dx, parts.sum(grad_dtype)
+    weight_grad(du, x, parts, 0, w1.shape, w1.dtype)
+    return dx, parts.sum()
 
 
 class _TextAdapterFunction(torch.autograd.Function):

@@ -26,6 +26,7 @@ import triton.language as tl
 from .. import runtime
 from ..dtypes import dot_dtype, fp32_dot_precision
 from ..runtime import INTERPRET, cdiv, launch, next_power_of_2
+from .reduce import Partials
 
 # Epilogue and column-sum choices, as the kernel's constexpr flags see them.
 NONE, GELU, GELU_GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -252,28 +253,26 @@ def split_k_for(M: int, N: int, K: int, device: torch.device) -> int:
 
 
 # Which library runs the weight gradients ``gᵀ·x`` (plain GEMMs: small ``M×N``, long ``K``, nothing to fuse).
-# Issue 23: each GEMM runs where it was measured fastest. "cublas" (``torch.mm`` writing fp32): on the H100 cuBLAS
-# ran eager's GEMMs of these ``K = B·T·L`` rows at 445-495 TFLOP/s against our GEMM's 340, and splits K inside the
-# GEMM with no fp32 partials written out and summed again. "triton": ours, split-K partials summed by
-# kernels.primitives.reduce. benchmarks/test_gemms.py measures both on each card.
+# Issue 23: each GEMM runs where it was measured fastest. "cublas" (``torch.mm``): on the H100 cuBLAS ran eager's
+# GEMMs of these ``K = B·T·L`` rows at 445-495 TFLOP/s against our GEMM's 340; it sums K inside the GEMM and
+# writes the gradient once, in its dtype, straight into the op's flat gradient buffer (no fp32 partials, nothing
+# for kernels.primitives.reduce to sum). "triton": ours, split-K fp32 partials summed by kernels.primitives.reduce.
+# benchmarks/test_gemms.py measures both on each card.
 WEIGHT_GRAD_LIBRARY = "cublas"
 
 
-def _library_weight_grad(g_dtype: torch.dtype, x_dtype: torch.dtype) -> bool:
-    """Whether :func:`weight_grad` runs through the library (it takes operands of one dtype)."""
-    return WEIGHT_GRAD_LIBRARY == "cublas" and g_dtype == x_dtype
-
-
 def weight_grad_slices(M: int, N: int, K: int, device: torch.device, g_dtype: torch.dtype,
-                       x_dtype: torch.dtype) -> int:
-    """K slices of the fp32 partial buffer :func:`weight_grad` writes ``[M, N]`` into: one through the
-    library, :func:`split_k_for` through ours."""
-    return 1 if _library_weight_grad(g_dtype, x_dtype) else split_k_for(M, N, K, device)
+                       x_dtype: torch.dtype, grad_dtype: torch.dtype) -> int:
+    """Partial rows (K slices) of ``[M, N]`` that :func:`weight_grad` writes for a ``grad_dtype`` gradient —
+    the ``S`` of its :class:`~kernels.primitives.reduce.Partials` segment: 0 through the library (it takes
+    operands of one dtype and writes theirs or fp32), :func:`split_k_for` through ours."""
+    library = WEIGHT_GRAD_LIBRARY == "cublas" and g_dtype == x_dtype and grad_dtype in (g_dtype, torch.float32)
+    return 0 if library else split_k_for(M, N, K, device)
 
 
-def _mm_fp32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-    """``out`` (fp32) <- ``a·b`` by ``torch.mm`` (cuBLAS on a GPU), accumulated in fp32 and written in fp32 from
-    bf16/fp16 operands."""
+def _mm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` <- ``a·b`` by ``torch.mm`` (cuBLAS on a GPU), accumulated in fp32; bf16/fp16 operands may write
+    fp32."""
     if a.dtype == out.dtype:
         torch.mm(a, b, out=out)
         return
@@ -283,18 +282,24 @@ def _mm_fp32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
         torch.mm(a.to(out.dtype), b.to(out.dtype), out=out)
 
 
-def weight_grad(g: torch.Tensor, x: torch.Tensor, out: torch.Tensor, dot: torch.dtype) -> None:
-    """A weight gradient ``gᵀ·x`` for g ``[K, M]``, x ``[K, N]`` into ``out``: fp32 ``[S, M, N]``, or as column
-    blocks ``[S, nb, M, N // nb]`` (each block a contiguous ``[M, N // nb]``), with ``S`` from
-    :func:`weight_grad_slices` — one library GEMM a block, or ours in ``S`` K slices (``dot`` its operand dtype)."""
-    if not _library_weight_grad(g.dtype, x.dtype):
-        gemm(g.t(), x, out=out, split_k=out.shape[0], dot=dot)
-    elif out.dim() == 3:
-        _mm_fp32(g.t(), x, out[0])
-    else:
-        width = out.shape[-1]
-        for k in range(out.shape[1]):
-            _mm_fp32(g.t(), x[:, k * width:(k + 1) * width], out[0, k])
+def weight_grad(g: torch.Tensor, x: torch.Tensor, parts: Partials, segment: int, shape: tuple[int, ...],
+                dot: torch.dtype) -> None:
+    """A weight gradient ``gᵀ·x`` for g ``[K, M]``, x ``[K, N]`` into segment ``segment`` of ``parts`` (a
+    :class:`~kernels.primitives.reduce.Partials` whose ``S`` came from :func:`weight_grad_slices`). ``shape``
+    is ``[M, N]``, or ``[nb, M, N // nb]`` for column blocks (each block a contiguous ``[M, N // nb]``).
+    ``S = 0``: one library GEMM a block, written into the gradient itself; else ours in ``S`` K slices of fp32
+    partials (``dot`` its operand dtype)."""
+    slices = parts.segments[segment][0]
+    if slices:
+        gemm(g.t(), x, out=parts.part(segment).view(slices, *shape), split_k=slices, dot=dot)
+        return
+    out = parts.output(segment).view(shape)
+    if out.dim() == 2:
+        _mm_into(g.t(), x, out)
+        return
+    width = out.shape[-1]
+    for k in range(out.shape[0]):
+        _mm_into(g.t(), x[:, k * width:(k + 1) * width], out[k])
 
 
 def k_slice(K: int, split_k: int) -> int:
