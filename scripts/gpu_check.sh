@@ -11,9 +11,9 @@
 #   4. the report (tables, chart, measured / predicted per kernel against benchmarks/results/static-sm90.json).
 # Installs nothing from the network: fetch the wheels here first (scripts/fetch_gpu_wheels.sh) and carry
 # ".whl". Everything worth keeping lands in $OUT (8 files: at most 8 come back). On the device tool:
-#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=580)
+#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=590)
 # (2026-11-26 on an H100: the target row's six providers and the eight training-step rows took 297 s; the
-# text-adapter row's six providers 48 s. The limits below sum to 565 s.)
+# text-adapter row's six providers 48 s. The limits below sum to 535 s: run with timeout_s=590.)
 # Then copy $OUT's <card>.json/.md/.png into benchmarks/results/, run
 # `python -m benchmarks.report --readme README.md` and commit.
 # Dry run here, on CPU (interpreter, CPU benchmark rows only): ALLOW_CPU=1 OUT=/tmp/out bash scripts/gpu_check.sh
@@ -41,21 +41,22 @@ python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${
 export TRITON_CACHE_AUTOTUNING=1
 parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 16")
 #    Selected by marker: every test that needs CUDA or runs the kernels (tests/conftest.py marks those).
-timeout "${TESTS_S:-120}" python3 -m pytest -q -rfEs -p no:cacheprovider -p no:benchmark -W ignore::DeprecationWarning \
-  $parallel -m "cuda or kernels" tests/ 2>&1 | tee "$OUT/tests.log"
+#    At the cap pytest gets SIGINT, so it still prints what passed and failed so far (120 tests on 2026-12-04).
+timeout -s INT -k 20 "${TESTS_S:-150}" python3 -m pytest -q -rfEs --durations=12 -p no:cacheprovider -p no:benchmark \
+  -W ignore::DeprecationWarning $parallel -m "cuda or kernels" tests/ 2>&1 | tee "$OUT/tests.log"
 
 # 2. Benchmarks: rows that would start after the budget skip; <card>.json in $OUT is rewritten after every row.
-M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_BENCH_BUDGET_S=${M2CLIP_BENCH_BUDGET_S:-230} \
-  timeout "${BENCH_S:-300}" python3 -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
+M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_BENCH_BUDGET_S=${M2CLIP_BENCH_BUDGET_S:-205} \
+  timeout "${BENCH_S:-265}" python3 -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
   --ignore benchmarks/test_data.py \
   --benchmark-columns=median,rounds 2>&1 | tee "$OUT/bench.log" | tail -40
 
 # 3. Profile of the target row, stored in the card's JSON.
 card_json=$(ls "$OUT"/*.json 2>/dev/null | head -1)
-timeout "${PROFILE_S:-45}" python3 scripts/gpu_profile.py ted ${card_json:+--into "$card_json"} > "$OUT/profile.txt" 2>&1
+timeout "${PROFILE_S:-40}" python3 scripts/gpu_profile.py ted ${card_json:+--into "$card_json"} > "$OUT/profile.txt" 2>&1
 grep -E "parity|==|stored" "$OUT/profile.txt"
 #    The fused B=32 training step's time by component (issue 21), stored in the card's JSON too.
-timeout "${BREAKDOWN_S:-40}" python3 scripts/gpu_profile.py breakdown ${card_json:+--into "$card_json"} \
+timeout "${BREAKDOWN_S:-35}" python3 scripts/gpu_profile.py breakdown ${card_json:+--into "$card_json"} \
   >> "$OUT/profile.txt" 2>&1
 
 # 3b. Nsight Compute on the fused target row's stencils and partial sums (speed of light, occupancy, launch stats).
@@ -63,7 +64,7 @@ if command -v ncu >/dev/null; then
   # Three sections: with five, 50 s covered only three of the nine kernels (2026-11-26, two GEMMs and the old
   # stencil_fwd; those are in benchmarks/results/NVIDIA_H100_80GB_HBM3.ncu.csv). Now only the kernels the static
   # model has no Nsight reading of: the rewritten stencils and sum_partials (its 2.2x miss is unexplained).
-  timeout "${NCU_S:-60}" ncu --nvtx --nvtx-include "profile/" --kernel-name-base function \
+  timeout "${NCU_S:-45}" ncu --clock-control none --nvtx --nvtx-include "profile/" --kernel-name-base function \
     --kernel-name "regex:stencil|sum_partials" --section SpeedOfLight --section Occupancy \
     --section LaunchStats --csv --page details \
     --log-file "$OUT/ncu.csv" python3 scripts/gpu_profile.py ncu > /dev/null 2>&1
