@@ -38,7 +38,8 @@ _TILES_INTERPRETED = Tiles(32, 32, 32, 4, 1, 4)  # the interpreter: small tiles 
 @triton.jit
 def _persistent_gemm_kernel(a_desc, b_desc, c_desc, r_desc, M, N, K, K_SLICE, A_T: tl.constexpr, B_T: tl.constexpr,
                             SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, PROGRAMS: tl.constexpr):
+                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, PROGRAMS: tl.constexpr,
+                            INPUT_PRECISION: tl.constexpr):
     """Grid ``(PROGRAMS,)``. ``a_desc`` holds A ``[M, K]`` blocks ``[BLOCK_M, BLOCK_K]``, or with ``A_T`` Aᵀ
     ``[K, M]`` blocks ``[BLOCK_K, BLOCK_M]``; ``b_desc`` B ``[K, N]`` blocks ``[BLOCK_K, BLOCK_N]``, or with
     ``B_T`` Bᵀ ``[N, K]``; ``c_desc`` ``[SPLIT·M, N]`` and ``r_desc`` (None: no residual) ``[M, N]``, blocks
@@ -61,7 +62,7 @@ def _persistent_gemm_kernel(a_desc, b_desc, c_desc, r_desc, M, N, K, K_SLICE, A_
             k0 = k_lo + step * BLOCK_K
             a = a_desc.load([k0, m0]).T if A_T else a_desc.load([m0, k0])  # [BLOCK_M, BLOCK_K]
             b = b_desc.load([n0, k0]).T if B_T else b_desc.load([k0, n0])  # [BLOCK_K, BLOCK_N]
-            acc = tl.dot(a, b, acc)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # fp32 operands: PyTorch's TF32 setting
         if r_desc is not None:
             acc += r_desc.load([m0, n0]).to(tl.float32)
         c_desc.store([part * M + m0, n0], acc.to(c_desc.dtype))
@@ -78,6 +79,18 @@ def _operand(x: torch.Tensor, rows: int, cols: int) -> tuple[TensorDescriptor, b
         raise ValueError(f"persistent_gemm: TMA needs an operand with unit stride along one dimension and 16-byte "
                          f"aligned rows, got shape {tuple(x.shape)}, strides {tuple(x.stride())}, {x.dtype}")
     return TensorDescriptor.from_tensor(stored, blocks), transposed
+
+
+def fitted(t: Tiles, operand_bytes: int, out_bytes: int, limit: int) -> Tiles:
+    """``t`` with as many pipeline stages (at most its own) as fit ``limit`` bytes of shared memory: each stage
+    holds an A and a B tile, and the output tile is staged there for its TMA store (fp32 operands or split-K's
+    fp32 partials need fewer stages than bf16)."""
+    per_stage = (t.block_m + t.block_n) * t.block_k * operand_bytes
+    stages = min(t.stages, (limit - t.block_m * t.block_n * out_bytes) // per_stage)
+    if stages < 2:
+        raise ValueError(f"persistent_gemm: a {t.block_m}×{t.block_n} tile with {operand_bytes}-byte operands and "
+                         f"{out_bytes}-byte outputs needs more than the {limit} bytes of shared memory this card has")
+    return t._replace(stages=stages)
 
 
 def split_for(M: int, N: int, tiles: Tiles, sms: int) -> int:
@@ -99,6 +112,9 @@ def persistent_gemm(a: torch.Tensor, b: torch.Tensor, residual: Optional[torch.T
     if split > 1 and (residual is not None or M % t.block_m):
         raise ValueError(f"persistent_gemm: split-K needs no residual and M a multiple of {t.block_m}, got M = {M}")
     out = torch.empty(split * M, N, device=a.device, dtype=torch.float32 if split > 1 else a.dtype)
+    if not interpreted:
+        limit = getattr(torch.cuda.get_device_properties(a.device), "shared_memory_per_block_optin", 232448)
+        t = fitted(t, a.element_size(), out.element_size(), limit - 1024)  # 1 KB a block for the driver (Nsight)
     k_slice = triton.cdiv(triton.cdiv(K, split), t.block_k) * t.block_k
     a_desc, a_t = _operand(a, t.block_m, t.block_k)
     b_desc, b_t = _operand(b, t.block_k, t.block_n)
@@ -108,6 +124,8 @@ def persistent_gemm(a: torch.Tensor, b: torch.Tensor, residual: Optional[torch.T
     programs = min(sms, triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n) * split)
     _persistent_gemm_kernel[(programs,)](a_desc, b_desc, c_desc, r_desc, M, N, K, k_slice, A_T=a_t, B_T=b_t,
                                          SPLIT=split, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
-                                         GROUP_M=t.group_m, PROGRAMS=programs, num_warps=t.warps,
+                                         GROUP_M=t.group_m, PROGRAMS=programs,
+                                         INPUT_PRECISION="tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee",
+                                         num_warps=t.warps,
                                          num_stages=t.stages)
     return out.view(split, M, N) if split > 1 else out

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from typing import Optional
 
 from .harness import RESULTS_DIR
-from .time_model import CARDS, calibrate
+from .time_model import CARDS, calibrate, timing
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 HEADLINE = dict(width="ViT-B/16", B=8, T=8, dtype="bf16", passes="fwdbwd")
@@ -95,7 +95,7 @@ def train_table(rows: list[dict]) -> list[str]:
     out = ["| preset | B | provider | step ms | host ms | clips/s | TFLOP/s | MFU | peak memory | trainable params |"
            + (" call |" if calls else ""), "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if calls else "")]
     for r in sorted(steps, key=lambda r: (r["width"], r["B"], r["provider"])):
-        mem = "n/a (CPU)" if r["peak_mem_gb"] is None else f"{r['peak_mem_gb']:.2f} GB"
+        mem = "–" if r["peak_mem_gb"] is None else f"{r['peak_mem_gb']:.2f} GB"  # a CPU, or not read
         host = "–" if r.get("host_ms") is None else f"{r['host_ms']:.1f}"  # rows before issue 21 lack these
         tflops = "–" if r.get("tflops") is None else f"{r['tflops']:.1f}"
         mfu = "–" if r.get("mfu") is None else f"{100 * r['mfu']:.0f}%"
@@ -308,7 +308,7 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
         lines.append(f"Measured on {card}: fused TED-Adapter fwd+bwd {1000 * ms:.0f} µs (do_bench: host and device "
                      "time, so not the kernels' prediction; per kernel below).")
         if profile:
-            profiled = result.get("candidates", {}).get("ted_all_ours_kernels") or ted["kernels"]
+            profiled = _plan_profiled(ted, result.get("candidates", {}).get("ted_all_ours_kernels"), profile)
             lines += calibration(ted, profiled, card, profile)
     return "\n".join(lines)
 
@@ -388,6 +388,15 @@ def kept_activations_table(kept: Optional[dict]) -> list[str]:
     return lines + [""]
 
 
+def _plan_profiled(ted: dict, all_ours: Optional[list[dict]], profile: dict) -> list[dict]:
+    """The static plan a profile ran: today's (``ted["kernels"]``, the weight gradients on cuBLAS) or, where
+    the profile launched as many of our GEMMs as the all-ours plan has (the H100's, before 975c315), that one."""
+    ours = sum(_launches(n) for n in profile["fused"]["kernels_us"] if n.split(" ")[0] == "gemm")
+    if all_ours and ours == sum(k["name"] == "gemm" for k in all_ours) != sum(k["name"] == "gemm" for k in ted["kernels"]):
+        return all_ours
+    return ted["kernels"]
+
+
 def _launches(name: str) -> int:
     """How many kernels a profile's row stands for: ``"gemm (6, mean)"`` is six."""
     many = re.search(r"\((\d+), mean\)$", name)
@@ -410,6 +419,15 @@ def calibration(ted: dict, profiled: list[dict], card: str, profile: dict) -> li
         features[name].append(k)
     rows = calibrate(fused["kernels_us"], features, spec)
     total = sum(r["predicted_us"] * _launches(r["kernel"]) for r in rows)
+    library = {n: us for n, us in fused["kernels_us"].items() if n.split(" ")[0] not in features}
+    if library and profiled is ted["kernels"] and ted.get("aten_kernels"):  # the plan's cuBLAS GEMMs ran too
+        card_key = next(key for key, c in CARDS.items() if c is spec)
+        aten_us = ted["predicted_by_card"][card_key] - sum(timing(k, spec)["predicted_us"] for k in ted["kernels"])
+        measured_us = sum(us * _launches(n) for n, us in library.items())
+        rows.append(dict(kernel=f"cuBLAS ({sum(map(_launches, library))} kernels: "
+                         + ", ".join(n.split("<")[0].removeprefix("void ") for n in library) + ")",
+                         measured_us=measured_us, predicted_us=aten_us, ratio=measured_us / aten_us, bound="tensor"))
+        total += aten_us
     lines = ["", f"On {card} ({'call ' if isinstance(profile['call'], int) else ''}{profile['call']}, {profile['shape']}): the kernels ran {fused['device_us']:.0f} µs "
              f"of device time against {total:.0f} µs predicted for them ({fused['device_us'] / total:.2f}×), and "
              f"issuing them took {fused['host_us']:.0f} µs of host time (eager: {profile['eager']['device_us']:.0f} µs "

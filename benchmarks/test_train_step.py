@@ -5,7 +5,7 @@ and issued from Python, the fused model under ``torch.compile(mode="reduce-overh
 eager adapters with and without graphs, the eager model under ``torch.compile`` (the user's alternative), fused
 with gradient checkpointing, full fine-tuning on the same fast step, and the released code's recipe (fp16 +
 GradScaler, open_clip's block). Each row: clips/s, step time (CUDA events over ``STEPS`` steps after warm-up, the median), host time
-to issue a step, peak memory, the step's FLOPs (``benchmarks.step_trace``: counted, the same model FLOPs for
+to issue a step, peak memory (the row's own, warm-up and capture included), the step's FLOPs (``benchmarks.step_trace``: counted, the same model FLOPs for
 every adapter provider) and MFU against the bf16 GEMM peak measured in the same run.
 
 On CPU: the ``tiny`` preset (no MFU: there is no measured peak), without ``eager+compile`` (minutes of C++
@@ -14,6 +14,7 @@ compilation) and the fused providers (the interpreter is not a speed).
 from __future__ import annotations
 
 import functools
+import gc
 import statistics
 import time
 
@@ -72,16 +73,18 @@ def _time_steps(step) -> tuple[float, float]:
 def test_train_step(benchmark, record, request, preset, batch, provider):
     device = "cuda" if HAS_CUDA else "cpu"
     hardware = request.getfixturevalue("hardware") if HAS_CUDA else None
+    if HAS_CUDA:  # this row's memory: from before its model exists (earlier rows' leftovers not counted)
+        gc.collect()
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
     try:
         step, params, _ = train_step(preset, batch, provider, device)
         trainable = sum(p.numel() for p in params)
-        for _ in range(WARMUP):
+        for _ in range(WARMUP):  # counted: a captured step's graph pool is taken here, at its capture
             step()
-        if HAS_CUDA:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
         median_ms, host_ms = _time_steps(step)
-        peak = torch.cuda.max_memory_allocated() / 1e9 if HAS_CUDA else None
+        peak = (torch.cuda.max_memory_allocated() - before) / 1e9 if HAS_CUDA else None
     except torch.cuda.OutOfMemoryError:
         pytest.skip(f"{preset} B={batch} {provider}: out of memory")
     flops = step_flops(preset, batch, provider == "full-finetune")  # the same work whoever issues it

@@ -114,9 +114,22 @@ def test_the_persistent_candidate_splits_k_into_partials_that_sum_to_the_product
     from benchmarks.persistent_gemm import persistent_gemm
 
     g = torch.Generator().manual_seed(2)
-    a, b = (torch.randn(*shape, generator=g).to(kernel_device) for shape in ((200, 64), (200, 36)))
+    a, b = (torch.randn(*shape, generator=g).to(kernel_device) for shape in ((200, 128), (200, 36)))  # M: a GPU tile
     parts = persistent_gemm(a.t(), b, split=3)  # aᵀ·b as the weight gradients run it: A stored transposed
-    assert parts.shape == (3, 64, 36) and parts.dtype == torch.float32
+    assert parts.shape == (3, 128, 36) and parts.dtype == torch.float32
     torch.testing.assert_close(parts.sum(0), a.t() @ b, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="split-K needs no residual"):
-        persistent_gemm(a.t(), b, residual=torch.zeros(64, 36, device=kernel_device), split=3)
+        persistent_gemm(a.t(), b, residual=torch.zeros(128, 36, device=kernel_device), split=3)
+
+
+def test_the_persistent_tiles_are_fitted_to_the_cards_shared_memory():
+    """The H200 refused the 128×256 tile's three stages with fp32 split-K partials (278,584 bytes against 232,448)
+    and 128×128's four with fp32 operands (327,712): as many stages as fit, or a clear error."""
+    from benchmarks.persistent_gemm import TILES, fitted
+
+    limit = 232448 - 1024
+    assert fitted(TILES["128x256"], 2, 4, limit).stages == 2
+    assert fitted(TILES["128x128"], 4, 4, limit).stages == 2
+    assert fitted(TILES["128x128"], 2, 2, limit) == TILES["128x128"]  # bf16: its own four stages fit
+    with pytest.raises(ValueError, match="needs more than the 100000 bytes"):
+        fitted(TILES["128x256"], 4, 4, 100000)

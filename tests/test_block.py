@@ -107,29 +107,29 @@ def test_fused_block_matches_open_clips_block(tiny_model, kernel_device, case):
     gen = torch.Generator().manual_seed(1)
     block = _block(tiny_model, "vision" if case == "vision" else "text")
     _randomise(block, gen)
-    block.requires_grad_(False)
+    block.requires_grad_(False).to(kernel_device)
     width = block.ln_1.normalized_shape[0]
     inputs = [torch.randn(3, 7, width, generator=gen)]
     if case == "cross-attention":
         inputs.append(torch.randn(3, 4, width, generator=gen))
     causal = case.startswith("text")
     grad = torch.randn(3, 7, width, generator=gen)
-    leaves = [t.clone().requires_grad_() for t in inputs]
+    leaves = [t.to(kernel_device, copy=True).requires_grad_() for t in inputs]
     launches = kernels.launch_counts["layer_norm_bwd"]
     out = run_block(block, leaves[0], BlockAdapters(lambda: None, (), "fused"), causal=causal,
                     memory=leaves[1] if len(leaves) > 1 else None)
-    out.backward(grad)
+    out.backward(grad.to(kernel_device))
     assert kernels.launch_counts["layer_norm_bwd"] == launches + 2  # ln_1 and ln_2 ran the kernels
 
-    block.double()
+    block.double().cpu()  # the reference in fp64 on the CPU
     ref_leaves = [t.double().requires_grad_() for t in inputs]
     x, memory = ref_leaves[0], ref_leaves[1] if len(ref_leaves) > 1 else None
     mask = tiny_model.clip.attn_mask[:7, :7].double() if causal else None
     ref = block(x, attn_mask=mask) if memory is None else released_block(block, x, NO_ADAPTERS, memory=memory)
     ref.backward(grad.double())
-    assert rel_err(out.double(), ref) < 1e-5
+    assert rel_err(out.double().cpu(), ref) < 1e-5
     for ours, theirs in zip(leaves, ref_leaves):
-        assert rel_err(ours.grad.double(), theirs.grad) < 1e-5
+        assert rel_err(ours.grad.double().cpu(), theirs.grad) < 1e-5
 
 
 @pytest.mark.parametrize("backend", ["eager", "fused"])

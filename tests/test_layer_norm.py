@@ -28,7 +28,7 @@ def test_add_layer_norm_matches_reference(kernel_device, shape, residual):
     weight, bias = _affine(shape[-1], gen, kernel_device)
     inputs = [(2 * torch.randn(*shape, generator=gen) + 1).to(kernel_device) for _ in range(1 + residual)]
     assert_matches_reference(_both(kernels.add_layer_norm, weight, bias),
-                             _both(reference.add_layer_norm, weight.double(), bias.double()), inputs)
+                             _both(reference.add_layer_norm, weight.double().cpu(), bias.double().cpu()), inputs)
 
 
 @pytest.mark.parametrize("used", ["h", "y"])
@@ -40,7 +40,7 @@ def test_one_output_alone(kernel_device, used):
     inputs = [torch.randn(6, 24, generator=gen).to(kernel_device) for _ in range(2)]
     if used == "y":
         assert_matches_reference(pick(kernels.add_layer_norm, weight, bias),
-                                 pick(reference.add_layer_norm, weight.double(), bias.double()), inputs)
+                                 pick(reference.add_layer_norm, weight.double().cpu(), bias.double().cpu()), inputs)
     else:  # the backward has nothing to compute: no kernel
         x, r = (t.requires_grad_() for t in inputs)
         out = pick(kernels.add_layer_norm, weight, bias)(x, r)
@@ -63,7 +63,7 @@ def test_one_kernel_each_way_and_no_add(kernel_device):
 
     gen = torch.Generator().manual_seed(5)
     weight, bias = _affine(16, gen, kernel_device)
-    x = torch.randn(4, 16, generator=gen, device=kernel_device, requires_grad=True)
+    x = torch.randn(4, 16, generator=gen).to(kernel_device).requires_grad_()
     before = dict(kernels.launch_counts)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         h, y = kernels.add_layer_norm(x, weight, bias, EPS)
@@ -81,7 +81,7 @@ def test_one_kernel_each_way_and_no_add(kernel_device):
 def test_trainable_affine_runs_the_reference_with_its_gradients(kernel_device):
     gen = torch.Generator().manual_seed(6)
     weight, bias = (t.requires_grad_() for t in _affine(8, gen, kernel_device))
-    x = torch.randn(5, 8, generator=gen, device=kernel_device, requires_grad=True)
+    x = torch.randn(5, 8, generator=gen).to(kernel_device).requires_grad_()
     launches = sum(kernels.launch_counts.values())
     h, y = kernels.add_layer_norm(x, weight, bias, EPS)
     (y * y).sum().backward()
@@ -130,4 +130,4 @@ def test_cuda_add_layer_norm_parity(dtype, tol, residual):
     weight, bias = _affine(768, gen, "cuda", dtype)
     inputs = [torch.randn(8 * 8 * 197, 768, generator=gen).cuda().to(dtype) for _ in range(1 + residual)]
     assert_matches_reference(_both(kernels.add_layer_norm, weight, bias),
-                             _both(reference.add_layer_norm, weight.double(), bias.double()), inputs, tol=tol)
+                             _both(reference.add_layer_norm, weight.double().cpu(), bias.double().cpu()), inputs, tol=tol)

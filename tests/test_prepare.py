@@ -3,7 +3,9 @@ resumable, broken inputs reported and skipped, and a new list that trains."""
 import os
 import shutil
 
-import av
+import pytest
+
+av = pytest.importorskip("av", reason="prepare re-encodes with PyAV (a CPU dependency; the GPU image lacks it)")
 
 from m2clip_fast import prepare
 from m2clip_fast.data import read_video_list

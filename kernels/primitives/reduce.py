@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import runtime
 from ..runtime import launch
 
 TILE = 4096  # fp32 values a program loads at once, [ROWS, BLOCK]: 32 registers a thread at 4 warps
@@ -77,8 +78,19 @@ def _layout(segments: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], tup
 @functools.lru_cache(maxsize=256)
 def _device_plan(segments: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
     """The plan as an int64 device tensor, made once per shape and device (no copy at later calls, so a
-    warmed-up backward can be captured in a CUDA graph)."""
-    return torch.tensor(_layout(segments)[2], dtype=torch.int64, device=device)
+    warmed-up backward can be captured in a CUDA graph). On a GPU it is made on a stream of its own: a CUDA
+    graph's memory pool takes the allocations of the stream being warmed up or captured (torch.compile's
+    cudagraph trees warm up inside their pool), and a cached plan in that pool is a live tensor the graph does
+    not own (2026-12-04, H200: "5 tensors in the cudagraph pool not tracked as outputs")."""
+    rows = _layout(segments)[2]
+    on_gpu = device.type == "cuda" and runtime.capturing is None and torch.cuda.is_available()
+    if not on_gpu or torch.cuda.is_current_stream_capturing():
+        return torch.tensor(rows, dtype=torch.int64, device=device)
+    own = torch.cuda.Stream(device)
+    with torch.cuda.stream(own):
+        plan = torch.tensor(rows, dtype=torch.int64, device=device)
+    own.synchronize()  # once per shape: the plan is on the device before any stream reads it
+    return plan
 
 
 class Partials:
