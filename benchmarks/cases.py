@@ -287,3 +287,44 @@ def train_step(preset: str, batch: int, provider: str, device: str, frames: int 
             runner(video, labels, *mlm, update=True)
 
     return TrainStepCase(step, runner.params, model)
+
+
+# Evaluation (issue 21): videos scored at the test views from decoded clips already in memory, as engine.evaluate
+# scores a batch (engine.view_probabilities against the cached class embeddings), replayed from a CUDA graph for
+# "+graph" (evaluate's default on a GPU), the eager model under torch.compile as the user's alternative.
+EVAL_PROVIDERS = {"fused+graph": TrainProvider("fused", graphs=True), "fused": TrainProvider("fused"),
+                  "eager": TrainProvider("eager"), "eager+compile": TrainProvider("eager", compile_mode="default")}
+
+
+class EvalCase(NamedTuple):
+    score: Callable[[], object]  # one batch of videos scored (every view of each)
+    clips: int  # clips a batch: videos × views
+
+
+def eval_batch(preset: str, videos: int, views: int, provider: str, device: str, frames: int = 8) -> EvalCase:
+    """``videos`` videos of ``views`` clips each scored by a :data:`EVAL_PROVIDERS` provider, as
+    ``engine.evaluate`` scores one loader batch."""
+    from m2clip_fast.engine import class_embeddings, view_probabilities
+    from m2clip_fast.graphs import GraphedCall
+    from m2clip_fast.prompts import class_prompts
+
+    if provider not in EVAL_PROVIDERS:
+        raise ValueError(f"unknown evaluation provider {provider!r}: expected one of {', '.join(EVAL_PROVIDERS)}")
+    how = EVAL_PROVIDERS[provider]
+    amp = device == "cuda"
+    model, _ = train_model(preset, "fused" if how.backend == "fused" else "eager", frames, device, amp)
+    model.eval()
+    autocast = functools.partial(torch.autocast, device, dtype=torch.bfloat16, enabled=amp)
+    with torch.no_grad():
+        class_emb = class_embeddings(model, class_prompts(model, TRAIN_CLASSES, torch.device(device), autocast),
+                                     autocast)
+    size = model.image_size[0]
+    video = torch.randn(videos, views, 3, frames, size, size, device=device)
+    fn = functools.partial(view_probabilities, model, class_emb=class_emb, autocast=autocast)
+    score = GraphedCall(torch.compile(fn) if how.compile_mode else fn, how.graphs and device == "cuda")
+
+    @torch.no_grad()
+    def run():
+        return score(video)
+
+    return EvalCase(run, videos * views)

@@ -59,6 +59,8 @@ def test_every_train_step_provider_trains(provider):
 def test_an_unknown_train_step_provider_is_refused():
     with pytest.raises(ValueError, match="unknown train-step provider 'fussed'"):
         cases.train_step("tiny", 2, "fussed", "cpu")
+    with pytest.raises(ValueError, match="unknown evaluation provider 'fussed'"):
+        cases.eval_batch("tiny", 1, 2, "fussed", "cpu")
 
 
 def test_the_gemm_comparison_compares_like_with_like(kernel_device):

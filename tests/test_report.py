@@ -99,3 +99,27 @@ def test_the_training_step_breakdown_is_rendered_with_shares():
                                                     ms={"vision tower: GEMMs": 30.0, "optimizer": 10.0})))
     text = report.render(result, None)
     assert "| vision tower: GEMMs | 30.00 | 75% |" in text and "| optimizer | 10.00 | 25% |" in text
+
+
+def test_the_step_and_evaluation_targets_are_read_off_their_rows():
+    """Issues 21 and 22's targets: the uncaptured fused step, the best fused provider against eager+compile, the
+    captured B=8 step and its host time, evaluation's videos/s at 4×3 views; the evaluation table."""
+    def step(provider, batch, clips, **kw):
+        return dict(suite="train_step", op="m2clip_train_step", width="vit-b16-k400", B=batch, T=8, dtype="bf16",
+                    provider=provider, median_ms=1000 * batch / clips, clips_per_s=clips, peak_mem_gb=12.0,
+                    trainable_params=1, host_ms=kw.pop("host_ms", 50.0), tflops=300.0, mfu=kw.pop("mfu", 0.4))
+
+    rows = [step("fused", 32, 350.0), step("fused+graph", 32, 480.0, mfu=0.5), step("eager+compile", 32, 400.0),
+            step("fused+graph", 8, 320.0, host_ms=0.6),
+            dict(suite="eval", op="m2clip_eval", width="vit-b16-k400", B=8, views=12, T=8, dtype="bf16",
+                 provider="fused+graph", median_ms=80.0, host_ms=0.2, videos_per_s=100.0, peak_mem_gb=3.0,
+                 flops=1.0, tflops=250.0, mfu=0.35)]
+    text = "\n".join(report.targets_table(rows) + report.eval_table(rows))
+    for line in ("| train step B=32: fused (uncaptured) clips/s | 350 clips/s | ≥ 335 clips/s | yes |",
+                 "| train step B=32: best fused provider (fused+graph) clips/s | 480 clips/s | ≥ 400 clips/s | yes |",
+                 "| train step B=32: fused+graph over eager+compile | 1.20× | ≥ 1.30× | **no** |",
+                 "| train step B=8: fused+graph step | 25 ms | ≤ 30 ms | yes |",
+                 "| train step B=8: fused+graph host time a step | 0.6 ms | ≤ 0.5 ms | **no** |",
+                 "| evaluation at 4×3 views (vit-b16-k400): videos/s | 100 videos/s | ≥ 95 videos/s | yes |",
+                 "| vit-b16-k400 | 8 × 12 | fused+graph | 80.0 | 0.2 | 100.0 | 250.0 | 35% | 3.00 GB |"):
+        assert line in text, line
