@@ -383,8 +383,9 @@ def candidates_table(ted: dict, candidates: Optional[dict]) -> list[str]:
                     + " | ".join(f"{sum(us[t] for us in per_gemm.values()):.1f}" for t in tiles) + " |"]
 
 
-def render_step_trace(result: dict) -> str:
-    """The whole step traced on fake tensors (``benchmarks/results/step-trace-sm90.json``), labelled predicted."""
+def render_step_trace(result: dict, measured: Optional[dict[str, list[dict]]] = None) -> str:
+    """The whole step traced on fake tensors (``benchmarks/results/step-trace-sm90.json``), labelled predicted;
+    ``measured``: each card's train-step rows, set beside the prediction."""
     lines = ["### Predicted: the whole step, traced", "",
              f"**Predicted, not measured** (`python -m benchmarks.step_trace`, torch {result['torch']}, "
              f"{result['created'][:10]}): one trainer step (losses with the cached class prefix, backward, clipping, "
@@ -398,7 +399,35 @@ def render_step_trace(result: dict) -> str:
         lines.append(f"| {r['provider']} | {'train step' if r['train'] else 'eval forward'} | {r['batch']} | "
                      f"{r['device_kernels']} | {r['triton_kernels']} | {r['bytes'] / 1e9:.1f} | {r['flops'] / 1e12:.2f} | "
                      f"{top} |")
-    return "\n".join(lines + step_roofline_table(result["traces"]))
+    return "\n".join(lines + step_roofline_table(result["traces"]) + step_measured_table(result["traces"], measured or {}))
+
+
+# The measured provider a traced one is compared with: the captured step where one was measured (the trace has no
+# host time), else the step as issued from Python.
+_MEASURED_AS = {"fused": ("fused+graph", "fused"), "eager": ("eager+graph", "eager"),
+                "full-finetune": ("full-finetune",)}
+
+
+def step_measured_table(traces: list[dict], measured: dict[str, list[dict]]) -> list[str]:
+    """Measured / predicted for the traced training steps on each card that measured them."""
+    lines = []
+    for card, rows in measured.items():
+        spec = next((key for key, c in CARDS.items() if c["name"].split()[0] in card), None)
+        by = {(r["provider"], r["B"]): r for r in rows if r["suite"] == "train_step" and r["width"] == "vit-b16-k400"
+              and r.get("host_ms") is not None}  # rows before issue 21 (no host time) timed an older step
+        for t in traces:
+            row = next((by[p, t["batch"]] for p in _MEASURED_AS.get(t["provider"], ()) if (p, t["batch"]) in by), None)
+            if not t["train"] or spec is None or row is None or "roofline" not in t:
+                continue
+            if not lines:
+                lines = ["", "Measured against predicted, the whole step (the measured step includes any host time "
+                         "the GPU waited for; the captured providers have none):", "",
+                         "| traced | B | card | measured provider | measured ms | predicted ms | measured / predicted |",
+                         "|---|---|---|---|---|---|---|"]
+            predicted = t["roofline"][spec]["ms"]
+            lines.append(f"| {t['provider']} | {t['batch']} | {card} | {row['provider']} | {row['median_ms']:.1f} | "
+                         f"{predicted:.1f} | {row['median_ms'] / predicted:.2f} |")
+    return lines
 
 
 def step_roofline_table(traces: list[dict]) -> list[str]:
@@ -488,8 +517,8 @@ def calibration(ted: dict, profiled: list[dict], card: str, profile: dict) -> li
                      f"{r['bound']} |")
     if superseded:
         now = ", ".join(f"{k['name']} {k['predicted_us']:.1f} µs" for k in ted["kernels"] if k["name"] in superseded)
-        lines += ["", f"Rewritten since ({profile['superseded']['rewritten_in']}), predicted on the H100 and not yet "
-                  f"measured: {now}."]
+        lines += ["", f"Rewritten since ({profile['superseded']['rewritten_in']}), predicted on the H100 and not "
+                  f"measured on this card: {now}."]
     return lines
 
 
@@ -498,7 +527,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=RESULTS_DIR, help="folder of <card>.json files")
     p.add_argument("--readme", help="README to update between the benchmark markers")
     args = p.parse_args(argv)
-    sections, measured, static, step_trace = [], {}, None, None
+    sections, measured, static, step_trace, steps = [], {}, None, None, {}
     for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
         with open(path) as f:
             result = json.load(f)
@@ -511,6 +540,7 @@ def main(argv=None) -> int:
             continue
         if "rows" not in result:  # not a results file of this suite (e.g. pytest-benchmark's own JSON)
             continue
+        steps[result["card"]] = [r for r in result["rows"] if r["suite"] == "train_step"]
         for r in result["rows"]:
             if r["suite"] == "ops" and r["op"] == "ted_adapter" and r["provider"] == "fused" and \
                     all(r[k] == v for k, v in HEADLINE.items()):
@@ -522,7 +552,7 @@ def main(argv=None) -> int:
         sections.append(text)
         print(f"wrote {stem}.md" + (f" and {image}" if image else ""))
     if step_trace is not None:
-        text = render_step_trace(step_trace[1])
+        text = render_step_trace(step_trace[1], steps)
         with open(step_trace[0] + ".md", "w") as f:
             f.write(text + "\n")
         sections.insert(0, text)
