@@ -33,6 +33,7 @@ class Tiles(NamedTuple):
 # per 64 rows; 128×256 holds 128 fp32 accumulators a thread at 8 warps.
 TILES = {"128x128": Tiles(), "128x256": Tiles(block_n=256, stages=3)}
 _TILES_INTERPRETED = Tiles(32, 32, 32, 4, 1, 4)  # the interpreter: small tiles keep CPU tests fast
+SM90_SHARED_OPTIN = 232448  # bytes of shared memory a program may take on an H100/H200 (the driver's opt-in limit)
 
 
 @triton.jit
@@ -113,7 +114,7 @@ def persistent_gemm(a: torch.Tensor, b: torch.Tensor, residual: Optional[torch.T
         raise ValueError(f"persistent_gemm: split-K needs no residual and M a multiple of {t.block_m}, got M = {M}")
     out = torch.empty(split * M, N, device=a.device, dtype=torch.float32 if split > 1 else a.dtype)
     if not interpreted:
-        limit = getattr(torch.cuda.get_device_properties(a.device), "shared_memory_per_block_optin", 232448)
+        limit = getattr(torch.cuda.get_device_properties(a.device), "shared_memory_per_block_optin", SM90_SHARED_OPTIN)
         t = fitted(t, a.element_size(), out.element_size(), limit - 1024)  # 1 KB a block for the driver (Nsight)
     k_slice = triton.cdiv(triton.cdiv(K, split), t.block_k) * t.block_k
     a_desc, a_t = _operand(a, t.block_m, t.block_k)

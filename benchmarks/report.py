@@ -357,8 +357,7 @@ def render_static(result: dict, measured: dict[str, float]) -> str:
         lines.append(f"Measured on {card}: fused TED-Adapter fwd+bwd {1000 * ms:.0f} µs (do_bench: host and device "
                      "time, so not the kernels' prediction; per kernel below).")
         if profile:
-            profiled = _plan_profiled(ted, result.get("candidates", {}).get("ted_all_ours_kernels"), profile)
-            lines += calibration(ted, profiled, card, profile)
+            lines += calibration(ted, _plan_profiled(ted, result.get("candidates", {}), profile), card, profile)
     return "\n".join(lines)
 
 
@@ -466,13 +465,15 @@ def kept_activations_table(kept: Optional[dict]) -> list[str]:
     return lines + [""]
 
 
-def _plan_profiled(ted: dict, all_ours: Optional[list[dict]], profile: dict) -> list[dict]:
-    """The static plan a profile ran: today's (``ted["kernels"]``, the weight gradients on cuBLAS) or, where
-    the profile launched as many of our GEMMs as the all-ours plan has (the H100's, before 975c315), that one."""
+def _plan_profiled(ted: dict, candidates: dict, profile: dict) -> dict:
+    """The static plan a profile ran (``kernels``, ``aten_kernels``, ``predicted_by_card``), told by how many of
+    our GEMMs it launched: today's (``ted``), or an earlier one the static model keeps (every GEMM ours: the
+    H100's, before 975c315; the weight gradients on cuBLAS: the H200's of 2026-12-04)."""
     ours = sum(_launches(n) for n in profile["fused"]["kernels_us"] if n.split(" ")[0] == "gemm")
-    if all_ours and ours == sum(k["name"] == "gemm" for k in all_ours) != sum(k["name"] == "gemm" for k in ted["kernels"]):
-        return all_ours
-    return ted["kernels"]
+    for plan in (ted, *candidates.get("ted_earlier_plans", [])):
+        if ours == sum(k["name"] == "gemm" for k in plan["kernels"]):
+            return plan
+    return ted
 
 
 def _launches(name: str) -> int:
@@ -481,11 +482,12 @@ def _launches(name: str) -> int:
     return int(many.group(1)) if many else 1
 
 
-def calibration(ted: dict, profiled: list[dict], card: str, profile: dict) -> list[str]:
+def calibration(ted: dict, plan: dict, card: str, profile: dict) -> list[str]:
     """Measured / predicted per kernel (``profile`` from ``scripts/gpu_profile.py``, kept in the card's JSON): the
-    time model (:mod:`benchmarks.time_model`) replayed on the features of the kernels that ran — ``profiled``, the
-    op's kernels as the profile ran it (every GEMM ours), or for a kernel rewritten since, the measured version's
-    (``profile["superseded"]``)."""
+    time model (:mod:`benchmarks.time_model`) replayed on the features of the kernels that ran — ``plan``, the
+    op as the profile ran it (:func:`_plan_profiled`), or for a kernel rewritten since, the measured version's
+    (``profile["superseded"]``) — and the plan's library kernels together against the profile's."""
+    profiled = plan["kernels"]
     fused = profile["fused"]
     spec = next((c for c in CARDS.values() if c["name"].split()[0] in card), CARDS["H100"])
     superseded = profile.get("superseded", {}).get("kernels", {})
@@ -498,9 +500,9 @@ def calibration(ted: dict, profiled: list[dict], card: str, profile: dict) -> li
     rows = calibrate(fused["kernels_us"], features, spec)
     total = sum(r["predicted_us"] * _launches(r["kernel"]) for r in rows)
     library = {n: us for n, us in fused["kernels_us"].items() if n.split(" ")[0] not in features}
-    if library and profiled is ted["kernels"] and ted.get("aten_kernels"):  # the plan's cuBLAS GEMMs ran too
+    if library and plan.get("aten_kernels"):  # the plan's library kernels ran too
         card_key = next(key for key, c in CARDS.items() if c is spec)
-        aten_us = ted["predicted_by_card"][card_key] - sum(timing(k, spec)["predicted_us"] for k in ted["kernels"])
+        aten_us = plan["predicted_by_card"][card_key] - sum(timing(k, spec)["predicted_us"] for k in profiled)
         measured_us = sum(us * _launches(n) for n, us in library.items())
         rows.append(dict(kernel=f"cuBLAS ({sum(map(_launches, library))} kernels: "
                          + ", ".join(n.split("<")[0].removeprefix("void ") for n in library) + ")",

@@ -48,3 +48,18 @@ def test_only_direct_segments_launch_nothing(kernel_device):
     before = runtime.launch_counts["sum_partials"]
     assert torch.equal(parts.sum(), torch.full((8,), 3.0, device=kernel_device))
     assert runtime.launch_counts["sum_partials"] == before
+
+
+def test_a_segment_may_sum_rows_of_an_earlier_one(kernel_device):
+    """b2 over every token row and b4 over the rows that are not CLS, from one ``[tokens, N]`` write."""
+    g = torch.Generator().manual_seed(7)
+    parts = Partials([(0, 3), (5, 6), (4, 6, (1, 1))], torch.device(kernel_device), torch.float32)
+    assert parts.work.numel() == 5 * 6  # the alias has no rows of its own
+    values = torch.randn(5, 6, generator=g)
+    parts.part(1).copy_(values)
+    parts.output(0).zero_()
+    flat = parts.sum().cpu()
+    torch.testing.assert_close(flat[3:9], values.sum(0), rtol=FP32_TOL, atol=FP32_TOL)
+    torch.testing.assert_close(flat[9:], values[1:].sum(0), rtol=FP32_TOL, atol=FP32_TOL)
+    with pytest.raises(ValueError, match="segment 1 sums rows 2..6 of segment 0"):
+        Partials([(5, 6), (4, 6, (0, 2))], torch.device(kernel_device), torch.float32)

@@ -12,8 +12,11 @@ from kernels import BranchWeights, reference
 from .parity import (FP32_TOL, GPU_PRECISIONS, TF32_TOL, assert_matches_reference, branch, cuda, rel_err,
                      tf32_matmuls)
 from kernels import runtime as kutils
+from kernels.ops import ted_adapter as ted_ops
 from kernels.packing import pack_pairs, tap_major
 from kernels.primitives import gemm as gemm_ops
+
+from .conftest import RecordOps
 
 
 SHAPES = [  # (T, grid, C, Ca): T = 1, odd and non-square grids, widths off the block size; 26 clip-token
@@ -38,9 +41,11 @@ def test_ted_adapter_matches_reference(kernel_device, T, grid, C, Ca):
 
 
 @pytest.mark.parametrize("te_only", [False, True])
-def test_ted_adapter_with_our_weight_gradient_gemms(kernel_device, monkeypatch, te_only):
-    """The weight gradients through our split-K GEMM instead of the library (kernels.primitives.gemm)."""
+def test_ted_adapter_with_every_gemm_ours(kernel_device, monkeypatch, te_only):
+    """z and the weight gradients (split-K) through our GEMM instead of the library (ted_adapter.Z_GEMM_LIBRARY,
+    gemm.WEIGHT_GRAD_LIBRARY)."""
     monkeypatch.setattr(gemm_ops, "WEIGHT_GRAD_LIBRARY", "triton")
+    monkeypatch.setattr(ted_ops, "Z_GEMM_LIBRARY", "triton")
     T, grid, C, Ca = 3, (3, 4), 24, 20
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2 * T, 1 + grid[0] * grid[1], C, generator=g).to(kernel_device)
@@ -100,8 +105,10 @@ def test_kernels_actually_ran(kernel_device):
     out.sum().backward()
     ran = {k: kernels.launch_counts[k] - before.get(k, 0) for k in kernels.launch_counts}
     # One stencil launch covers TE and TD; every small gradient comes out of one sum_partials launch.
-    # The two weight gradients go to the library (kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY), not our GEMM.
-    assert {k: n for k, n in ran.items() if n} == {"gemm": 4, "stencil_fwd": 1, "stencil_bwd": 1, "sum_partials": 1}
+    # z and the weight gradients go to the library (ted_adapter.Z_GEMM_LIBRARY, gemm.WEIGHT_GRAD_LIBRARY): our GEMM
+    # runs the output projection, dh and dx.
+    ours = 3 + (ted_ops.Z_GEMM_LIBRARY == "triton") + 2 * (gemm_ops.WEIGHT_GRAD_LIBRARY == "triton")
+    assert {k: n for k, n in ran.items() if n} == {"gemm": ours, "stencil_fwd": 1, "stencil_bwd": 1, "sum_partials": 1}
 
 
 def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
@@ -212,8 +219,8 @@ def test_one_branch_ablations_match_reference(kernel_device, branches):
 
 @pytest.mark.parametrize("branches", ["both", "te"])
 def test_frozen_input_skips_the_dx_gemm(kernel_device, branches):
-    """The first block's TED input comes from the frozen stem: no dx, one GEMM fewer in the backward, and
-    every parameter gradient (b2/b4 summed from dout instead of the dx GEMM's epilogue) as the reference's."""
+    """The first block's TED input comes from the frozen stem: no dx GEMM in the backward, and every parameter
+    gradient (b2/b4 summed from one pass over dout into per-token partials) as the reference's."""
     g = torch.Generator().manual_seed(3)
     T, grid, C, Ca = 2, (2, 3), 24, 12
     x = torch.randn(2 * T, 1 + 6, C, generator=g).to(kernel_device)  # requires no grad
@@ -224,13 +231,15 @@ def test_frozen_input_skips_the_dx_gemm(kernel_device, branches):
         td = BranchWeights(*leaves[6:]) if branches == "both" else None
         out = impl.ted_adapter(x, T, grid, BranchWeights(*leaves[:6]), td)
         gemms = kernels.launch_counts["gemm"]
-        out.backward(dout.to(out))
-        return kernels.launch_counts["gemm"] - gemms, [p.grad for p in leaves[:len(leaves) if td else 6]]
+        with RecordOps() as ops:
+            out.backward(dout.to(out))
+        return kernels.launch_counts["gemm"] - gemms, ops.names, [p.grad for p in leaves[:len(leaves) if td else 6]]
 
     fused = [p.detach().clone().requires_grad_() for p in params]
     ref = [p.detach().double().cpu().requires_grad_() for p in params]
-    backward_gemms, got = grads(kernels, fused, x)
-    _, want = grads(reference, ref, x.double().cpu())
+    backward_gemms, ops, got = grads(kernels, fused, x)
+    *_, want = grads(reference, ref, x.double().cpu())
     assert backward_gemms == (3 if gemm_ops.WEIGHT_GRAD_LIBRARY == "triton" else 1)  # dh (+ dW_out, dW_in): no dx
+    assert ops.count("sum") == 1 and "addmm" not in ops  # the pass over dout; no library dx either
     for i, (a, b) in enumerate(zip(got, want)):
         assert rel_err(a.cpu(), b) < FP32_TOL, f"grad of parameter {i}"

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from benchmarks import time_model
-from benchmarks.report import calibration
+from benchmarks.report import _plan_profiled, calibration
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
 
@@ -59,7 +59,9 @@ def test_calibrated_against_the_h100_kernel_by_kernel():
         static = json.load(f)
     with open(os.path.join(RESULTS, "NVIDIA_H100_80GB_HBM3.json")) as f:
         profile = json.load(f)["profile"]
-    lines = calibration(static["ops"][0], static["candidates"]["ted_all_ours_kernels"], "NVIDIA H100 80GB HBM3", profile)
+    plan = _plan_profiled(static["ops"][0], static["candidates"], profile)
+    assert plan["op"].endswith("weight gradients triton, z triton")  # six of our GEMMs ran
+    lines = calibration(static["ops"][0], plan, "NVIDIA H100 80GB HBM3", profile)
     table = [line for line in lines if line.startswith("| ")][1:]  # after the header
     ratios = {line.split(" | ")[0][2:].split(" (")[0]: float(line.split(" | ")[3]) for line in table}
     assert set(ratios) == {"gemm", "stencil_fwd", "stencil_bwd", "sum_partials"}, ratios
@@ -85,3 +87,16 @@ def test_the_step_roofline_takes_each_ops_longer_bound_by_kind():
     assert kinds["TED stencils and partial sums"] == pytest.approx(1e-3)
     assert [time_model.step_kind(op) for op in ("mm", "addmm_", "triton:gemm", "_foreach_norm", "triton:layer_norm_bwd")] \
         == ["GEMMs, cuBLAS", "GEMMs, cuBLAS", "GEMMs, Triton", "optimizer and clipping", time_model.OTHER_KIND]
+
+
+def test_the_h200_is_calibrated_against_the_plan_it_ran_library_kernels_included():
+    """The H200 (2026-12-04) ran four of our GEMMs, the weight gradients on cuBLAS: its calibration replays that
+    plan, and sets cuBLAS's kernels together against the plan's predicted library time."""
+    with open(os.path.join(RESULTS, "static-sm90.json")) as f:
+        static = json.load(f)
+    with open(os.path.join(RESULTS, "NVIDIA_H200.json")) as f:
+        profile = json.load(f)["profile"]
+    plan = _plan_profiled(static["ops"][0], static["candidates"], profile)
+    assert plan["op"].endswith("weight gradients cublas, z triton")
+    lines = calibration(static["ops"][0], plan, "NVIDIA H200", profile)
+    assert any(line.startswith("| cuBLAS (6 kernels") for line in lines), lines

@@ -97,21 +97,27 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
 def _candidates() -> dict:
     """The TED-Adapter's six GEMMs three ways, predicted: ours (the op traced with every GEMM on our Triton GEMM,
     its kernels kept whole), cuBLAS, and the persistent TMA candidate (its compiled variants too); and which library
-    the op's weight gradients run on now."""
-    import kernels
+    the op's weight gradients and z run on now."""
+    from kernels.ops import ted_adapter
     from kernels.primitives import gemm
 
-    with mock.patch.object(gemm, "WEIGHT_GRAD_LIBRARY", "triton"):
-        launches, _ = trace(ted_fwd_bwd(kernels, VIT_B16), H100["sms"])
-    rows = [predict(launch) for launch in launches]
-    ours = [r.predicted_us for r in rows if r.name == "gemm"]  # the op's launch order
+    def plan(weight_grads: str, z: str) -> dict:
+        """The op analysed with its GEMMs on these libraries: its kernels, library kernels, predicted µs by card."""
+        with mock.patch.object(gemm, "WEIGHT_GRAD_LIBRARY", weight_grads), \
+                mock.patch.object(ted_adapter, "Z_GEMM_LIBRARY", z):
+            op = analyse_op(f"ted_adapter fwd+bwd, weight gradients {weight_grads}, z {z}", ted_fwd_bwd, VIT_B16)
+        return {k: op[k] for k in ("op", "kernels", "aten_kernels", "predicted_by_card")}
+
+    all_ours = plan("triton", "triton")
+    ours = [k["predicted_us"] for k in all_ours["kernels"] if k["name"] == "gemm"]  # the op's launch order
     variants = persistent_gemm_variants()
     shapes = ted_gemm_shapes(VIT_B16.R, VIT_B16.C, VIT_B16.Ca)
     return dict(persistent_gemm=variants, persistent_gemm_ted_us=predict_persistent(shapes, variants, H100),
                 ours_ted_us=dict(zip(shapes, ours)), cublas_ted_us=predict_library(shapes, H100),
-                # the op as the H100 profiled it (every GEMM ours): what its calibration replays
-                ted_all_ours_kernels=[asdict(r) | {"bound": r.bound} for r in rows],
-                weight_grad_library=gemm.WEIGHT_GRAD_LIBRARY)
+                # the op as the cards profiled it, what their calibration replays: the H100 every GEMM ours, the
+                # H200 (2026-12-04) the weight gradients on cuBLAS
+                ted_earlier_plans=[all_ours, plan("cublas", "triton")],
+                weight_grad_library=gemm.WEIGHT_GRAD_LIBRARY, z_gemm_library=ted_adapter.Z_GEMM_LIBRARY)
 
 
 def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:

@@ -10,7 +10,7 @@ from triton.runtime.jit import mangle_type
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..gemm_cases import GEMMS
-from ..persistent_gemm import TILES, _persistent_gemm_kernel, split_for
+from ..persistent_gemm import SM90_SHARED_OPTIN, TILES, _persistent_gemm_kernel, fitted, split_for
 from ..time_model import timing
 from .compile import TARGET, _compile
 
@@ -26,15 +26,16 @@ def _descriptor(rows: int, cols: int) -> str:
 def persistent_gemm_variants(sms: int = 132) -> list[dict]:
     """Every tile size and operand layout of the persistent TMA candidate (bf16, no residual), compiled."""
     rows = []
-    for name, t in TILES.items():
+    for name, tiles in TILES.items():
         for a_t, b_t, split in LAYOUTS:
+            t = fitted(tiles, 2, 4 if split else 2, SM90_SHARED_OPTIN - 1024)  # as persistent_gemm launches it
             signature = {"a_desc": _descriptor(t.block_k, t.block_m) if a_t else _descriptor(t.block_m, t.block_k),
                          "b_desc": _descriptor(t.block_n, t.block_k) if b_t else _descriptor(t.block_k, t.block_n),
                          "c_desc": _descriptor(t.block_m, t.block_n), "r_desc": "constexpr",
                          "M": "i32", "N": "i32", "K": "i32", "K_SLICE": "i32"}
             constexprs = {"r_desc": None, "A_T": a_t, "B_T": b_t, "SPLIT": 3 if split else 1, "BLOCK_M": t.block_m,
                           "BLOCK_N": t.block_n,
-                          "BLOCK_K": t.block_k, "GROUP_M": t.group_m, "PROGRAMS": sms}
+                          "BLOCK_K": t.block_k, "GROUP_M": t.group_m, "PROGRAMS": sms, "INPUT_PRECISION": "tf32"}
             signature.update({k: "constexpr" for k in constexprs if k != "r_desc"})
             c = _compile(_persistent_gemm_kernel, tuple(signature.items()), tuple(constexprs.items()), (), t.warps,
                          t.stages)

@@ -2,7 +2,7 @@
 
 Forward, with ``R = B*T*L`` token rows, ``W_in = [W1; W3]`` ``[2Ca, C]`` and ``W_out = [W2, W4]``
 ``[C, 2Ca]`` (read in place from the parameters when they are packed, see :func:`pack_branches`):
-    z   = x · W_inᵀ                                              [R, 2Ca]   GEMM, x read once
+    z   = x · W_inᵀ                                              [R, 2Ca]   GEMM (cuBLAS, or ours), x read once
     h   = [conv_T(z₁ + b1) + bt,  conv_3x3(Δ_t z₃ + b3) + bs]     [R, 2Ca]   stencil (CLS row of h₃ = 0)
     out = x + h · W_outᵀ + b2 + [row ≠ CLS]·b4                   [R, C]     GEMM; biases, residual in the epilogue
 Backward (``z`` and ``h`` saved):
@@ -33,6 +33,16 @@ from ..primitives.stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, 
                                   stencil_forward, stencil_programs)
 from ..reference import BranchWeights
 from ..runtime import can_run_triton, compilable
+
+
+# Which library runs the forward GEMM z = x·W_inᵀ: each GEMM where it was measured fastest (issue 23). "cublas"
+# (torch.mm): on the H200 (2026-12-04, benchmarks/test_gemms.py, replayed from CUDA graphs at ViT-B/16 B=8 T=8) it
+# ran z in 25.4 µs against our 33.3; nothing is fused into z to lose. "triton": ours. The rest stay ours for now
+# (docs/DESIGN.md §2.1): the output GEMM and dh (cuBLAS 9 and 5.6 µs faster, but only with a copy each), and dx,
+# whose epilogue sums dout's columns for b2/b4 (cuBLAS's addmm ran 36.8 µs against our 64.2, but the sums would
+# then cost a pass over dout of their own, 0.93 GB a vit-b16-k400 B=32 step: over issue 21's 100 GB budget).
+# The weight gradients go by kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY.
+Z_GEMM_LIBRARY = "cublas"
 
 
 def _stacked(first: Optional[torch.Tensor], second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -74,7 +84,10 @@ def _forward(
     bias (None for an absent branch) -> out ``[R, C]``, z, h ``[R, 2Ca]`` (``Ca`` and one block when a branch is
     absent)."""
     te, td = StencilPart(te_in, te_w, te_b), StencilPart(td_in, td_w, td_b)
-    z = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
+    if Z_GEMM_LIBRARY == "cublas" and x.dtype == w_in.dtype:  # cuBLAS takes operands and result of one dtype
+        z = torch.mm(x, w_in.t())
+    else:
+        z = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
     h = stencil_forward(z, num_frames, tokens, (grid_h, grid_w), _te_width(te), te, td)
     out = gemm(h, Blocks(w_out).T, bias=b2, bias2=b4, bias2_period=tokens, residual=x, out_dtype=x.dtype,
                dot=w_out.dtype)
@@ -99,7 +112,8 @@ def _backward(
     (pieces: :func:`_grad_layout`).
 
     Without ``input_grad`` (the first block's input comes from the frozen stem) the dx GEMM is skipped; the
-    b2/b4 gradients it would have summed in its epilogue come from one pass over ``dout`` instead."""
+    b2/b4 gradients it would have summed in its epilogue come from one pass over ``dout`` into per-token
+    partials instead."""
     te, td, grid = StencilPart(te_in, te_w), StencilPart(td_in, td_w), (grid_h, grid_w)
     (R, width), c_te = x.shape, _te_width(te)
     c_td = w_in.shape[0] - c_te
@@ -109,30 +123,25 @@ def _backward(
     segments = [(split_in, w_in.numel()), (split_out, w_out.numel()), (programs, partial_width(c_te, TE_TAPS))]
     if c_td:
         segments.append((programs, partial_width(c_td, TD_TAPS)))
-    segments.append((colsum_rows(R) if input_grad else 1, width * (2 if c_td else 1)))
+    bias_segment = len(segments)
+    if input_grad:  # the dx GEMM's epilogue writes each row tile's column sums of dout, b2 | b4 side by side
+        segments.append((colsum_rows(R), width * (2 if c_td else 1)))
+    else:  # one pass over dout writes its per-token column sums: b2 sums them all, b4 all but the CLS token's
+        segments += [(tokens, width)] + ([(tokens - 1, width, (bias_segment, 1))] if c_td else [])
     parts = Partials(segments, x.device, grad_dtype)
-    colsums = parts.part(len(segments) - 1)
+    bias_sums = parts.part(bias_segment)
     dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
     weight_grad(dout, h, parts, 1, w_out.shape, w_out.dtype)
     dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, te_part=parts.part(2) if c_te else None,
                           td_part=parts.part(3) if c_td else None)
     if input_grad:
         dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
-                  colsum_out=colsums, out_dtype=x.dtype, dot=w_in.dtype)
+                  colsum_out=bias_sums, out_dtype=x.dtype, dot=w_in.dtype)
     else:
         dx = x.new_empty(0)
-        _bias_sums(dout, tokens, colsums.view(-1, width), gated=c_td > 0)
+        torch.sum(dout.reshape(-1, tokens, width), 0, dtype=torch.float32, out=bias_sums)  # [tokens, C]
     weight_grad(dz, x, parts, 0, w_in.shape, w_in.dtype)
     return dx, parts.sum()
-
-
-def _bias_sums(dout: torch.Tensor, tokens: int, out: torch.Tensor, gated: bool) -> None:
-    """``out [1 or 2, C]`` fp32 <- column sums of ``dout [R, C]`` over all rows and, if ``gated``, over the
-    rows that are not CLS (``r % tokens != 0``): one pass over ``dout``, then sums of ``[tokens, C]``."""
-    per_token = dout.view(-1, tokens, dout.shape[1]).sum(0, dtype=torch.float32)  # [tokens, C]
-    torch.sum(per_token, 0, keepdim=True, out=out[:1])
-    if gated:
-        torch.sum(per_token[1:], 0, keepdim=True, out=out[1:])
 
 
 class _TEDFunction(torch.autograd.Function):

@@ -271,15 +271,16 @@ def weight_grad_slices(M: int, N: int, K: int, device: torch.device, g_dtype: to
 
 
 def _mm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-    """``out`` <- ``a·b`` by ``torch.mm`` (cuBLAS on a GPU), accumulated in fp32; bf16/fp16 operands may write
-    fp32."""
+    """``out`` <- ``a·b`` by ``torch.mm`` or, batched (3-D), ``torch.bmm`` (cuBLAS on a GPU), accumulated in fp32;
+    bf16/fp16 operands may write fp32."""
+    mm = torch.bmm if out.dim() == 3 else torch.mm
     if a.dtype == out.dtype:
-        torch.mm(a, b, out=out)
+        mm(a, b, out=out)
         return
     try:  # on CPU tensors only a trace takes this (benchmarks/tracing.py records it as a GPU would run it)
-        torch.mm(a, b, out_dtype=out.dtype, out=out)
+        mm(a, b, out_dtype=out.dtype, out=out)
     except NotImplementedError:  # the CPU has no mixed-precision mm (the interpreter's runs): the product in fp32
-        torch.mm(a.to(out.dtype), b.to(out.dtype), out=out)
+        mm(a.to(out.dtype), b.to(out.dtype), out=out)
 
 
 def weight_grad(g: torch.Tensor, x: torch.Tensor, parts: Partials, segment: int, shape: tuple[int, ...],
@@ -287,8 +288,8 @@ def weight_grad(g: torch.Tensor, x: torch.Tensor, parts: Partials, segment: int,
     """A weight gradient ``gᵀ·x`` for g ``[K, M]``, x ``[K, N]`` into segment ``segment`` of ``parts`` (a
     :class:`~kernels.primitives.reduce.Partials` whose ``S`` came from :func:`weight_grad_slices`). ``shape``
     is ``[M, N]``, or ``[nb, M, N // nb]`` for column blocks (each block a contiguous ``[M, N // nb]``).
-    ``S = 0``: one library GEMM a block, written into the gradient itself; else ours in ``S`` K slices of fp32
-    partials (``dot`` its operand dtype)."""
+    ``S = 0``: one library GEMM (batched over the blocks), written into the gradient itself; else ours in ``S``
+    K slices of fp32 partials (``dot`` its operand dtype)."""
     slices = parts.segments[segment][0]
     if slices:
         gemm(g.t(), x, out=parts.part(segment).view(slices, *shape), split_k=slices, dot=dot)
@@ -297,9 +298,9 @@ def weight_grad(g: torch.Tensor, x: torch.Tensor, parts: Partials, segment: int,
     if out.dim() == 2:
         _mm_into(g.t(), x, out)
         return
-    width = out.shape[-1]
-    for k in range(out.shape[0]):
-        _mm_into(g.t(), x[:, k * width:(k + 1) * width], out[k])
+    # one strided-batched GEMM for the blocks: gᵀ shared (batch stride 0), x's column blocks as strided views
+    blocks, width = out.shape[0], out.shape[-1]
+    _mm_into(g.t().expand(blocks, -1, -1), x.unflatten(1, (blocks, width)).transpose(0, 1), out)
 
 
 def k_slice(K: int, split_k: int) -> int:

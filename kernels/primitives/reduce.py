@@ -7,7 +7,9 @@ rows of ``N`` values. :func:`sum_partials` then adds each segment's ``S`` rows i
 writes the ``N`` sums, in the parameters' dtype, into one flat gradient buffer whose pieces are views
 (:meth:`Partials.split`): one launch, and every gradient written once. A segment with ``S = 0`` has no
 partials: its producer (a library GEMM that sums K itself) writes its ``N`` values straight into the flat
-buffer (:meth:`Partials.output`), and the launch skips it.
+buffer (:meth:`Partials.output`), and the launch skips it. A segment may also sum rows of another's partials
+instead of its own, ``(S, N, (i, first))``: rows ``first … first + S`` of segment ``i`` (the same ``N``) — a
+bias's sum over the rows that are not CLS beside the sum over all rows, from one ``[tokens, N]`` write.
 """
 from __future__ import annotations
 
@@ -50,33 +52,44 @@ def _sum_partials_kernel(work_ptr, out_ptr, plan_ptr, BLOCK: tl.constexpr, ROWS:
 
 
 @functools.lru_cache(maxsize=256)
-def _tile(segments: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+def _tile(segments: tuple[tuple, ...]) -> tuple[int, int]:
     """``(ROWS, BLOCK)`` of one launch's ``[ROWS, BLOCK]`` tiles: ROWS partial rows loaded together (a program
     waits for memory ``ceil(S / ROWS)`` times, not ``S`` times), as many as the shortest summed segment fills
     (16 to 128), and ``BLOCK = TILE // ROWS`` outputs a program. Long sums (a stencil's ~100 program rows, a
     GEMM's ~200 tile rows of column sums) then take few waits in many programs, and split-K's 2-8 slices do not
     issue masked rows (a 16-row tile summed 99 rows in 7 waits, in 31 programs at ViT-B/16)."""
-    shortest = min((s for s, _ in segments if s), default=1)
+    shortest = min((seg[0] for seg in segments if seg[0]), default=1)
     rows = min(128, max(16, triton.next_power_of_2(shortest)))
     return rows, TILE // rows
 
 
+Segment = tuple  # (S, N) or (S, N, (segment, first row)): see the module docstring
+
+
 @functools.lru_cache(maxsize=256)
-def _layout(segments: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]:
-    """Workspace offsets, output offsets and the per-program plan rows of ``segments`` ((S, N) pairs)."""
+def _layout(segments: tuple[Segment, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """Workspace offsets, output offsets and the per-program plan rows of ``segments``."""
     work, out, rows = [0], [0], []
     block = _tile(segments)[1]
-    for s, n in segments:
+    for s, n, *alias in segments:
+        first = work[-1]  # its own rows, or (an alias) rows of an earlier segment's
+        if alias:
+            (source, row), = alias
+            if source >= len(work) - 1 or len(segments[source]) != 2 or segments[source][1] != n or \
+                    row + s > segments[source][0]:
+                raise ValueError(f"Partials: segment {len(work) - 1} sums rows {row}..{row + s} of segment {source}, "
+                                 f"which must be an earlier segment of its own rows, as many, and N = {n}")
+            first = work[source] + row * n
         for start in range(0, n if s else 0, block):  # S = 0: written directly, nothing to sum
-            rows.append((work[-1] + start, n, s, out[-1] + start, min(block, n - start)))
-        work.append(work[-1] + s * n)
+            rows.append((first + start, n, s, out[-1] + start, min(block, n - start)))
+        work.append(work[-1] + (0 if alias else s * n))
         out.append(out[-1] + n)
     rows.sort(key=lambda row: -row[2])  # the longest sums start first, not last (the GPU runs programs in order)
     return tuple(work), tuple(out), tuple(rows)
 
 
 @functools.lru_cache(maxsize=256)
-def _device_plan(segments: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
+def _device_plan(segments: tuple[tuple, ...], device: torch.device) -> torch.Tensor:
     """The plan as an int64 device tensor, made once per shape and device (no copy at later calls, so a
     warmed-up backward can be captured in a CUDA graph). On a GPU it is made on a stream of its own: a CUDA
     graph's memory pool takes the allocations of the stream being warmed up or captured (torch.compile's
@@ -94,18 +107,19 @@ def _device_plan(segments: tuple[tuple[int, int], ...], device: torch.device) ->
 
 
 class Partials:
-    """One fp32 workspace holding ``segments`` ((S, N) pairs) and the flat ``[Σ N]`` result in ``dtype``;
-    ``part(i)`` is segment ``i``'s partials as ``[S, N]``, ``output(i)`` its ``[N]`` results."""
+    """One fp32 workspace holding ``segments`` ((S, N) pairs, or aliases of earlier segments' rows) and the flat
+    ``[Σ N]`` result in ``dtype``; ``part(i)`` is segment ``i``'s partials as ``[S, N]`` (not for an alias: its
+    rows are written through the segment it reads), ``output(i)`` its ``[N]`` results."""
 
-    def __init__(self, segments: Sequence[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> None:
-        self.segments = tuple((int(s), int(n)) for s, n in segments)
+    def __init__(self, segments: Sequence[Segment], device: torch.device, dtype: torch.dtype) -> None:
+        self.segments = tuple((int(s), int(n), *alias) for s, n, *alias in segments)
         self.device = device
         self.work_offsets, self.out_offsets, _ = _layout(self.segments)
         self.work = torch.empty(self.work_offsets[-1], device=device, dtype=torch.float32)
         self.out = torch.empty(self.out_offsets[-1], device=device, dtype=dtype)
 
     def part(self, i: int) -> torch.Tensor:
-        s, n = self.segments[i]
+        s, n = self.segments[i][:2]
         return self.work.as_strided((s, n), (n, 1), self.work_offsets[i])  # one view op (host time)
 
     def output(self, i: int) -> torch.Tensor:
