@@ -20,8 +20,9 @@ def branch(width: int, ca: int, kernel: tuple, gen: torch.Generator, device="cpu
                          rand(width, ca, scale=0.2), rand(width))
 
 
-def assert_matches_reference(fused_fn, ref_fn, inputs, tol=FP32_TOL):
-    """Forward value and the gradient of every tensor input, fused (as given) vs reference (fp64 on CPU).
+def assert_matches_reference(fused_fn, ref_fn, inputs, tol=FP32_TOL, reference_on="cpu"):
+    """Forward value and the gradient of every tensor input, fused (as given) vs reference (fp64, on the CPU or,
+    for the GPU tests at ViT-B/16 size, ``reference_on="cuda"``: a minute of CPU time each otherwise).
     Also checks that Triton kernels ran in both passes, not a fallback to the reference."""
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     launches = sum(kernels.launch_counts.values())
@@ -29,16 +30,18 @@ def assert_matches_reference(fused_fn, ref_fn, inputs, tol=FP32_TOL):
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
     out.backward(grad)
     assert sum(kernels.launch_counts.values()) >= launches + 2, "no Triton kernel ran"
-    ref_leaves = [t.detach().double().cpu().requires_grad_() for t in inputs]
+    ref_leaves = [t.detach().to(reference_on, torch.float64).requires_grad_() for t in inputs]
     ref = ref_fn(*ref_leaves)
-    ref.backward(grad.double().cpu())
+    ref.backward(grad.to(reference_on, torch.float64))
     assert out.dtype == inputs[0].dtype and out.shape == ref.shape
-    assert rel_err(out.cpu(), ref) < tol, f"value: {rel_err(out.cpu(), ref):.2e}"
+    err = rel_err(out.to(reference_on), ref)
+    assert err < tol, f"value: {err:.2e}"
     for i, (a, b) in enumerate(zip(leaves, ref_leaves)):
         if b.grad.abs().max() == 0:  # e.g. W3 at T = 1: the reference gradient is exactly zero
             assert a.grad.abs().max() == 0, f"input {i}: expected an exact zero gradient"
         else:
-            assert rel_err(a.grad.cpu(), b.grad) < tol, f"grad of input {i}: {rel_err(a.grad.cpu(), b.grad):.2e}"
+            err = rel_err(a.grad.to(reference_on), b.grad)
+            assert err < tol, f"grad of input {i}: {err:.2e}"
 
 
 @contextlib.contextmanager
