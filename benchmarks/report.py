@@ -104,6 +104,15 @@ def train_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def stencils_table(rows: list[dict]) -> list[str]:
+    """The backward stencil's launch variants (``benchmarks/test_stencils.py``), fastest first."""
+    variants = sorted((r for r in rows if r["suite"] == "stencils"), key=lambda r: r["median_ms"])
+    if not variants:
+        return []
+    return (["| stencil_bwd launch (ViT-B/16, B=8, T=8, bf16, replayed) | µs |", "|---|---|"]
+            + [f"| {r['provider']} | {1000 * r['median_ms']:.1f} |" for r in variants])
+
+
 def eval_table(rows: list[dict]) -> list[str]:
     """Evaluation from clips in memory: videos/s of a loader batch at the test views, per provider."""
     evals = [r for r in rows if r["suite"] == "eval"]
@@ -294,9 +303,8 @@ def render(result: dict, image: Optional[str]) -> str:
                   "", "| component | ms a step | share |", "|---|---|---|"]
         lines += [f"| {name} | {ms:.2f} | {100 * ms / total:.0f}% |" for name, ms in parts["ms"].items()] + [""]
     tables = (targets_table(result["rows"]), train_table(result["rows"]), eval_table(result["rows"]),
-              ops_table(result["rows"]),
-              block_table(result["rows"]), gemms_table(result["rows"]), data_table(result["rows"]),
-              gop_table(result["rows"]))
+              ops_table(result["rows"]), block_table(result["rows"]), gemms_table(result["rows"]),
+              stencils_table(result["rows"]), data_table(result["rows"]), gop_table(result["rows"]))
     for table in tables:
         if table:
             lines += table + [""]

@@ -135,3 +135,12 @@ def test_the_persistent_tiles_are_fitted_to_the_cards_shared_memory():
     assert fitted(TILES["128x128"], 2, 2, limit) == TILES["128x128"]  # bf16: its own four stages fit
     with pytest.raises(ValueError, match="needs more than the 100000 bytes"):
         fitted(TILES["128x256"], 4, 4, 100000)
+
+
+def test_the_stencil_variant_case_is_the_ops_backward_stencil(kernel_device):
+    """benchmarks/test_stencils.py times the op's backward stencil alone: the case gives dz of z's shape, and the
+    partial rows the op sums."""
+    from benchmarks.test_stencils import stencil_backward_case
+
+    dz = stencil_backward_case(2, 3, (2, 3), 8, kernel_device, torch.float32)()
+    assert dz.shape == (2 * 3 * 7, 16) and torch.isfinite(dz).all()

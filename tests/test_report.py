@@ -123,3 +123,8 @@ def test_the_step_and_evaluation_targets_are_read_off_their_rows():
                  "| evaluation at 4×3 views (vit-b16-k400): videos/s | 100 videos/s | ≥ 95 videos/s | yes |",
                  "| vit-b16-k400 | 8 × 12 | fused+graph | 80.0 | 0.2 | 100.0 | 250.0 | 35% | 3.00 GB |"):
         assert line in text, line
+
+
+def test_the_stencil_variants_are_listed_fastest_first():
+    rows = [dict(suite="stencils", provider=name, median_ms=ms) for name, ms in (("8 warps", 0.085), ("4 warps", 0.06))]
+    assert report.stencils_table(rows)[2:] == ["| 4 warps | 60.0 |", "| 8 warps | 85.0 |"]
