@@ -17,7 +17,11 @@
 # the GEMM comparison and seven training-step rows 234 s; the breakdown did not finish in 35 s, and Nsight Compute
 # reached only stencil_fwd in 45 s.)
 # Then copy $OUT's <card>.json/.md/.png into benchmarks/results/, run
-# `python -m benchmarks.report --readme README.md` and commit.
+# `python -m benchmarks.report --readme README.md` and commit. Device time left after one call (15 minutes in all, a
+# start included) fits a second call only while the machine is still warm (30 s after the first returns): have it
+# ready — the same wheels install, then `pytest benchmarks/test_train_step.py benchmarks/test_ops.py --benchmark-only`
+# with M2CLIP_BENCH_RESULTS=$OUT, a budget, and `--deselect` for every row the first call measured (2026-12-04:
+# five more training-step rows in 206 s); merge its rows into the card's JSON as call 2.
 # Dry run here, on CPU (interpreter, CPU benchmark rows only): ALLOW_CPU=1 OUT=/tmp/out bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
