@@ -4,8 +4,11 @@ cut short keeps what it measured).
 
 Environment: ``M2CLIP_BENCH_QUICK=1`` trims the shape grid, ``M2CLIP_BENCH_PROVIDERS`` picks providers,
 ``M2CLIP_BENCH_BUDGET_S`` skips the rows that would start after that many seconds (the issue's target rows
-run first, so a budgeted run always has them).
+run first, so a budgeted run always has them). ``M2CLIP_BENCH_CONTINUE=<card>.json`` continues an earlier run on
+the same card: the rows it holds are kept (each names the call that measured it, as ``call``; the new ones the
+next call) and not run again — what a second, short GPU call needs (``scripts/gpu_check.sh``).
 """
+import json
 import os
 import time
 
@@ -18,6 +21,25 @@ BUDGET_S = float(os.environ.get("M2CLIP_BENCH_BUDGET_S", "0"))
 _START = time.monotonic()
 _ROWS: list[dict] = []
 _HARDWARE: dict = {}
+_CALL = 1  # this run's call number: one more than the continued run's last
+_KEPT: dict = {}  # the continued run's entries besides its rows (its profile, its call log)
+
+
+def _continue(path: str) -> set[str]:
+    """Take an earlier run's rows (``path``) as this run's first and return the tests that measured them."""
+    global _CALL
+    with open(path) as f:
+        result = json.load(f)
+    earlier = result["rows"]
+    _KEPT.update({k: v for k, v in result.items() if k in ("profile", "calls")})
+    for row in earlier:
+        row.setdefault("call", 1)
+    _CALL = 1 + max((row["call"] for row in earlier), default=0)
+    _ROWS.extend(earlier)
+    return {row["test"] for row in earlier if "test" in row}
+
+
+_DONE = _continue(os.environ["M2CLIP_BENCH_CONTINUE"]) if os.environ.get("M2CLIP_BENCH_CONTINUE") else set()
 
 
 def pytest_configure(config):
@@ -57,6 +79,9 @@ def _priority(item) -> int:
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_priority)  # stable: parametrisation order within a priority
+    for item in items:
+        if item.nodeid in _DONE:
+            item.add_marker(pytest.mark.skip(reason="measured by the continued run (M2CLIP_BENCH_CONTINUE)"))
 
 
 @pytest.fixture(autouse=True)
@@ -78,16 +103,17 @@ def hardware() -> dict:
 
 
 @pytest.fixture
-def record():
-    """Append one result row (a dict) to this run's results and rewrite the results file."""
+def record(request):
+    """Append one result row (a dict) to this run's results and rewrite the results file; the row names its
+    test and this run's call."""
 
     def add(row: dict) -> None:
-        _ROWS.append(row)
-        write_results(_ROWS, _HARDWARE or None)
+        _ROWS.append(dict(row, test=request.node.nodeid, call=_CALL))
+        write_results(_ROWS, _HARDWARE or None, _KEPT)
 
     return add
 
 
 def pytest_sessionfinish(session, exitstatus):
     if _ROWS:
-        print(f"\nbenchmark results ({len(_ROWS)} rows): {write_results(_ROWS, _HARDWARE or None)}")
+        print(f"\nbenchmark results ({len(_ROWS)} rows): {write_results(_ROWS, _HARDWARE or None, _KEPT)}")

@@ -123,11 +123,13 @@ def roofline(row: dict, hw: dict) -> dict:
     }
 
 
-def write_results(rows: Sequence[dict], hardware: Optional[dict]) -> str:
-    """Write this run's rows to ``benchmarks/results/<card>.json``; returns the path."""
+def write_results(rows: Sequence[dict], hardware: Optional[dict], kept: Optional[dict] = None) -> str:
+    """Write this run's rows to ``benchmarks/results/<card>.json`` (with ``kept``: a continued run's other
+    entries, its profile and call log); returns the path."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = results_path()
     payload = {
+        **(kept or {}),
         "card": card_name(),
         "torch": torch.__version__,
         "triton": triton.__version__,

@@ -18,10 +18,11 @@
 # reached only stencil_fwd in 45 s.)
 # Then copy $OUT's <card>.json/.md/.png into benchmarks/results/, run
 # `python -m benchmarks.report --readme README.md` and commit. Device time left after one call (15 minutes in all, a
-# start included) fits a second call only while the machine is still warm (30 s after the first returns): have it
-# ready — the same wheels install, then `pytest benchmarks/test_train_step.py benchmarks/test_ops.py --benchmark-only`
-# with M2CLIP_BENCH_RESULTS=$OUT, a budget, and `--deselect` for every row the first call measured (2026-12-04:
-# five more training-step rows in 206 s); merge its rows into the card's JSON as call 2.
+# start included) fits a second call only while the machine is still warm (30 s after the first returns), so have
+# it ready: copy the first call's <card>.json into .gpu_done/ (git-ignored through .git/info/exclude) and
+#   run(command="PART=2 bash scripts/gpu_check.sh", carry=[".whl", ".gpu_done"], timeout_s=<what is left>)
+# which runs only the benchmark rows the first call did not measure (M2CLIP_BENCH_CONTINUE) and returns the card's
+# JSON with both calls' rows, each naming its call (2026-12-04: five more training-step rows in 206 s).
 # Dry run here, on CPU (interpreter, CPU benchmark rows only): ALLOW_CPU=1 OUT=/tmp/out bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -40,6 +41,17 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
       'open_clip', open_clip.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee "$OUT/env.txt"
 python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || [ "${ALLOW_CPU:-0}" = 1 ] ||
   { echo "no CUDA device: stopping (ALLOW_CPU=1 dry-runs this script on CPU)" | tee -a "$OUT/env.txt"; exit 1; }
+
+# Second call: the rows the first did not measure, under what is left of the lease; nothing else.
+if [ "${PART:-1}" = 2 ]; then
+  done_json=$(ls .gpu_done/*.json 2>/dev/null | head -1)
+  [ -n "$done_json" ] || { echo "PART=2 needs the first call's <card>.json in .gpu_done/ (carry it)"; exit 1; }
+  M2CLIP_BENCH_RESULTS="$OUT" M2CLIP_BENCH_QUICK=${M2CLIP_BENCH_QUICK:-1} M2CLIP_BENCH_CONTINUE="$done_json" \
+    M2CLIP_BENCH_BUDGET_S=${M2CLIP_BENCH_BUDGET_S:-150} timeout "${BENCH_S:-200}" python3 -m pytest benchmarks/ \
+    --benchmark-only -q -p no:cacheprovider --ignore benchmarks/test_data.py --benchmark-columns=median,rounds \
+    2>&1 | tee "$OUT/bench2.log" | tail -30
+  exit 0
+fi
 
 # 1. Kernel tests on the GPU (the static model, tests/test_static_model.py, is for machines without one), spread over
 #    processes with pytest-xdist where installed: Triton compiles each kernel variant on first use.

@@ -144,3 +144,26 @@ def test_the_stencil_variant_case_is_the_ops_backward_stencil(kernel_device):
 
     dz = stencil_backward_case(2, 3, (2, 3), 8, kernel_device, torch.float32)()
     assert dz.shape == (2 * 3 * 7, 16) and torch.isfinite(dz).all()
+
+
+def test_a_benchmark_run_continues_an_earlier_one(tmp_path):
+    """M2CLIP_BENCH_CONTINUE (a second, short GPU call): the earlier run's rows are kept, naming call 1, and not run
+    again; the new rows name call 2 and their test."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def bench(results, *tests, **env):
+        env = dict(os.environ, M2CLIP_BENCH_RESULTS=str(results), **env)
+        proc = subprocess.run([sys.executable, "-m", "pytest", *tests, "--benchmark-only", "-q", "-p", "no:cacheprovider"],
+                              capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        return json.loads(next(results.glob("*.json")).read_text())["rows"]
+
+    first = bench(tmp_path / "one", "benchmarks/test_eval.py")
+    path = next((tmp_path / "one").glob("*.json"))
+    rows = bench(tmp_path / "two", "benchmarks/test_eval.py", "benchmarks/test_train_step.py::test_train_step[tiny-4-eager]",
+                 M2CLIP_BENCH_CONTINUE=str(path))
+    assert [r["call"] for r in rows] == [1, 2] and rows[0] == first[0]
+    assert rows[1]["test"].endswith("test_train_step[tiny-4-eager]") and rows[1]["suite"] == "train_step"
