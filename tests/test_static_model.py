@@ -31,11 +31,13 @@ def report(tmp_path_factory) -> dict:
 # Budgets the model says are missed, each held to no regression. Issue 9's host budget (fused ≤ 1/3 of eager):
 # since the model runs Triton's real dispatch (it used to stub every launch, which hid ~45 µs a launch) it reads
 # 0.23-0.37 here, and an H100 host measured 0.47 (benchmarks/results/NVIDIA_H100_80GB_HBM3.json, call 3); a
-# wall-clock budget (timing). Issue 23's device targets, predicted for the H100: the stencils walk the frames now
-# (37.5 and 69.4 µs measured on the old ones); the forward meets its 16 µs (13.9, near its memory floor, with six
-# warps a scheduler resident), the backward does not (33.0, issue-bound at four), and the six GEMMs (26-40 µs each,
-# L2-bound at their tiles) keep the op above 220 µs.
-KNOWN_MISSES = {"host time ≤ 1/3 of eager": 0.45, "stencil_bwd ≤ 25 µs": 35.0, "TED-Adapter fwd+bwd ≤ 220 µs": 275.0}
+# wall-clock budget (timing). Issue 23's device targets, predicted for the H100: the stencils walk the frames, and
+# each frame's dependent memory rounds (counted in their SASS: 2 a frame forward, 4 backward in the TD programs)
+# wait one after another, after their prologue's — what the H200 measured (21.4 and 84.9 µs; predicted 23.4 and
+# 61.8 now, 13.9 and 33.0 before the model counted the rounds): both stencils miss their targets and their 2× memory
+# floor (3.06), and with the GEMMs (26-40 µs each, L2-bound at their tiles) the op is above 220 µs.
+KNOWN_MISSES = {"host time ≤ 1/3 of eager": 0.45, "stencil passes ≤ 2× memory floor": 3.1, "stencil_fwd ≤ 16 µs": 24.0,
+                "stencil_bwd ≤ 25 µs": 63.0, "TED-Adapter fwd+bwd ≤ 220 µs": 295.0}
 WALL_CLOCK = ("host time ≤ 1/3 of eager",)  # budgets decided by timing this machine
 
 

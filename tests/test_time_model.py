@@ -100,3 +100,20 @@ def test_the_h200_is_calibrated_against_the_plan_it_ran_library_kernels_included
     assert plan["op"].endswith("weight gradients cublas, z triton")
     lines = calibration(static["ops"][0], plan, "NVIDIA H200", profile)
     assert any(line.startswith("| cuBLAS (6 kernels") for line in lines), lines
+    table = [line for line in lines if line.startswith("| ")][1:]
+    ratios = {line.split(" | ")[0][2:].split(" (")[0]: float(line.split(" | ")[3]) for line in table}
+    # the frame walks' dependent memory rounds, counted in their SASS, explain the stencils (21.4 and 84.9 µs)
+    assert 0.7 <= ratios["stencil_fwd"] <= 1.43 and 0.7 <= ratios["stencil_bwd"] <= 1.43, ratios
+
+
+def test_memory_rounds_count_the_loads_a_warp_waits_for_one_after_another():
+    """Loads issued together are one round; a load issued after an instruction that reads an earlier load's result
+    is the next round (SASS as cuobjdump prints it, the loop body of one trip)."""
+    from benchmarks.sass import memory_rounds
+
+    together = ["LDG.E.U16 R4, desc[UR4][R2.64]", "LDG.E.U16 R5, desc[UR4][R6.64]", "HADD2.F32 R8, -RZ, R4.H0_H0",
+                "FFMA R9, R8, R5, R9", "STG.E.U16 desc[UR4][R10.64], R9"]
+    assert memory_rounds(together) == 1
+    chained = together[:3] + ["LDG.E.64 R12, desc[UR4][R14.64]", "FFMA R9, R12, R13, R9", "IADD3 R2, R2, 0x2, RZ"]
+    assert memory_rounds(chained) == 2
+    assert memory_rounds(["IMAD R1, R2, R3, RZ"]) == 0 and memory_rounds(chained, trips=1) == 2

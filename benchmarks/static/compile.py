@@ -16,6 +16,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from ..sass import parse_sass
 from ..tracing import Launch
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -34,6 +35,8 @@ class Compiled:
     loop_bodies: list[int]  # instructions of each loop's body
     wgmma: bool  # Hopper's warpgroup MMA in the PTX
     tf32_rounding: bool  # operands rounded to nearest TF32 (cvt.rna.tf32.f32) in the PTX
+    loop_memory_rounds: list[float]  # each loop's dependent global-memory round trips a trip (memory_rounds)
+    outside_memory_rounds: float  # the same outside the loops, once a program
 
 
 def _signature_and_specialisation(fn, values: dict) -> tuple[dict, dict, dict]:
@@ -61,22 +64,6 @@ def _signature_and_specialisation(fn, values: dict) -> tuple[dict, dict, dict]:
     return signature, constexprs, attrs
 
 
-def _parse_sass(sass: str) -> tuple[int, int, list[int]]:
-    """(instructions, outside loops, loop bodies) from ``cuobjdump -sass``; a loop is a backward branch."""
-    rows = re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
-    addresses = [int(a, 16) for a, _ in rows]
-    loops = []
-    for (address, text) in rows:
-        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
-        if m and int(m.group(1), 16) < int(address, 16):
-            loops.append((int(m.group(1), 16), int(address, 16)))
-    inner = [(lo, hi) for lo, hi in loops if not any(lo <= lo2 and hi2 <= hi and (lo2, hi2) != (lo, hi)
-                                                     for lo2, hi2 in loops)]
-    bodies = [sum(lo <= a <= hi for a in addresses) for lo, hi in inner]
-    inside = {a for lo, hi in loops for a in addresses if lo <= a <= hi}
-    return len(addresses), len(addresses) - len(inside), bodies
-
-
 @functools.lru_cache(maxsize=None)
 def _compile(fn, signature: tuple, constexprs: tuple, attrs: tuple, num_warps: int, num_stages: int,
              maxnreg: Optional[int] = None) -> Compiled:
@@ -91,9 +78,9 @@ def _compile(fn, signature: tuple, constexprs: tuple, attrs: tuple, num_warps: i
     reg = int(re.search(r"REG:(\d+)", usage).group(1))
     local = int(re.search(r"LOCAL:(\d+)", usage).group(1))
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))
-    total, outside, bodies = _parse_sass(sass)
+    total, outside, bodies, rounds, outside_rounds = parse_sass(sass)
     return Compiled(reg, max(local, stack), kernel.metadata.shared, total, outside, bodies,
-                    "wgmma" in kernel.asm["ptx"], "cvt.rna.tf32.f32" in kernel.asm["ptx"])
+                    "wgmma" in kernel.asm["ptx"], "cvt.rna.tf32.f32" in kernel.asm["ptx"], rounds, outside_rounds)
 
 
 def _resolve(launch: "Launch") -> tuple[object, list, dict, dict]:

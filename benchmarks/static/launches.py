@@ -29,7 +29,7 @@ class KernelRow:
     l2_bytes: float = 0.0  # L2 -> SM traffic: what its programs load (tiles re-read by other programs count again)
     k_steps: float = 0.0  # a GEMM program's K-loop trips
     stages: int = 0
-    chains: list = field(default_factory=list)  # [waits, programs]: dependent memory waits a program (sum_partials)
+    chains: list = field(default_factory=list)  # [waits, programs]: dependent memory waits a program
     memory_us: float = 0.0
     l2_us: float = 0.0
     compute_us: float = 0.0
@@ -120,12 +120,15 @@ def predict(launch: Launch) -> KernelRow:
         full = _compile(fn, *_freeze(fn, values), warps, stages, maxnreg)
         variants.append((_config_name(config), full.registers, full.spills))
         trips = _trips(launch.name, values)
-        warp_instructions = 0.0
+        warp_instructions, walks = 0.0, []
         for overrides, share in _program_mix(launch, values):
             part = full if not overrides else _compile(fn, *_freeze(fn, {**values, **overrides}), warps, stages,
                                                        maxnreg)
             per_program = part.outside_loops + sum(part.loop_bodies) * trips
             warp_instructions += programs * share * warps * per_program
+            # a stencil program's dependent memory rounds (from its SASS), one after another: its prologue's, then
+            # each frame's of the walk
+            walks.append([part.outside_memory_rounds + trips * sum(part.loop_memory_rounds), round(programs * share)])
         gemm = launch.name == "gemm"
         row = KernelRow(
             name=launch.name, programs=programs, warps=warps, bytes=hbm,
@@ -133,7 +136,8 @@ def predict(launch: Launch) -> KernelRow:
             registers=full.registers, spills=full.spills, shared=full.shared, sass_instructions=full.instructions,
             warp_instructions=warp_instructions, l2_bytes=_l2_bytes(launch.name, values, hbm),
             k_steps=trips if gemm else 0.0, stages=stages if gemm else 0,
-            chains=_chain_counts(values) if launch.name == "sum_partials" else [],
+            chains=(_chain_counts(values) if launch.name == "sum_partials"
+                    else walks if launch.name.startswith("stencil") else []),
             wgmma=full.wgmma, tf32_rounding=full.tf32_rounding, dot_fp32=gemm and str(base["DOT_DTYPE"]) == "fp32",
         )
         features = asdict(row)
