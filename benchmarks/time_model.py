@@ -3,6 +3,7 @@ predicted time from its features — pure arithmetic, no compiler, so the report
 kernels a GPU measured (:func:`calibrate`). Every number it gives is a prediction."""
 from __future__ import annotations
 
+import heapq
 import math
 import re
 
@@ -44,6 +45,16 @@ def ctas_per_sm(warps: int, registers: int, shared: int, card: dict) -> int:
     return max(1, min(limits))
 
 
+def makespan(chains: list[float], slots: int) -> float:
+    """When the last of a grid's programs finishes, each taking its chain of dependent memory waits: the GPU
+    starts them in launch order, each on the first of ``slots`` resident places to come free."""
+    free = [0.0] * min(slots, len(chains))
+    heapq.heapify(free)
+    for length in chains:
+        heapq.heapreplace(free, free[0] + length)
+    return max(free, default=0.0)
+
+
 def timing(f: dict, card: dict) -> dict:
     """The time model: a kernel's terms and prediction on ``card`` from its features ``f`` (a :class:`KernelRow`'s
     fields). Each term is a lower bound; the prediction is the largest plus ``launch_us``:
@@ -53,7 +64,8 @@ def timing(f: dict, card: dict) -> dict:
     - issue: warp-instructions / (4 a cycle per SM), slowed by warps / ``warps_for_full_issue`` where too few
       warps are resident to hide the stencils' latencies (not for tensor-core kernels, whose waits are on the
       MMA), ÷ the same busy share;
-    - latency: per wave of resident programs, its longest chain of dependent memory waits."""
+    - latency: the grid's chains of dependent memory waits (``f["chains"]``: ``[waits, programs]`` in launch
+      order), scheduled on the resident program slots (:func:`makespan`)."""
     ctas = ctas_per_sm(f["warps"], f["registers"], f["shared"], card)
     resident = ctas * card["sms"]
     waves = f["programs"] / resident
@@ -66,14 +78,13 @@ def timing(f: dict, card: dict) -> dict:
     warps_per_scheduler = per_sm * f["warps"] / 4
     issue_efficiency = 1.0 if f["flops"] else min(1.0, warps_per_scheduler / card["warps_for_full_issue"])
     issue_rate = card["issue_per_sm_cycle"] * card["sms"] * card["clock_hz"]
-    # programs start in order and the plan puts the longest chains first: each wave waits for its first
-    chains = [length for length, count in sorted(f["chains"], reverse=True) for _ in range(int(count))]
+    chains = [length for length, count in f["chains"] for _ in range(int(count))]  # in launch order
     terms = dict(
         memory_us=f["bytes"] / card["hbm_achieved"] * 1e6,
         l2_us=f["l2_bytes"] / card["l2_achieved"] * 1e6,
         compute_us=f["flops"] / peak * fill / busy * 1e6,
         issue_us=f["warp_instructions"] / issue_rate / issue_efficiency / busy * 1e6,
-        latency_us=sum(chains[i] for i in range(0, len(chains), resident)) * card["dependent_load_us"],
+        latency_us=makespan(chains, resident) * card["dependent_load_us"],
     )
     return dict(terms, ctas_per_sm=ctas, waves=waves, predicted_us=max(terms.values()) + card["launch_us"])
 

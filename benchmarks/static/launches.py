@@ -75,18 +75,20 @@ def _trips(name: str, values: dict) -> float:
     if name.startswith("stencil"):  # a program walks its clips' frames
         return float(values["T"])
     if name == "sum_partials":
-        return float(_chains(values).mean()) - 1
+        return float(_row_tiles(values).mean())
     return 1.0
 
 
-def _chains(values: dict) -> torch.Tensor:
-    """sum_partials: each program's dependent memory waits — its plan row, then one per ``ROWS`` partial rows."""
-    return 1 + (values["plan_ptr"][:, 2].double() / values["ROWS"]).ceil()
+def _row_tiles(values: dict) -> torch.Tensor:
+    """sum_partials: each program's trips, one per ``ROWS`` partial rows of its plan row."""
+    return (values["plan_ptr"][:, 2].double() / values["ROWS"]).ceil()
 
 
-def _chain_counts(values: dict) -> list[list[float]]:
-    """:func:`_chains` as ``[waits, programs]`` pairs (a few distinct lengths, not one per program)."""
-    lengths, counts = _chains(values).unique(return_counts=True)
+def _chain_counts(values: dict, compiled) -> list[list[float]]:
+    """sum_partials' dependent memory waits a program as ``[waits, programs]`` runs in launch order (few):
+    the rounds outside its loop (the plan row, then what depends on it) and each trip's, from its SASS."""
+    waits = compiled.outside_memory_rounds + _row_tiles(values) * sum(compiled.loop_memory_rounds)
+    lengths, counts = waits.unique_consecutive(return_counts=True)  # the plan's order: the launch's
     return [[float(n), int(c)] for n, c in zip(lengths.tolist(), counts.tolist())]
 
 
@@ -136,7 +138,7 @@ def predict(launch: Launch) -> KernelRow:
             registers=full.registers, spills=full.spills, shared=full.shared, sass_instructions=full.instructions,
             warp_instructions=warp_instructions, l2_bytes=_l2_bytes(launch.name, values, hbm),
             k_steps=trips if gemm else 0.0, stages=stages if gemm else 0,
-            chains=(_chain_counts(values) if launch.name == "sum_partials"
+            chains=(_chain_counts(values, full) if launch.name == "sum_partials"
                     else walks if launch.name.startswith("stencil") else []),
             wgmma=full.wgmma, tf32_rounding=full.tf32_rounding, dot_fp32=gemm and str(base["DOT_DTYPE"]) == "fp32",
         )
