@@ -49,11 +49,12 @@ def pytest_configure(config):
 
 
 def _priority(item) -> int:
-    """0: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd) but compile-max; 1: the TED-Adapter's
-    GEMMs against cuBLAS and the TMA candidate (tens of seconds: the target row has autotuned ours), evaluation
-    replayed from a graph, stencil_bwd's launch variants, then the train step; 2: evaluation's other providers, the text adapter's and QuickGELU's rows at that shape, but compile-max; 3: compile-max of those three
-    rows (minutes of autotuning: it must not crowd out the rest); 4: the target shape's other dtypes and
-    passes; 5: block; 6: the rest of the grid."""
+    """0: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd) but compile-max; 1: evaluation replayed
+    from a graph, the TED-Adapter's GEMMs against cuBLAS and the TMA candidate (tens of seconds: the target row has
+    autotuned ours), stencil_bwd's launch variants, then the train step; 2: evaluation's other providers, the text
+    adapter's and QuickGELU's rows at that shape, but compile-max; 3: compile-max of those three rows (minutes of
+    autotuning: it must not crowd out the rest); 4: the target shape's other dtypes and passes; 5: block; 6: the
+    rest of the grid."""
     params = item.callspec.params if hasattr(item, "callspec") else {}
     name = getattr(item, "originalname", item.name)
     if name == "test_train_step":

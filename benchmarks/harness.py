@@ -8,10 +8,13 @@ device-to-device copy) and peak (a large matmul) measured on the same card in th
 from __future__ import annotations
 
 import datetime
+import gc
 import itertools
 import json
 import os
 import platform
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -84,6 +87,43 @@ def graph_time_ms(fn: Callable[[], object]) -> float:
     """Median device time of ``fn`` in ms replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``):
     no host time at all, what a graph-captured training step would see (L2 is not flushed between calls)."""
     return float(triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median"))
+
+
+def time_calls(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    """(median ms a call, median host ms to issue one) over ``calls`` calls of a whole step or batch: CUDA events
+    around each (on CPU the wall clock)."""
+    sync = torch.cuda.synchronize if HAS_CUDA else (lambda: None)
+    device_ms, host_ms = [], []
+    for _ in range(calls):
+        sync()
+        if HAS_CUDA:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
+        fn()
+        host_ms.append((time.perf_counter() - t0) * 1e3)
+        if HAS_CUDA:
+            end.record()
+            end.synchronize()
+            device_ms.append(start.elapsed_time(end))
+        else:
+            device_ms.append(host_ms[-1])
+    return statistics.median(device_ms), statistics.median(host_ms)
+
+
+class RowMemory:
+    """A benchmark row's own peak GPU memory: from before its model exists (earlier rows' leftovers collected
+    and not counted) to :meth:`peak_gb`, warm-up, compilation and CUDA-graph capture included. None on CPU."""
+
+    def __init__(self) -> None:
+        if HAS_CUDA:
+            gc.collect()
+            torch.cuda.empty_cache()
+            self.before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gb(self) -> Optional[float]:
+        return (torch.cuda.max_memory_allocated() - self.before) / 1e9 if HAS_CUDA else None
 
 
 def measure_bandwidth_gbs(nbytes: int = 1 << 30) -> float:

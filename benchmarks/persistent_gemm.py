@@ -34,6 +34,7 @@ class Tiles(NamedTuple):
 TILES = {"128x128": Tiles(), "128x256": Tiles(block_n=256, stages=3)}
 _TILES_INTERPRETED = Tiles(32, 32, 32, 4, 1, 4)  # the interpreter: small tiles keep CPU tests fast
 SM90_SHARED_OPTIN = 232448  # bytes of shared memory a program may take on an H100/H200 (the driver's opt-in limit)
+_DRIVER_SHARED = 1024  # of which the driver keeps 1 KB a block (Nsight Compute's "driver shared memory per block")
 
 
 @triton.jit
@@ -82,12 +83,12 @@ def _operand(x: torch.Tensor, rows: int, cols: int) -> tuple[TensorDescriptor, b
     return TensorDescriptor.from_tensor(stored, blocks), transposed
 
 
-def fitted(t: Tiles, operand_bytes: int, out_bytes: int, limit: int) -> Tiles:
-    """``t`` with as many pipeline stages (at most its own) as fit ``limit`` bytes of shared memory: each stage
-    holds an A and a B tile, and the output tile is staged there for its TMA store (fp32 operands or split-K's
-    fp32 partials need fewer stages than bf16)."""
+def fitted(t: Tiles, operand_bytes: int, out_bytes: int, limit: int = SM90_SHARED_OPTIN) -> Tiles:
+    """``t`` with as many pipeline stages (at most its own) as fit a card's ``limit`` bytes of shared memory a
+    program, less the driver's: each stage holds an A and a B tile, and the output tile is staged there for its
+    TMA store (fp32 operands or split-K's fp32 partials need fewer stages than bf16)."""
     per_stage = (t.block_m + t.block_n) * t.block_k * operand_bytes
-    stages = min(t.stages, (limit - t.block_m * t.block_n * out_bytes) // per_stage)
+    stages = min(t.stages, (limit - _DRIVER_SHARED - t.block_m * t.block_n * out_bytes) // per_stage)
     if stages < 2:
         raise ValueError(f"persistent_gemm: a {t.block_m}×{t.block_n} tile with {operand_bytes}-byte operands and "
                          f"{out_bytes}-byte outputs needs more than the {limit} bytes of shared memory this card has")
@@ -115,7 +116,7 @@ def persistent_gemm(a: torch.Tensor, b: torch.Tensor, residual: Optional[torch.T
     out = torch.empty(split * M, N, device=a.device, dtype=torch.float32 if split > 1 else a.dtype)
     if not interpreted:
         limit = getattr(torch.cuda.get_device_properties(a.device), "shared_memory_per_block_optin", SM90_SHARED_OPTIN)
-        t = fitted(t, a.element_size(), out.element_size(), limit - 1024)  # 1 KB a block for the driver (Nsight)
+        t = fitted(t, a.element_size(), out.element_size(), limit)
     k_slice = triton.cdiv(triton.cdiv(K, split), t.block_k) * t.block_k
     a_desc, a_t = _operand(a, t.block_m, t.block_k)
     b_desc, b_t = _operand(b, t.block_k, t.block_n)

@@ -406,7 +406,8 @@ def render_step_trace(result: dict, measured: Optional[dict[str, list[dict]]] = 
         lines.append(f"| {r['provider']} | {'train step' if r['train'] else 'eval forward'} | {r['batch']} | "
                      f"{r['device_kernels']} | {r['triton_kernels']} | {r['bytes'] / 1e9:.1f} | {r['flops'] / 1e12:.2f} | "
                      f"{top} |")
-    return "\n".join(lines + step_roofline_table(result["traces"]) + step_measured_table(result["traces"], measured or {}))
+    traces = result["traces"]
+    return "\n".join(lines + step_roofline_table(traces) + step_measured_table(traces, measured or {}))
 
 
 # The measured provider a traced one is compared with: the captured step where one was measured (the trace has no
@@ -419,7 +420,7 @@ def step_measured_table(traces: list[dict], measured: dict[str, list[dict]]) -> 
     """Measured / predicted for the traced training steps on each card that measured them."""
     lines = []
     for card, rows in measured.items():
-        spec = next((key for key, c in CARDS.items() if c["name"].split()[0] in card), None)
+        spec = _card_key(card)
         by = {(r["provider"], r["B"]): r for r in rows if r["suite"] == "train_step" and r["width"] == "vit-b16-k400"
               and r.get("host_ms") is not None}  # rows before issue 21 (no host time) timed an older step
         for t in traces:
@@ -484,6 +485,11 @@ def _plan_profiled(ted: dict, candidates: dict, profile: dict) -> dict:
     return ted
 
 
+def _card_key(card: str) -> Optional[str]:
+    """The time model's key (``"H100"``, ``"H200"``) of a card as a results file names it, or None."""
+    return next((key for key, c in CARDS.items() if c["name"].split()[0] in card), None)
+
+
 def _launches(name: str) -> int:
     """How many kernels a profile's row stands for: ``"gemm (6, mean)"`` is six."""
     many = re.search(r"\((\d+), mean\)$", name)
@@ -497,7 +503,8 @@ def calibration(ted: dict, plan: dict, card: str, profile: dict) -> list[str]:
     (``profile["superseded"]``) — and the plan's library kernels together against the profile's."""
     profiled = plan["kernels"]
     fused = profile["fused"]
-    spec = next((c for c in CARDS.values() if c["name"].split()[0] in card), CARDS["H100"])
+    card_key = _card_key(card) or "H100"
+    spec = CARDS[card_key]
     superseded = profile.get("superseded", {}).get("kernels", {})
     features: dict[str, list[dict]] = defaultdict(list)
     for k in profiled:
@@ -509,7 +516,6 @@ def calibration(ted: dict, plan: dict, card: str, profile: dict) -> list[str]:
     total = sum(r["predicted_us"] * _launches(r["kernel"]) for r in rows)
     library = {n: us for n, us in fused["kernels_us"].items() if n.split(" ")[0] not in features}
     if library and plan.get("aten_kernels"):  # the plan's library kernels ran too
-        card_key = next(key for key, c in CARDS.items() if c is spec)
         aten_us = plan["predicted_by_card"][card_key] - sum(timing(k, spec)["predicted_us"] for k in profiled)
         measured_us = sum(us * _launches(n) for n, us in library.items())
         rows.append(dict(kernel=f"cuBLAS ({sum(map(_launches, library))} kernels: "

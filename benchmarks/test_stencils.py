@@ -17,6 +17,7 @@ The model does not charge spills (their local-memory traffic in the frame loop),
 carry; the measurement decides ``kernels.primitives.stencil.BWD_WARPS`` / ``BWD_MAX_REGISTERS``."""
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
 from unittest import mock
 
 import pytest
@@ -30,10 +31,15 @@ VARIANTS = {"8 warps, 128 registers": (8, 128), "8 warps, 80 registers": (8, 80)
             "4 warps, 128 registers": (4, 128), "16 warps, 128 registers": (16, 128)}
 
 
+class StencilCase(NamedTuple):
+    run: Callable[[], torch.Tensor]  # the launch -> dz [R, 2ca]
+    dh: torch.Tensor  # [R, 2ca]: the TE part's ca channels, then the TD part's
+    te_weight: torch.Tensor  # [ca, 1, 3]
+
+
 def stencil_backward_case(batch: int, frames: int, grid: tuple[int, int], ca: int, device: str,
-                          dtype: torch.dtype = torch.bfloat16):
-    """One TED-Adapter backward stencil launch as the op makes it (both parts, ``ca`` channels each) -> a
-    function running it."""
+                          dtype: torch.dtype = torch.bfloat16) -> StencilCase:
+    """One TED-Adapter backward stencil launch as the op makes it (both parts, ``ca`` channels each)."""
     from kernels.packing import dense_taps
     from kernels.primitives.stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward,
                                             stencil_programs)
@@ -46,7 +52,8 @@ def stencil_backward_case(batch: int, frames: int, grid: tuple[int, int], ca: in
     programs = stencil_programs(rows // frames)
     te_part = torch.empty(programs, partial_width(ca, TE_TAPS), device=device)
     td_part = torch.empty(programs, partial_width(ca, TD_TAPS), device=device)
-    return lambda: stencil_backward(dh, z, frames, tokens, grid, ca, te, td, te_part, td_part)
+    return StencilCase(lambda: stencil_backward(dh, z, frames, tokens, grid, ca, te, td, te_part, td_part), dh,
+                       te.weight)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -54,7 +61,7 @@ def test_stencil_bwd_variant(benchmark, record, variant):
     from kernels.primitives import stencil
 
     warps, registers = VARIANTS[variant]
-    run = stencil_backward_case(B, T, (14, 14), VIT_B16.Ca, "cuda")
+    run = stencil_backward_case(B, T, (14, 14), VIT_B16.Ca, "cuda").run
     with mock.patch.object(stencil, "BWD_WARPS", warps), mock.patch.object(stencil, "BWD_MAX_REGISTERS", registers):
         run()  # compiled outside the timing
         median_ms = graph_time_ms(run)

@@ -4,9 +4,10 @@ backward, clipping, AdamW step: ``m2clip_fast.engine.StepRunner``) for every pro
 and issued from Python, the fused model under ``torch.compile(mode="reduce-overhead")`` (torch's own graphs),
 eager adapters with and without graphs, the eager model under ``torch.compile`` (the user's alternative), fused
 with gradient checkpointing, full fine-tuning on the same fast step, and the released code's recipe (fp16 +
-GradScaler, open_clip's block). Each row: clips/s, step time (CUDA events over ``STEPS`` steps after warm-up, the median), host time
-to issue a step, peak memory (the row's own, warm-up and capture included), the step's FLOPs (``benchmarks.step_trace``: counted, the same model FLOPs for
-every adapter provider) and MFU against the bf16 GEMM peak measured in the same run.
+GradScaler, open_clip's block). Each row: clips/s, step time (CUDA events over ``STEPS`` steps after warm-up, the
+median), host time to issue a step, peak memory (the row's own, warm-up and capture included), the step's FLOPs
+(``benchmarks.step_trace``: counted, the same model FLOPs for every adapter provider) and MFU against the bf16 GEMM
+peak measured in the same run.
 
 On CPU: the ``tiny`` preset (no MFU: there is no measured peak), without ``eager+compile`` (minutes of C++
 compilation) and the fused providers (the interpreter is not a speed).
@@ -14,15 +15,12 @@ compilation) and the fused providers (the interpreter is not a speed).
 from __future__ import annotations
 
 import functools
-import gc
-import statistics
-import time
 
 import pytest
 import torch
 
 from .cases import train_step
-from .harness import HAS_CUDA
+from .harness import HAS_CUDA, RowMemory, time_calls
 
 STEPS = 10  # timed steps a row (a 100 ms do_bench budget would be one sample of a 130 ms step)
 WARMUP = 3  # compilation, autotuning, the allocator, the optimizer's state
@@ -48,43 +46,18 @@ def step_flops(preset: str, batch: int, full: bool) -> float:
     return trace_step("full-finetune" if full else "eager", preset, batch)["flops"]
 
 
-def _time_steps(step) -> tuple[float, float]:
-    """(median step ms, median host ms to issue one step)."""
-    sync = torch.cuda.synchronize if HAS_CUDA else (lambda: None)
-    step_ms, host_ms = [], []
-    for _ in range(STEPS):
-        sync()
-        if HAS_CUDA:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-        t0 = time.perf_counter()
-        step()
-        host_ms.append((time.perf_counter() - t0) * 1e3)
-        if HAS_CUDA:
-            end.record()
-            end.synchronize()
-            step_ms.append(start.elapsed_time(end))
-        else:
-            step_ms.append(host_ms[-1])
-    return statistics.median(step_ms), statistics.median(host_ms)
-
-
 @pytest.mark.parametrize("preset, batch, provider", CASES)
 def test_train_step(benchmark, record, request, preset, batch, provider):
     device = "cuda" if HAS_CUDA else "cpu"
     hardware = request.getfixturevalue("hardware") if HAS_CUDA else None
-    if HAS_CUDA:  # this row's memory: from before its model exists (earlier rows' leftovers not counted)
-        gc.collect()
-        torch.cuda.empty_cache()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+    memory = RowMemory()
     try:
         step, params, _ = train_step(preset, batch, provider, device)
         trainable = sum(p.numel() for p in params)
         for _ in range(WARMUP):  # counted: a captured step's graph pool is taken here, at its capture
             step()
-        median_ms, host_ms = _time_steps(step)
-        peak = (torch.cuda.max_memory_allocated() - before) / 1e9 if HAS_CUDA else None
+        median_ms, host_ms = time_calls(step, STEPS)
+        peak = memory.peak_gb()
     except torch.cuda.OutOfMemoryError:
         pytest.skip(f"{preset} B={batch} {provider}: out of memory")
     flops = step_flops(preset, batch, provider == "full-finetune")  # the same work whoever issues it

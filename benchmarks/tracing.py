@@ -51,7 +51,8 @@ class AtenRecorder(TorchDispatchMode):
 
 # Overloads a GPU has and the CPU lacks (mixed-precision mm: bf16 operands, fp32 result), which the ops issue while
 # their launches are captured (kernels.runtime.capture_launches records what a GPU would run).
-_GPU_ONLY = {torch.ops.aten.mm.dtype, torch.ops.aten.mm.dtype_out, torch.ops.aten.bmm.dtype, torch.ops.aten.bmm.dtype_out}
+_GPU_ONLY = {torch.ops.aten.mm.dtype, torch.ops.aten.mm.dtype_out,
+             torch.ops.aten.bmm.dtype, torch.ops.aten.bmm.dtype_out}
 
 
 def _shaped_like_gpu(func, args, kwargs):

@@ -13,13 +13,13 @@
 # ".whl". Everything worth keeping lands in $OUT (8 files: at most 8 come back). On the device tool:
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=590)
 # (2026-11-26 on an H100: the target row's six providers and the eight training-step rows took 297 s; the
-# text-adapter row's six providers 48 s. The limits below sum to 555 s: run with timeout_s=590. 2026-12-04 on an H200: the tests 148 s, the target row,
-# the GEMM comparison and seven training-step rows 234 s; the breakdown did not finish in 35 s, and Nsight Compute
-# reached only stencil_fwd in 45 s.)
+# text-adapter row's six providers 48 s. The limits below sum to 555 s: run with timeout_s=590. 2026-12-04 on an
+# H200: the tests 148 s, the target row, the GEMM comparison and seven training-step rows 234 s; the breakdown did
+# not finish in 35 s, and Nsight Compute reached only stencil_fwd in 45 s.)
 # Then copy $OUT's <card>.json/.md/.png into benchmarks/results/, run
 # `python -m benchmarks.report --readme README.md` and commit. Device time left after one call (15 minutes in all, a
 # start included) fits a second call only while the machine is still warm (30 s after the first returns), so have
-# it ready: copy the first call's <card>.json into .gpu_done/ (git-ignored through .git/info/exclude) and
+# it ready: copy the first call's <card>.json into .gpu_done/ (git-ignored) and
 #   run(command="PART=2 bash scripts/gpu_check.sh", carry=[".whl", ".gpu_done"], timeout_s=<what is left>)
 # which runs only the benchmark rows the first call did not measure (M2CLIP_BENCH_CONTINUE) and returns the card's
 # JSON with both calls' rows, each naming its call (2026-12-04: five more training-step rows in 206 s).
@@ -82,7 +82,8 @@ timeout "${BREAKDOWN_S:-60}" python3 scripts/gpu_profile.py breakdown ${card_jso
 if command -v ncu >/dev/null; then
   # Three sections: with five, 50 s covered only three of the nine kernels (2026-11-26, two GEMMs and the old
   # stencil_fwd; those are in benchmarks/results/NVIDIA_H100_80GB_HBM3.ncu.csv). Now only the kernels the static
-  # model has no Nsight reading of: the rewritten stencil_bwd and sum_partials (2026-12-04: stencil_fwd took the 45 s).
+  # model has no Nsight reading of: the rewritten stencil_bwd and sum_partials (2026-12-04: stencil_fwd took the
+  # 45 s).
   timeout "${NCU_S:-45}" ncu --clock-control none --nvtx --nvtx-include "profile/" --kernel-name-base function \
     --kernel-name "regex:stencil_bwd|sum_partials" --section SpeedOfLight --section Occupancy \
     --section LaunchStats --csv --page details \

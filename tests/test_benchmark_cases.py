@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from benchmarks import cases
-from benchmarks.harness import Width
+from benchmarks.harness import Width, rel_err
+
+from .parity import FP32_TOL
 
 SMALL = Width("small", 32, 16, (2, 3), 24)
 
@@ -129,21 +131,26 @@ def test_the_persistent_tiles_are_fitted_to_the_cards_shared_memory():
     and 128×128's four with fp32 operands (327,712): as many stages as fit, or a clear error."""
     from benchmarks.persistent_gemm import TILES, fitted
 
-    limit = 232448 - 1024
-    assert fitted(TILES["128x256"], 2, 4, limit).stages == 2
-    assert fitted(TILES["128x128"], 4, 4, limit).stages == 2
-    assert fitted(TILES["128x128"], 2, 2, limit) == TILES["128x128"]  # bf16: its own four stages fit
+    assert fitted(TILES["128x256"], 2, 4).stages == 2  # the H100/H200's 232,448 bytes by default
+    assert fitted(TILES["128x128"], 4, 4, 232448).stages == 2
+    assert fitted(TILES["128x128"], 2, 2) == TILES["128x128"]  # bf16: its own four stages fit
     with pytest.raises(ValueError, match="needs more than the 100000 bytes"):
         fitted(TILES["128x256"], 4, 4, 100000)
 
 
 def test_the_stencil_variant_case_is_the_ops_backward_stencil(kernel_device):
-    """benchmarks/test_stencils.py times the op's backward stencil alone: the case gives dz of z's shape, and the
-    partial rows the op sums."""
+    """benchmarks/test_stencils.py times the op's backward stencil alone: the case's dz has z's shape, and its TE
+    half is the temporal conv's input gradient (the reference's, by autograd, fp64)."""
     from benchmarks.test_stencils import stencil_backward_case
+    from kernels import reference
 
-    dz = stencil_backward_case(2, 3, (2, 3), 8, kernel_device, torch.float32)()
+    case = stencil_backward_case(2, 3, (2, 3), 8, kernel_device, torch.float32)
+    dz = case.run()
     assert dz.shape == (2 * 3 * 7, 16) and torch.isfinite(dz).all()
+    z_te = torch.zeros(2 * 3, 7, 8, dtype=torch.float64, requires_grad=True)  # linear in z: any point will do
+    h_te = reference.temporal_conv(z_te, 3, case.te_weight.double().cpu().contiguous())
+    h_te.backward(case.dh[:, :8].double().cpu().view(6, 7, 8))
+    assert rel_err(dz[:, :8].cpu(), z_te.grad.reshape(-1, 8)) < FP32_TOL
 
 
 def test_a_benchmark_run_continues_an_earlier_one(tmp_path):
@@ -156,14 +163,15 @@ def test_a_benchmark_run_continues_an_earlier_one(tmp_path):
 
     def bench(results, *tests, **env):
         env = dict(os.environ, M2CLIP_BENCH_RESULTS=str(results), **env)
-        proc = subprocess.run([sys.executable, "-m", "pytest", *tests, "--benchmark-only", "-q", "-p", "no:cacheprovider"],
-                              capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+        proc = subprocess.run([sys.executable, "-m", "pytest", *tests, "--benchmark-only", "-q",
+                               "-p", "no:cacheprovider"], capture_output=True, text=True, env=env,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
         assert proc.returncode == 0, proc.stdout[-2000:]
         return json.loads(next(results.glob("*.json")).read_text())["rows"]
 
     first = bench(tmp_path / "one", "benchmarks/test_eval.py")
     path = next((tmp_path / "one").glob("*.json"))
-    rows = bench(tmp_path / "two", "benchmarks/test_eval.py", "benchmarks/test_train_step.py::test_train_step[tiny-4-eager]",
-                 M2CLIP_BENCH_CONTINUE=str(path))
+    rows = bench(tmp_path / "two", "benchmarks/test_eval.py",
+                 "benchmarks/test_train_step.py::test_train_step[tiny-4-eager]", M2CLIP_BENCH_CONTINUE=str(path))
     assert [r["call"] for r in rows] == [1, 2] and rows[0] == first[0]
     assert rows[1]["test"].endswith("test_train_step[tiny-4-eager]") and rows[1]["suite"] == "train_step"

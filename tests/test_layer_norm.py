@@ -130,4 +130,5 @@ def test_cuda_add_layer_norm_parity(dtype, tol, residual):
     weight, bias = _affine(768, gen, "cuda", dtype)
     inputs = [torch.randn(8 * 8 * 197, 768, generator=gen).cuda().to(dtype) for _ in range(1 + residual)]
     assert_matches_reference(_both(kernels.add_layer_norm, weight, bias),
-                             _both(reference.add_layer_norm, weight.double().cpu(), bias.double().cpu()), inputs, tol=tol)
+                             _both(reference.add_layer_norm, weight.double().cpu(), bias.double().cpu()), inputs,
+                             tol=tol)
