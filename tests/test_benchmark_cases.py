@@ -138,18 +138,20 @@ def test_the_persistent_tiles_are_fitted_to_the_cards_shared_memory():
         fitted(TILES["128x256"], 4, 4, 100000)
 
 
-def test_the_stencil_variant_case_is_the_ops_backward_stencil(kernel_device):
-    """benchmarks/test_stencils.py times the op's backward stencil alone: the case's dz has z's shape, and its TE
-    half is the temporal conv's input gradient (the reference's, by autograd, fp64)."""
-    from benchmarks.test_stencils import stencil_backward_case
+def test_the_stencil_variant_case_is_the_ops_stencils(kernel_device):
+    """benchmarks/test_stencils.py times the op's stencils alone: dz and h have z's shape, the TE half of dz is the
+    temporal conv's input gradient and the TE half of h the temporal conv of z + in-bias (the reference's, fp64)."""
+    from benchmarks.test_stencils import stencil_case
     from kernels import reference
 
-    case = stencil_backward_case(2, 3, (2, 3), 8, kernel_device, torch.float32)
-    dz = case.run()
-    assert dz.shape == (2 * 3 * 7, 16) and torch.isfinite(dz).all()
-    z_te = torch.zeros(2 * 3, 7, 8, dtype=torch.float64, requires_grad=True)  # linear in z: any point will do
-    h_te = reference.temporal_conv(z_te, 3, case.te_weight.double().cpu().contiguous())
+    case = stencil_case(2, 3, (2, 3), 8, kernel_device, torch.float32)
+    dz, h = case.backward(), case.forward()
+    assert dz.shape == h.shape == (2 * 3 * 7, 16) and torch.isfinite(dz).all() and torch.isfinite(h).all()
+    in_bias, weight, bias = (t.double().cpu().contiguous() for t in case.te)
+    z_te = case.z[:, :8].double().cpu().view(6, 7, 8).requires_grad_()
+    h_te = reference.temporal_conv(z_te + in_bias, 3, weight, bias)
     h_te.backward(case.dh[:, :8].double().cpu().view(6, 7, 8))
+    assert rel_err(h[:, :8].cpu(), h_te.detach().reshape(-1, 8)) < FP32_TOL
     assert rel_err(dz[:, :8].cpu(), z_te.grad.reshape(-1, 8)) < FP32_TOL
 
 

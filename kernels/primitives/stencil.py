@@ -34,18 +34,21 @@ from ..runtime import cdiv, launch, next_power_of_2
 
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
-# Tiles [positions, channels], chosen with the static model (benchmarks/static/) at ViT-B/16, compiled with our
-# Triton (3.8) and the GPU image's (3.6), the same under both:
-# - forward: [16, 64] tiles, 8 warps (4 elements a thread), held to 80 registers (it wants 92) so that three programs
-#   (24 warps) fit an SM, no spills. The TD part keeps its nine depthwise taps in registers for the whole frame walk
-#   (loaded and unpacked once, not every frame: a program issues 17% fewer instructions a frame), which at
-#   4 warps took 159 registers.
-# - backward: [16, 64] tiles, 8 warps, eleven fp32 accumulators plus dX_{t+1}, held to 128 registers so that two
-#   programs fit an SM (3.8 needs 128 and does not spill; 3.6 wants 150, and spills 16 bytes at 128). Its taps are
-#   reloaded each frame: keeping them spills 48 bytes at 128, and at 80 registers every [16, 32] variant spills.
-#   4 warps spill, and [16, 32] tiles issue a third more instructions.
-BLOCK_N, MAX_BLOCK_C, FWD_WARPS, FWD_MAX_REGISTERS = 16, 64, 8, 80
-BWD_BLOCK_N, BWD_BLOCK_C, BWD_WARPS = 16, 64, 8
+# Tiles [positions, channels], chosen with the static model (benchmarks/static/) at ViT-B/16 compiled for sm_90 with
+# our Triton (3.8), with the parameters fp32 (training: the adapters' master weights) and bf16 (the op benchmark):
+# - forward: [16, 32] tiles, 4 warps (4 elements a thread), 96 registers: five programs (20 warps) an SM, and every
+#   frame's loads issue before their first use, one dependent memory round a frame (predicted 19.7 µs; the [16, 64]
+#   tiles at 8 warps and 80 registers before: 23.4, two rounds a frame). The TD part keeps its nine depthwise taps in
+#   registers for the whole frame walk (loaded and unpacked once, not every frame).
+# - backward: [16, 32] tiles, 8 warps (2 elements a thread): eleven fp32 accumulators, dX_{t+1} and the frame's
+#   eleven tiles fit 112 registers with no spills, so every frame's loads go out together — one round a frame,
+#   where the [16, 64] tiles at 128 registers made four (bf16 parameters) or seven (fp32: the taps' loads
+#   interleaved with their uses). Two programs an SM; predicted 43.1 µs with fp32 parameters and 44.6 with bf16,
+#   against 99.3 and 61.8 for [16, 64] (the H200 measured those at 84.9, bf16). Its taps are reloaded each frame
+#   (from cache, in the frame's one round). 4 warps at 128 registers spill; at 168 registers they predict 39.1 µs,
+#   above the 128-register budget (docs/DESIGN.md §2.3).
+BLOCK_N, MAX_BLOCK_C, FWD_WARPS, FWD_MAX_REGISTERS = 16, 32, 4, 128
+BWD_BLOCK_N, BWD_BLOCK_C, BWD_WARPS = 16, 32, 8
 BWD_MAX_REGISTERS = 128
 
 
