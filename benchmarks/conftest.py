@@ -51,7 +51,7 @@ def pytest_configure(config):
 def _priority(item) -> int:
     """0: the TED-Adapter target row (ViT-B/16, B=8, T=8, bf16, fwd+bwd) but compile-max; 1: evaluation replayed
     from a graph, the TED-Adapter's GEMMs against cuBLAS and the TMA candidate (tens of seconds: the target row has
-    autotuned ours), stencil_bwd's launch variants, then the train step; 2: evaluation's other providers, the text
+    autotuned ours), the stencils' launch variants, then the train step; 2: evaluation's other providers, the text
     adapter's and QuickGELU's rows at that shape, but compile-max; 3: compile-max of those three rows (minutes of
     autotuning: it must not crowd out the rest); 4: the target shape's other dtypes and passes; 5: block; 6: the
     rest of the grid."""
@@ -61,7 +61,7 @@ def _priority(item) -> int:
         return 1
     if name == "test_eval":  # the evaluation target row (the trainer's default: replayed) with the train step
         return 1 if params["provider"] == "fused+graph" else 2
-    if name == "test_stencil_bwd_variant":  # seconds: the backward stencil's launch variants, after the GEMMs'
+    if name == "test_stencil_variant":  # seconds: the stencils' launch variants, after the GEMMs'
         return 1
     if name == "test_block_fwdbwd":
         return 5

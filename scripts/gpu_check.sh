@@ -81,9 +81,9 @@ timeout "${BREAKDOWN_S:-60}" python3 scripts/gpu_profile.py breakdown ${card_jso
 # 3b. Nsight Compute on the fused target row's stencils and partial sums (speed of light, occupancy, launch stats).
 if command -v ncu >/dev/null; then
   # Three sections: with five, 50 s covered only three of the nine kernels (2026-11-26, two GEMMs and the old
-  # stencil_fwd; those are in benchmarks/results/NVIDIA_H100_80GB_HBM3.ncu.csv). Now only the kernels the static
-  # model has no Nsight reading of: the rewritten stencil_bwd and sum_partials (2026-12-04: stencil_fwd took the
-  # 45 s).
+  # stencil_fwd; those are in benchmarks/results/NVIDIA_H100_80GB_HBM3.ncu.csv). Now the backward stencil (its
+  # [16, 32] tiles are new, 2026-12-06, and the [16, 64] one never had a reading) and sum_partials (2026-12-04:
+  # stencil_fwd took the 45 s).
   timeout "${NCU_S:-45}" ncu --clock-control none --nvtx --nvtx-include "profile/" --kernel-name-base function \
     --kernel-name "regex:stencil_bwd|sum_partials" --section SpeedOfLight --section Occupancy \
     --section LaunchStats --csv --page details \

@@ -1,5 +1,7 @@
 """benchmarks/cases.py: the GPU op benchmarks' inputs, providers and passes, dry-run at a small width on the ``kernel_device``
 (on CPU the fused provider runs under the interpreter) so that a harness bug never costs GPU time."""
+import os
+
 import pytest
 import torch
 
@@ -177,3 +179,21 @@ def test_a_benchmark_run_continues_an_earlier_one(tmp_path):
                  "benchmarks/test_train_step.py::test_train_step[tiny-4-eager]", M2CLIP_BENCH_CONTINUE=str(path))
     assert [r["call"] for r in rows] == [1, 2] and rows[0] == first[0]
     assert rows[1]["test"].endswith("test_train_step[tiny-4-eager]") and rows[1]["suite"] == "train_step"
+
+
+def test_the_priority_rows_name_benchmarks_that_exist():
+    """A budgeted GPU run measures priority 0-1 first: the tests ``benchmarks/conftest.py`` puts there by name must
+    exist (a renamed test would silently drop to the last priority, past the budget)."""
+    import ast
+    import glob
+    import types
+
+    from benchmarks.conftest import _priority
+
+    here = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+    defined = {node.name for path in glob.glob(os.path.join(here, "test_*.py"))
+               for node in ast.walk(ast.parse(open(path).read())) if isinstance(node, ast.FunctionDef)}
+    for name in ("test_train_step", "test_ted_gemm", "test_stencil_variant", "test_eval"):
+        item = types.SimpleNamespace(originalname=name, name=name,
+                                     callspec=types.SimpleNamespace(params={"provider": "fused+graph"}))
+        assert name in defined and _priority(item) == 1, name
