@@ -35,7 +35,8 @@ from ..runtime import cdiv, launch, next_power_of_2
 TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
 # Tiles [positions, channels], chosen with the static model (benchmarks/static/) at ViT-B/16 compiled for sm_90 with
-# our Triton (3.8), with the parameters fp32 (training: the adapters' master weights) and bf16 (the op benchmark):
+# our Triton (3.8) and the GPU image's (3.6), with the parameters fp32 (training: the adapters' master weights) and
+# bf16 (the op benchmark); both Tritons compile them alike (3.6: the backward 120 / 116 registers, no spills):
 # - forward: [16, 32] tiles, 4 warps (4 elements a thread), 96 registers: five programs (20 warps) an SM, and every
 #   frame's loads issue before their first use, one dependent memory round a frame (predicted 19.7 µs; the [16, 64]
 #   tiles at 8 warps and 80 registers before: 23.4, two rounds a frame). The TD part keeps its nine depthwise taps in
