@@ -36,18 +36,19 @@ TE_TAPS, TD_TAPS = 3, 9
 _TE_TAPS, _TD_TAPS = tl.constexpr(TE_TAPS), tl.constexpr(TD_TAPS)  # the same, inside kernels
 # Tiles [positions, channels], chosen with the static model (benchmarks/static/) at ViT-B/16 compiled for sm_90 with
 # our Triton (3.8) and the GPU image's (3.6), with the parameters fp32 (training: the adapters' master weights) and
-# bf16 (the op benchmark); both Tritons compile them alike (3.6: the backward 120 / 116 registers, no spills):
+# bf16 (the op benchmark); both Tritons compile them alike (3.6: the backward 114 registers, no spills):
 # - forward: [16, 32] tiles, 4 warps (4 elements a thread), 96 registers: five programs (20 warps) an SM, and every
 #   frame's loads issue before their first use, one dependent memory round a frame (predicted 19.7 µs; the [16, 64]
 #   tiles at 8 warps and 80 registers before: 23.4, two rounds a frame). The TD part keeps its nine depthwise taps in
 #   registers for the whole frame walk (loaded and unpacked once, not every frame).
-# - backward: [16, 32] tiles, 8 warps (2 elements a thread): eleven fp32 accumulators, dX_{t+1} and the frame's
-#   eleven tiles fit 112 registers with no spills, so every frame's loads go out together — one round a frame,
-#   where the [16, 64] tiles at 128 registers made four (bf16 parameters) or seven (fp32: the taps' loads
-#   interleaved with their uses). Two programs an SM; predicted 43.1 µs with fp32 parameters and 44.6 with bf16,
-#   against 99.3 and 61.8 for [16, 64] (the H200 measured those at 84.9, bf16). Its taps are reloaded each frame
-#   (from cache, in the frame's one round). 4 warps at 128 registers spill; at 168 registers they predict 39.1 µs,
-#   above the 128-register budget (docs/DESIGN.md §2.3).
+# - backward: [16, 32] tiles, 8 warps (2 elements a thread): eleven fp32 accumulators, dX_{t+1}, the nine depthwise
+#   taps (loaded once, before the walk, like the forward's) and a frame's eleven tiles fit 107 registers with no
+#   spills, so every frame's loads go out together — one round a frame, where the [16, 64] tiles at 128 registers
+#   made four (bf16 parameters) or seven (fp32: the taps, reloaded each frame, interleaved with their uses). Two
+#   programs an SM; predicted 43.1 µs with fp32 or bf16 parameters, against 99.3 and 61.8 for [16, 64] (the H200
+#   measured that one at 84.9, bf16). 4 warps at 128 registers spill; at 168 (154 used) they predict 37.3 µs, and
+#   8 warps at 80 (three programs an SM, spilling 24 bytes the model does not charge) 29.1 — both measured beside
+#   it (benchmarks/test_stencils.py), the first over the 128-register budget (docs/DESIGN.md §2.3).
 BLOCK_N, MAX_BLOCK_C, FWD_WARPS, FWD_MAX_REGISTERS = 16, 32, 4, 128
 BWD_BLOCK_N, BWD_BLOCK_C, BWD_WARPS = 16, 32, 8
 BWD_MAX_REGISTERS = 128
@@ -300,6 +301,7 @@ def _stencil_bwd_kernel(
             is_patch, i, j = _patch(l, live, GW)
             in_bias = _vec(td_in_bias_ptr, cols, cmask)[None, :] * _rowf(is_patch)
             d_next = zero  # dX_{t+1}
+            w = _taps(td_w_ptr, td_wq, cols * td_wc, cmask, _TD_TAPS)
             for back in range(T):
                 t = T - 1 - back
                 moving = tl.where(t > 0, 1.0, 0.0)
@@ -312,7 +314,7 @@ def _stencil_bwd_kernel(
                     ok = _in_grid(is_patch, i, j, 1 - q // 3, 1 - q % 3, GH, GW)
                     shift = rows + t * L - (q // 3 - 1) * GW - (q % 3 - 1)
                     g = _tile(dh + C_TE, shift, stride_dh, cols, ok, cmask, EVEN_C)
-                    d_x += _vec(td_w_ptr + q * td_wq, cols * td_wc, cmask)[None, :] * g
+                    d_x += w[q] * g
                     a0, a1, a2, a3, a4, a5, a6, a7, a8 = _add_to_tap(q, x * g, a0, a1, a2, a3, a4, a5, a6, a7, a8)
                     if q == 4:
                         sum_dh += g
