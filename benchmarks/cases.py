@@ -55,11 +55,12 @@ def _branch(width, ca, kernel, dtype):
 
 
 def _ted_inputs(x, C, Ca, dtype):
-    """x and both branches, the fc weights of the two branches packed back to back as ``TEDAdapter`` does."""
-    from kernels.packing import pack_pairs
+    """x and both branches, the fc weights of the two branches packed as ``TEDAdapter`` packs them."""
+    from kernels import BranchWeights
+    from kernels.packing import pack_ted_adapter
 
     te, td = _branch(C, Ca, (3,), dtype), _branch(C, Ca, (3, 3), dtype)
-    pack_pairs([(te[0], td[0]), (te[4], td[4])])
+    pack_ted_adapter([BranchWeights(*te), BranchWeights(*td)])
     return [x, *te, *td]
 
 

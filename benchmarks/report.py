@@ -377,11 +377,13 @@ def candidates_table(ted: dict, candidates: Optional[dict]) -> list[str]:
         return []
     ours, cublas, per_gemm = candidates["ours_ted_us"], candidates["cublas_ted_us"], candidates["persistent_gemm_ted_us"]
     tiles = sorted({t for us in per_gemm.values() for t in us})
-    lines = ["", "The op's six GEMMs three ways, **predicted**: our Triton GEMM (fused epilogues, split-K weight gradients), "
-             f"cuBLAS (at the {CARDS['H100']['cublas_bf16'] / 1e12:.0f} TFLOP/s it reached on eager's GEMMs of these rows on the H100; "
-             "biases in an augmented K) and the persistent TMA candidate (`benchmarks/persistent_gemm.py`); "
+    lines = ["", "The op's six GEMMs three ways on the augmented K (the biases rows of the output GEMM's operand), "
+             "**predicted**: our Triton GEMM (the residual in its epilogue, split-K weight gradients), "
+             f"cuBLAS (at the {CARDS['H100']['cublas_bf16'] / 1e12:.0f} TFLOP/s it reached on eager's GEMMs of these rows on the H100) "
+             "and the persistent TMA candidate (`benchmarks/persistent_gemm.py`); "
              "`benchmarks/test_gemms.py` measures all three. The op runs its weight gradients (dW_out, dW_in) on "
-             f"**{candidates['weight_grad_library']}** (`kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY`), the rest on ours:",
+             f"**{candidates['weight_grad_library']}** (`kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY`) and the other four "
+             f"on **{candidates.get('gemm_library', 'triton')}** (`kernels.ops.ted_adapter.GEMM_LIBRARY`):",
              "", "| GEMM | ours µs | cuBLAS µs | " + " | ".join(f"persistent {t} µs" for t in tiles) + " |",
              "|---|---|---|" + "---|" * len(tiles)]
     for name, us in per_gemm.items():

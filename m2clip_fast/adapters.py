@@ -13,7 +13,7 @@ from torch import nn
 
 import kernels
 from kernels import reference
-from kernels.packing import pack_pairs, tap_major
+from kernels.packing import pack_ted_adapter, tap_major
 from kernels.reference import BranchWeights
 
 
@@ -50,6 +50,20 @@ class RunsOps:
     ops: AdapterOps
 
 
+class KeepsPacked:
+    """Mixed in before ``nn.Module`` by a module whose ``_pack`` lays its parameters out for the fused ops
+    (:mod:`kernels.packing`): packed again after ``.to()`` / ``.cuda()`` / ``.half()``, which give each parameter
+    its own storage."""
+
+    def _pack(self) -> None:
+        raise NotImplementedError
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._pack()
+        return self
+
+
 class ConvBottleneck(nn.Module):
     """``fc2(dwconv(fc1(x)))``: one TED-Adapter branch, or the global temporal adapter.
 
@@ -74,7 +88,7 @@ class ConvBottleneck(nn.Module):
         )
 
 
-class TEDAdapter(nn.Module, RunsOps):
+class TEDAdapter(KeepsPacked, nn.Module, RunsOps):
     """Temporal Enhancement + temporal Difference adapter (docs/DESIGN.md §1.1). Identity at init.
     ``branches``: both (the method) or one of ``"te"``, ``"td"`` (ablations); an absent branch has no
     parameters.
@@ -90,14 +104,9 @@ class TEDAdapter(nn.Module, RunsOps):
         self._pack()
 
     def _pack(self) -> None:
-        """fc1 and fc2 weights of the two branches back to back: the fused op reads them without a copy."""
-        if self.te is not None and self.td is not None:
-            pack_pairs([(self.te.fc1.weight, self.td.fc1.weight), (self.te.fc2.weight, self.td.fc2.weight)])
-
-    def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half() give each parameter its own storage
-        super()._apply(fn, recurse)
-        self._pack()
-        return self
+        """The two branches' fc1 weights back to back, and their fc2 weights and biases in the output GEMM's
+        augmented operand: the fused op reads both without a copy."""
+        pack_ted_adapter([b.weights() for b in (self.te, self.td) if b is not None])
 
     def forward(self, x: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
         te = None if self.te is None else self.te.weights()
@@ -105,7 +114,7 @@ class TEDAdapter(nn.Module, RunsOps):
         return self.ops.ted_adapter(x, num_frames, grid, te, td)
 
 
-class TemporalAdapter(ConvBottleneck, RunsOps):
+class TemporalAdapter(KeepsPacked, ConvBottleneck, RunsOps):
     """Global temporal adapter on frame embeddings: ``f + fc2(conv_T(fc1(f)))``. Identity at init.
 
     forward: f ``[B*T, D]`` -> ``[B*T, D]``.
@@ -114,6 +123,11 @@ class TemporalAdapter(ConvBottleneck, RunsOps):
     def __init__(self, dim: int, width: int, backend: str = "eager") -> None:
         super().__init__(dim, width, "temporal")
         self.ops = adapter_ops(backend)
+        self._pack()
+
+    def _pack(self) -> None:
+        """fc2's weight and bias in the output GEMM's augmented operand (see :class:`TEDAdapter`)."""
+        pack_ted_adapter([self.weights()])
 
     def forward(self, f: torch.Tensor, num_frames: int) -> torch.Tensor:
         return self.ops.temporal_adapter(f, num_frames, self.weights())

@@ -68,12 +68,14 @@ def test_an_unknown_train_step_provider_is_refused():
 
 
 def test_the_gemm_comparison_compares_like_with_like(kernel_device):
-    """benchmarks/test_gemms.py times each TED GEMM (benchmarks/gemm_cases.py) through our kernel, through cuBLAS-style mm/addmm with the
-    biases in an augmented K and through the persistent TMA candidate: at a small shape all give the same
-    results (the split-K slices summed; b2/b4 gradients from the augmented dW_out GEMM)."""
+    """benchmarks/test_gemms.py times each TED GEMM (benchmarks/gemm_cases.py) on the op's augmented K through our
+    kernel, through cuBLAS-style mm/addmm and through the persistent TMA candidate: at a small shape all give the
+    same results (the split-K slices summed), and the augmented K's GEMMs are the op's math — out with both biases,
+    dW_aug with dW2, dW4 and the b2/b4 gradients."""
     from benchmarks import gemm_cases as tg
 
-    o = tg.operands(R=2 * 3 * 7, C=24, Ca=12, tokens=7, device=kernel_device, dtype=torch.float32)
+    C, Ca, L = 24, 12, 7
+    o = tg.operands(R=2 * 3 * L, C=C, Ca=Ca, tokens=L, device=kernel_device, dtype=torch.float32)
     ours, theirs, persistent = tg.triton_gemms(o), tg.cublas_gemms(o), tg.persistent_gemms(o)
     assert set(theirs) == set(persistent) < set(ours) == set(tg.GEMMS)
     results = {name: fn() for name, fn in ours.items()}
@@ -82,13 +84,20 @@ def test_the_gemm_comparison_compares_like_with_like(kernel_device):
         torch.testing.assert_close(results[name], theirs[name](), rtol=1e-5, atol=1e-5, msg=name)
     for name, fn in persistent.items():  # the TMA candidate computes what cuBLAS does
         torch.testing.assert_close(fn(), theirs[name](), rtol=1e-5, atol=1e-5, msg=name)
-    d_w_aug = theirs["dW_out = doutᵀ·h"]()  # [C, 2Ca + AUX]
-    d_w_out = results["dW_out = doutᵀ·h"].reshape(-1, 2, 24, 12).sum(0)  # split-K slices -> the two blocks
-    torch.testing.assert_close(torch.cat([d_w_out[0], d_w_out[1]], dim=1), d_w_aug[:, :24], rtol=1e-5, atol=1e-5)
-    dout = o["dout"]
-    torch.testing.assert_close(d_w_aug[:, 24], dout.sum(0), rtol=1e-5, atol=1e-5)  # b2
-    torch.testing.assert_close(d_w_aug[:, 25], dout.view(-1, 7, 24)[:, 1:].sum((0, 1)), rtol=1e-5, atol=1e-5)  # b4
-    torch.testing.assert_close(results["dW_in = dzᵀ·x"].reshape(-1, 24, 24).sum(0), theirs["dW_in = dzᵀ·x"](), rtol=1e-5, atol=1e-5)
+    x, h, dout = o["x"], o["h"], o["dout"]
+    w2, w4 = o["w_out"]
+    gate = (torch.arange(x.shape[0], device=kernel_device) % L != 0).float()[:, None]  # patch rows
+    want_out = x + h[:, :Ca] @ w2.t() + h[:, Ca:] @ w4.t() + o["b2"] + gate * o["b4"]
+    torch.testing.assert_close(theirs["out: x + h·W_outᵀ + b2 + gated b4"](), want_out, rtol=1e-5, atol=1e-5)
+    d_w_aug = theirs["dW_out = doutᵀ·h"]()  # [2Ca + AUX, C]
+    torch.testing.assert_close(results["dW_out = doutᵀ·h"].reshape(-1, *d_w_aug.shape).sum(0), d_w_aug, rtol=1e-5,
+                               atol=1e-5)
+    torch.testing.assert_close(d_w_aug[:2 * Ca].t(), dout.t() @ h, rtol=1e-5, atol=1e-5)  # [dW2 | dW4]
+    torch.testing.assert_close(d_w_aug[2 * Ca], dout.sum(0), rtol=1e-5, atol=1e-5)  # b2
+    torch.testing.assert_close(d_w_aug[2 * Ca + 1], (gate * dout).sum(0), rtol=1e-5, atol=1e-5)  # b4
+    assert not d_w_aug[2 * Ca + 2:].any()
+    torch.testing.assert_close(results["dW_in = dzᵀ·x"].reshape(-1, C, C).sum(0), theirs["dW_in = dzᵀ·x"](),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_step_breakdown_charges_every_op_to_a_component():

@@ -182,3 +182,27 @@ def test_the_backend_is_not_saved_and_old_checkpoints_that_hold_it_still_load(ti
     assert m2.M2CLIPConfig.from_dict({**saved, "use_fused": True}) == tiny_cfg
     with pytest.raises(ValueError, match="backend must be one of eager, fused, got 'triton'"):
         m2.build_model(tiny_cfg, backend="triton")
+
+
+def test_adapters_keep_their_parameters_packed_where_the_fused_op_reads_them(kernel_device, tiny_cfg, masker):
+    """Every TED-Adapter and the temporal adapter store fc2 in the output GEMM's augmented operand (and the two fc1
+    weights back to back), also after ``.to()`` and a state-dict round trip; a fused backward then hands autograd
+    gradients in the parameters' own layout, so ``.grad`` is that tensor itself, no copy."""
+    from kernels.packing import _packed_output, adjacent
+    from m2clip_fast.adapters import TEDAdapter, TemporalAdapter
+
+    model = m2.build_model(tiny_cfg, backend="fused").to(kernel_device).double().float()
+    model.load_state_dict(m2.build_model(tiny_cfg).state_dict())
+    ted = [m for m in model.modules() if isinstance(m, TEDAdapter)]
+    temporal = [m for m in model.modules() if isinstance(m, TemporalAdapter)]
+    assert ted and temporal
+    for m in ted:
+        branches = [b for b in (m.te, m.td) if b is not None]
+        assert _packed_output([(b.fc2.weight, b.fc2.bias) for b in branches]) is not None
+        assert len(branches) < 2 or adjacent(m.te.fc1.weight, m.td.fc1.weight)
+    for m in temporal:
+        assert _packed_output([(m.fc2.weight, m.fc2.bias)]) is not None
+    randomize_adapters(model)
+    model.compute_losses(*_batch(masker, kernel_device))["total"].backward()
+    fc2 = ted[0].te.fc2.weight
+    assert fc2.grad is not None and fc2.grad.stride() == fc2.stride() == (1, fc2.shape[0])

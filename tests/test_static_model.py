@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The TED-Adapter fwd+bwd's library kernels in order: z; dW_out (batched over W_out's blocks), dW_in.
-LIBRARY_KERNELS = ["mm", "bmm", "mm"]
+LIBRARY_KERNELS = ["mm", "addmm", "mm", "mm", "addmm", "mm"]  # z, out, dh, dW_aug, dx, dW_in
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def report(tmp_path_factory) -> dict:
 # round a frame: 19.7 and 43.1 predicted. Both still miss their targets and their 2× memory floor (2.14), and with
 # the GEMMs (26-40 µs each, L2-bound at their tiles) the op is above 220 µs (270).
 KNOWN_MISSES = {"host time ≤ 1/3 of eager": 0.45, "stencil passes ≤ 2× memory floor": 2.2,
-                "stencil_fwd ≤ 16 µs": 20.5, "stencil_bwd ≤ 25 µs": 45.0, "TED-Adapter fwd+bwd ≤ 220 µs": 273.0}
+                "stencil_fwd ≤ 16 µs": 20.5, "stencil_bwd ≤ 25 µs": 45.0, "TED-Adapter fwd+bwd ≤ 220 µs": 266.0}
 WALL_CLOCK = ("host time ≤ 1/3 of eager",)  # budgets decided by timing this machine
 
 
@@ -65,18 +65,19 @@ def test_remembered_launches_pass_what_triton_passes(report):
     """kernels.launcher against Triton's own launch path, on a stand-in sm_90 driver: the same driver call for
     every launch of every fused op (fp32 and bf16)."""
     fast = report["host"]["fast_launches"]
-    # 34: every launch of four ops at two shapes (their library GEMMs are cuBLAS calls, not Triton launches)
-    assert fast["launches"] >= 34 and fast["differing"] == []
+    # 26: every launch of four ops at two shapes — TED-Adapter 3, text adapter 5, temporal adapter 3, QuickGELU 2
+    # (the library GEMMs are cuBLAS calls, not Triton launches)
+    assert fast["launches"] >= 26 and fast["differing"] == []
 
 
-def test_ted_adapter_is_ten_launches_and_nothing_else(report):
+def test_ted_adapter_is_nine_launches_and_nothing_else(report):
     ted = report["ops"][0]
     names = [k["name"] for k in ted["kernels"]]
-    # On cuBLAS: z (mm), dW_out (one batched GEMM for both branches' blocks), dW_in (mm); no zero-fill, cast, copy
-    # or reduction. Ours: the output GEMM, dh, dx (with the bias column sums in its epilogue).
-    assert report["candidates"]["weight_grad_library"] == report["candidates"]["z_gemm_library"] == "cublas"
+    # On cuBLAS, on the augmented K: z, the output GEMM (x its addend), dh, dW_aug (the bias gradients its rows), dx
+    # (dout its addend), dW_in; no zero-fill, cast, copy or reduction. Ours: the two stencils and the partial sums.
+    assert report["candidates"]["weight_grad_library"] == report["candidates"]["gemm_library"] == "cublas"
     assert ted["aten_kernels"] == LIBRARY_KERNELS, ted["aten_kernels"]
-    assert names.count("gemm") == 3 and names.count("sum_partials") == 1 and ted["device_kernels"] == 9
+    assert "gemm" not in names and names.count("sum_partials") == 1 and ted["device_kernels"] == 9
     assert names.count("stencil_fwd") == names.count("stencil_bwd") == 1
     assert ted["eager"]["device_kernels"] > 3 * ted["device_kernels"]
 
@@ -94,12 +95,13 @@ def test_bf16_gemms_use_hopper_tensor_cores_with_a_pipelined_main_loop(report):
 
 def test_tf32_gemms_round_their_operands_and_still_use_hopper_tensor_cores(report):
     """The TF32 variant's operand rounding (PTX inline asm, which the interpreter never sees) compiles for sm_90
-    and keeps the warpgroup MMA in our three GEMMs (the output, dh, dx); the rest are cuBLAS's (``torch.mm`` rounds
-    to TF32 under the same PyTorch setting that picks our precision)."""
+    and keeps the warpgroup MMA in our GEMMs with every epilogue the text adapter fuses; the TED-Adapter's GEMMs are
+    cuBLAS's (``torch.mm`` rounds to TF32 under the same PyTorch setting that picks our precision)."""
+    text = next(op for op in report["ops"] if op["op"] == "text_adapter fwd+bwd fp32 tf32")
+    gemms = [k for k in text["kernels"] if k["name"] == "gemm"]
+    assert len(gemms) == 4 and all(k["wgmma"] and k["tf32_rounding"] and k["spills"] == 0 for k in gemms)
     op = next(op for op in report["ops"] if op["op"] == "ted_adapter fwd+bwd fp32 tf32")
-    gemms = [k for k in op["kernels"] if k["name"] == "gemm"]
     assert op["aten_kernels"] == LIBRARY_KERNELS, op["aten_kernels"]
-    assert len(gemms) == 3 and all(k["wgmma"] and k["tf32_rounding"] and k["spills"] == 0 for k in gemms)
     ieee = next(op for op in report["ops"] if op["op"] == "ted_adapter fwd+bwd fp32")
     assert not any(k["tf32_rounding"] for k in ieee["kernels"] + report["ops"][0]["kernels"])
 
@@ -117,7 +119,7 @@ def test_every_kernel_is_compiled_and_predicted_and_precision_moves_the_predicti
     for op in report["ops"]:
         for k in op["kernels"]:
             assert k["predicted_us"] > 0 and k["sass_instructions"] > 0 and k["registers"] > 0, (op["op"], k)
-    total = {op["op"]: sum(k["predicted_us"] for k in op["kernels"]) for op in report["ops"]}
+    total = {op["op"]: op["predicted_us"] for op in report["ops"]}  # the library GEMMs' too
     assert total["ted_adapter fwd+bwd fp32"] > total["ted_adapter fwd+bwd fp32 tf32"] > total["ted_adapter fwd+bwd"]
 
 

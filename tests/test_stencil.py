@@ -54,3 +54,33 @@ def test_tap_major_depthwise_weights_give_the_same_values_and_gradients(kernel_d
         results.append((out.detach(), leaves[2].grad))
     assert rel_err(results[1][0].cpu(), results[0][0].cpu()) < FP32_TOL
     assert rel_err(results[1][1].cpu(), results[0][1].cpu()) < FP32_TOL
+
+
+@pytest.mark.parametrize("parts", ["both", "te", "td"])
+def test_stencil_writes_the_augmented_k_columns(kernel_device, parts):
+    """Past the channels, h holds the output GEMM's augmented K (kernels.packing.AUX_COLUMNS): 1 for the TE
+    part's bias, the patch gate [l ≠ 0] for the TD part's, zeros after — on every row of every frame, and the
+    channels are what they are without the extra columns."""
+    from kernels.packing import AUX_COLUMNS
+    from kernels.primitives.stencil import StencilPart, stencil_forward
+
+    g = torch.Generator().manual_seed(7)
+    c_te, c_td = (3 if parts != "td" else 0), (4 if parts != "te" else 0)
+    L, frames = 1 + GRID[0] * GRID[1], 3
+    z = torch.randn(2 * frames * L, c_te + c_td, generator=g).to(kernel_device)
+
+    def part(c, taps):
+        return StencilPart(*(torch.randn(*s, generator=g).to(kernel_device) for s in ((c,), (c, 1, *taps), (c,))))
+
+    te = part(c_te, (3,)) if c_te else StencilPart(None, None)
+    td = part(c_td, (3, 3)) if c_td else StencilPart(None, None)
+    h = stencil_forward(z, frames, L, GRID, c_te, te, td, AUX_COLUMNS)
+    assert h.shape == (z.shape[0], c_te + c_td + AUX_COLUMNS)
+    torch.testing.assert_close(h[:, :c_te + c_td], stencil_forward(z, frames, L, GRID, c_te, te, td))
+    gate = (torch.arange(z.shape[0], device=kernel_device) % L != 0).to(h.dtype)
+    want = torch.zeros(z.shape[0], AUX_COLUMNS, device=kernel_device)
+    columns = ([torch.ones_like(gate)] if c_te else []) + ([gate] if c_td else [])
+    want[:, :len(columns)] = torch.stack(columns, dim=1)
+    assert torch.equal(h[:, c_te + c_td:], want)
+    with pytest.raises(ValueError, match="aux_columns must be 0, or 1 to 16"):
+        stencil_forward(z, frames, L, GRID, c_te, te, td, 17)

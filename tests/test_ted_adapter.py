@@ -13,7 +13,7 @@ from .parity import (FP32_TOL, GPU_PRECISIONS, TF32_TOL, assert_matches_referenc
                      tf32_matmuls)
 from kernels import runtime as kutils
 from kernels.ops import ted_adapter as ted_ops
-from kernels.packing import pack_pairs, tap_major
+from kernels.packing import pack_ted_adapter, tap_major
 from kernels.primitives import gemm as gemm_ops
 
 from .conftest import RecordOps
@@ -42,10 +42,10 @@ def test_ted_adapter_matches_reference(kernel_device, T, grid, C, Ca):
 
 @pytest.mark.parametrize("te_only", [False, True])
 def test_ted_adapter_with_every_gemm_ours(kernel_device, monkeypatch, te_only):
-    """z and the weight gradients (split-K) through our GEMM instead of the library (ted_adapter.Z_GEMM_LIBRARY,
-    gemm.WEIGHT_GRAD_LIBRARY)."""
+    """Every GEMM through ours instead of the library (ted_adapter.GEMM_LIBRARY; gemm.WEIGHT_GRAD_LIBRARY: the
+    weight gradients split-K)."""
     monkeypatch.setattr(gemm_ops, "WEIGHT_GRAD_LIBRARY", "triton")
-    monkeypatch.setattr(ted_ops, "Z_GEMM_LIBRARY", "triton")
+    monkeypatch.setattr(ted_ops, "GEMM_LIBRARY", "triton")
     T, grid, C, Ca = 3, (3, 4), 24, 20
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2 * T, 1 + grid[0] * grid[1], C, generator=g).to(kernel_device)
@@ -105,10 +105,10 @@ def test_kernels_actually_ran(kernel_device):
     out.sum().backward()
     ran = {k: kernels.launch_counts[k] - before.get(k, 0) for k in kernels.launch_counts}
     # One stencil launch covers TE and TD; every small gradient comes out of one sum_partials launch.
-    # z and the weight gradients go to the library (ted_adapter.Z_GEMM_LIBRARY, gemm.WEIGHT_GRAD_LIBRARY): our GEMM
-    # runs the output projection, dh and dx.
-    ours = 3 + (ted_ops.Z_GEMM_LIBRARY == "triton") + 2 * (gemm_ops.WEIGHT_GRAD_LIBRARY == "triton")
-    assert {k: n for k, n in ran.items() if n} == {"gemm": ours, "stencil_fwd": 1, "stencil_bwd": 1, "sum_partials": 1}
+    # Every GEMM goes to the library (ted_adapter.GEMM_LIBRARY, gemm.WEIGHT_GRAD_LIBRARY) unless switched to ours.
+    ours = 4 * (ted_ops.GEMM_LIBRARY == "triton") + 2 * (gemm_ops.WEIGHT_GRAD_LIBRARY == "triton")
+    expected = {"gemm": ours, "stencil_fwd": 1, "stencil_bwd": 1, "sum_partials": 1}
+    assert {k: n for k, n in ran.items() if n} == {k: n for k, n in expected.items() if n}
 
 
 def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
@@ -180,14 +180,15 @@ def test_cuda_backward_is_deterministic():
 
 
 def test_packed_parameters_are_read_in_place_and_give_the_same_gradients(kernel_device):
-    """As TEDAdapter stores them: fc weights of both branches back to back, depthwise weights tap-major.
-    Values and every gradient match the same parameters stored plainly, and each gradient has its
-    parameter's layout."""
+    """As TEDAdapter stores them: fc1 weights of both branches back to back, fc2 weights and biases in the output
+    GEMM's augmented operand, depthwise weights tap-major. Values and every gradient match the same parameters
+    stored plainly, and each gradient has its parameter's layout."""
     g = torch.Generator().manual_seed(5)
     x = torch.randn(6, 1 + 6, 24, generator=g).to(kernel_device)
     plain = [*branch(24, 12, (3,), g, kernel_device), *branch(24, 12, (3, 3), g, kernel_device)]
     packed = [(tap_major(t) if t.dim() > 2 else t.clone()).requires_grad_() for t in plain]
-    pack_pairs([(packed[0], packed[6]), (packed[4], packed[10])])
+    pack_ted_adapter([BranchWeights(*packed[:6]), BranchWeights(*packed[6:])])
+    assert packed[4].stride() == (1, 24) and packed[11].data_ptr() == packed[4].data_ptr() + (2 * 12 + 1) * 24 * 4
     plain = [t.clone().requires_grad_() for t in plain]
     results = []
     for params in (plain, packed):
@@ -197,6 +198,27 @@ def test_packed_parameters_are_read_in_place_and_give_the_same_gradients(kernel_
     assert rel_err(results[1][0].cpu(), results[0][0].cpu()) < FP32_TOL
     for p, a, b in zip(packed, results[1][1], results[0][1]):
         assert a.stride() == p.stride() and rel_err(a.cpu(), b.cpu()) < FP32_TOL
+
+
+def test_the_output_operand_is_the_packed_buffer_until_a_parameter_moves():
+    """kernels.packing.output_operand reads [W2ᵀ; W4ᵀ; b2; b4; 0…] in place from parameters pack_ted_adapter laid
+    out, casts it whole under another dtype, and assembles the same values from parameters stored any other way."""
+    from kernels.packing import AUX_COLUMNS, output_operand
+
+    g = torch.Generator().manual_seed(2)
+    te, td = BranchWeights(*branch(8, 4, (3,), g)), BranchWeights(*branch(8, 4, (3, 3), g))
+    fc2 = [(te.fc2_weight, te.fc2_bias), (td.fc2_weight, td.fc2_bias)]
+    assembled = output_operand(fc2, torch.float32)
+    want = torch.cat([te.fc2_weight.t(), td.fc2_weight.t(), te.fc2_bias[None], td.fc2_bias[None],
+                      torch.zeros(AUX_COLUMNS - 2, 8)])
+    assert torch.equal(assembled, want)
+    pack_ted_adapter([te, td])
+    packed = output_operand(fc2, torch.float32)
+    assert packed.data_ptr() == te.fc2_weight.data_ptr() and torch.equal(packed, want)  # a view: no copy
+    assert torch.equal(output_operand(fc2, torch.bfloat16), want.bfloat16())
+    td.fc2_bias.data = td.fc2_bias.data.clone()  # no longer in the buffer: assembled again
+    again = output_operand(fc2, torch.float32)
+    assert again.data_ptr() != packed.data_ptr() and torch.equal(again, want)
 
 
 @pytest.mark.parametrize("branches", ["te", "td"])
@@ -219,8 +241,8 @@ def test_one_branch_ablations_match_reference(kernel_device, branches):
 
 @pytest.mark.parametrize("branches", ["both", "te"])
 def test_frozen_input_skips_the_dx_gemm(kernel_device, branches):
-    """The first block's TED input comes from the frozen stem: no dx GEMM in the backward, and every parameter
-    gradient (b2/b4 summed from one pass over dout into per-token partials) as the reference's."""
+    """The first block's TED input comes from the frozen stem: no dx GEMM in the backward (three GEMMs: dh, dW_aug,
+    dW_in), no pass over dout for b2/b4 (they come out of dW_aug), and every parameter gradient as the reference's."""
     g = torch.Generator().manual_seed(3)
     T, grid, C, Ca = 2, (2, 3), 24, 12
     x = torch.randn(2 * T, 1 + 6, C, generator=g).to(kernel_device)  # requires no grad
@@ -239,7 +261,6 @@ def test_frozen_input_skips_the_dx_gemm(kernel_device, branches):
     ref = [p.detach().double().cpu().requires_grad_() for p in params]
     backward_gemms, ops, got = grads(kernels, fused, x)
     *_, want = grads(reference, ref, x.double().cpu())
-    assert backward_gemms == (3 if gemm_ops.WEIGHT_GRAD_LIBRARY == "triton" else 1)  # dh (+ dW_out, dW_in): no dx
-    assert ops.count("sum") == 1 and "addmm" not in ops  # the pass over dout; no library dx either
+    assert backward_gemms + ops.count("mm") == 3 and "addmm" not in ops and "sum" not in ops, (backward_gemms, ops)
     for i, (a, b) in enumerate(zip(got, want)):
         assert rel_err(a.cpu(), b) < FP32_TOL, f"grad of parameter {i}"

@@ -94,18 +94,29 @@ def analyse_op(name: str, make: Callable, s: Shape) -> dict:
     )
 
 
+EARLIER_PLANS = os.path.join(os.path.dirname(__file__), "..", "results", "ted-earlier-plans-sm90.json")
+
+
+def earlier_plans() -> list[dict]:
+    """The TED-Adapter's plans that GPU profiles ran and today's code no longer has, as this model analysed them
+    then (:data:`EARLIER_PLANS`: each with ``op``, ``kernels``, ``aten_kernels``, ``predicted_by_card``)."""
+    with open(EARLIER_PLANS) as f:
+        return json.load(f)["plans"]
+
+
 def _candidates() -> dict:
     """The TED-Adapter's six GEMMs three ways, predicted: ours (the op traced with every GEMM on our Triton GEMM,
     its kernels kept whole), cuBLAS, and the persistent TMA candidate (its compiled variants too); and which library
-    the op's weight gradients and z run on now."""
+    the op's GEMMs run on now."""
     from kernels.ops import ted_adapter
     from kernels.primitives import gemm
 
-    def plan(weight_grads: str, z: str) -> dict:
+    def plan(weight_grads: str, others: str) -> dict:
         """The op analysed with its GEMMs on these libraries: its kernels, library kernels, predicted µs by card."""
         with mock.patch.object(gemm, "WEIGHT_GRAD_LIBRARY", weight_grads), \
-                mock.patch.object(ted_adapter, "Z_GEMM_LIBRARY", z):
-            op = analyse_op(f"ted_adapter fwd+bwd, weight gradients {weight_grads}, z {z}", ted_fwd_bwd, VIT_B16)
+                mock.patch.object(ted_adapter, "GEMM_LIBRARY", others):
+            op = analyse_op(f"ted_adapter fwd+bwd, weight gradients {weight_grads}, other GEMMs {others}", ted_fwd_bwd,
+                            VIT_B16)
         return {k: op[k] for k in ("op", "kernels", "aten_kernels", "predicted_by_card")}
 
     all_ours = plan("triton", "triton")
@@ -114,16 +125,17 @@ def _candidates() -> dict:
     shapes = ted_gemm_shapes(VIT_B16.R, VIT_B16.C, VIT_B16.Ca)
     return dict(persistent_gemm=variants, persistent_gemm_ted_us=predict_persistent(shapes, variants, H100),
                 ours_ted_us=dict(zip(shapes, ours)), cublas_ted_us=predict_library(shapes, H100),
-                # the op as the cards profiled it, what their calibration replays: the H100 every GEMM ours, the
-                # H200 (2026-12-04) the weight gradients on cuBLAS
-                ted_earlier_plans=[all_ours, plan("cublas", "triton")],
-                weight_grad_library=gemm.WEIGHT_GRAD_LIBRARY, z_gemm_library=ted_adapter.Z_GEMM_LIBRARY)
+                # the op as the cards profiled it, what their calibration replays: the H100 every GEMM ours, the H200
+                # (2026-12-04) the weight gradients on cuBLAS — both before the augmented K, analysed when that code was
+                # the op's (EARLIER_PLANS)
+                ted_earlier_plans=earlier_plans(),
+                weight_grad_library=gemm.WEIGHT_GRAD_LIBRARY, gemm_library=ted_adapter.GEMM_LIBRARY)
 
 
 def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
     """Every op at the benchmark shape in bf16 (the TED-Adapter first: the budgets are about it), plus the
-    TED-Adapter in fp32 (IEEE and TF32) so that every kernel variant a launcher can pick is compiled and held to the
-    register and spill budgets."""
+    TED-Adapter in fp32 (IEEE and TF32) and the text adapter under TF32 (our GEMM's operand rounding) so that every
+    kernel variant a launcher can pick is compiled."""
     torch.manual_seed(0)
     ted = analyse_op("ted_adapter fwd+bwd", ted_fwd_bwd, VIT_B16)
     ted["ideal_bytes"] = ideal_ted_bytes(VIT_B16)
@@ -134,6 +146,7 @@ def run(out_path: Optional[str] = None, host_repeats: int = 30) -> dict:
         ("add_layer_norm fwd+bwd (one vision ln_1)", add_layer_norm_fwd_bwd, VIT_B16),
         ("ted_adapter fwd+bwd fp32", ted_fwd_bwd, Shape(dtype=torch.float32)),
         ("ted_adapter fwd+bwd fp32 tf32", ted_fwd_bwd, Shape(dtype=torch.float32, tf32=True)),
+        ("text_adapter fwd+bwd fp32 tf32", text_fwd_bwd, Shape(dtype=torch.float32, tf32=True)),
     )]
     host = host_fused_vs_eager(repeats=host_repeats)
     report = dict(

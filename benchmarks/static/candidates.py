@@ -9,13 +9,15 @@ from triton.compiler import ASTSource
 from triton.runtime.jit import mangle_type
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from kernels.packing import AUX_COLUMNS
+
 from ..gemm_cases import GEMMS
 from ..persistent_gemm import TILES, _persistent_gemm_kernel, fitted, split_for
 from ..time_model import timing
 from .compile import TARGET, _compile
 
-# (A stored transposed, B stored transposed, split-K): the layouts of the TED-Adapter's GEMMs — x·W_inᵀ (B_T),
-# dout·W_out and dz·W_in (neither), doutᵀ·h and dzᵀ·x (A_T, split along K)
+# (A stored transposed, B stored transposed, split-K): the layouts of the TED-Adapter's GEMMs — x·W_inᵀ and
+# dout·W_aug[:2Ca]ᵀ (B_T), h·W_aug and dz·W_in (neither), hᵀ·dout and dzᵀ·x (A_T, split along K)
 LAYOUTS = ((False, True, False), (False, False, False), (True, False, True))
 
 
@@ -46,13 +48,13 @@ def persistent_gemm_variants(sms: int = 132) -> list[dict]:
     return rows
 
 
-def ted_gemm_shapes(R: int, C: int, Ca: int, aux: int = 8) -> dict[str, tuple[int, int, int, bool, tuple[bool, bool]]]:
+def ted_gemm_shapes(R: int, C: int, Ca: int, aux: int = AUX_COLUMNS) -> dict[str, tuple[int, int, int, bool, tuple[bool, bool]]]:
     """The TED-Adapter's GEMMs as the candidate would run them (biases in an augmented K of ``aux`` columns):
     name -> (M, N, K, residual, (A stored transposed, B stored transposed))."""
     w = 2 * Ca
-    shapes = [(R, w, C, False, (False, True)), (R, C, w + aux, True, (False, True)), (R, w, C, False, (False, False)),
+    shapes = [(R, w, C, False, (False, True)), (R, C, w + aux, True, (False, False)), (R, w, C, False, (False, True)),
               (C, w + aux, R, False, (True, False)), (R, C, w, True, (False, False)), (w, C, R, False, (True, False))]
-    return dict(zip(GEMMS, shapes))  # in, out, dh, dW_out, dx, dW_in: the op's launch order
+    return dict(zip(GEMMS, shapes))  # in, out, dh, dW_aug (as its transpose, doutᵀ·h), dx, dW_in: the op's order
 
 
 def predict_persistent(shapes: dict, variants: list[dict], card: dict, element_size: int = 2) -> dict[str, dict]:

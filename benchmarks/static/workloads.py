@@ -2,8 +2,9 @@
 or ``kernels.reference``), and the plan's HBM bytes."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -31,16 +32,27 @@ VIT_B16 = Shape()
 TINY = Shape(B=1, T=2, grid=(2, 2), C=16, Ca=8, dtype=torch.float32)
 
 
+@contextlib.contextmanager
+def _matmul_precision(s: Shape) -> Iterator[None]:
+    """PyTorch's fp32 matmuls on TF32 or not, as ``s`` says, for the duration (the fused GEMMs follow it)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = s.tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def _ted_inputs(s: Shape):
     from kernels import BranchWeights
-    from kernels.packing import pack_pairs, tap_major
+    from kernels.packing import pack_ted_adapter, tap_major
 
     def branch(kernel):  # laid out as TEDAdapter stores them: depthwise weights tap-major, fc weights packed
         return [torch.randn(s.Ca, s.C), torch.zeros(s.Ca), tap_major(torch.randn(s.Ca, 1, *kernel)), torch.zeros(s.Ca),
                 torch.randn(s.C, s.Ca), torch.zeros(s.C)]
 
     te, td = (BranchWeights(*(t.to(s.dtype).requires_grad_() for t in branch(k))) for k in ((3,), (3, 3)))
-    pack_pairs([(te.fc1_weight, td.fc1_weight), (te.fc2_weight, td.fc2_weight)])
+    pack_ted_adapter([te, td])
     x = torch.randn(s.B * s.T, s.L, s.C, dtype=s.dtype, requires_grad=True)
     return x, te, td
 
@@ -51,12 +63,8 @@ def ted_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
     grad = torch.randn(x.shape, dtype=s.dtype)
 
     def run():
-        tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = s.tf32
-        try:
+        with _matmul_precision(s):
             impl.ted_adapter(x, s.T, s.grid, te, td).backward(grad)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = tf32
         for t in (x, *te, *td):
             t.grad = None
     return run
@@ -65,12 +73,13 @@ def ted_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
 def temporal_adapter_fwd_bwd(impl, s: Shape) -> Callable[[], None]:
     """The global temporal adapter on ``[B*T, D]`` frame embeddings (D = 512, bottleneck 256)."""
     from kernels import BranchWeights
-    from kernels.packing import tap_major
+    from kernels.packing import pack_ted_adapter, tap_major
 
     d = 512
     w = BranchWeights(*(t.to(s.dtype).requires_grad_() for t in (
         torch.randn(d // 2, d), torch.zeros(d // 2), tap_major(torch.randn(d // 2, 1, 3)), torch.zeros(d // 2),
         torch.randn(d, d // 2), torch.zeros(d))))
+    pack_ted_adapter([w])  # as TemporalAdapter stores it
     f = torch.randn(s.B * s.T, d, dtype=s.dtype, requires_grad=True)
     grad = torch.randn(f.shape, dtype=s.dtype)
 
@@ -111,7 +120,8 @@ def text_fwd_bwd(impl, s: Shape, prompts: int = 400, tokens: int = 24, width: in
     grad = torch.randn(x.shape, dtype=s.dtype)
 
     def run():
-        impl.text_adapter(x, *w).backward(grad)
+        with _matmul_precision(s):
+            impl.text_adapter(x, *w).backward(grad)
         for t in (x, *w):
             t.grad = None
     return run
@@ -120,7 +130,7 @@ def text_fwd_bwd(impl, s: Shape, prompts: int = 400, tokens: int = 24, width: in
 def ideal_ted_bytes(s: Shape) -> int:
     """The plan: every kernel of the fused TED-Adapter (docs/DESIGN.md §2.1) reads its activations once and writes its
     outputs once; weights read, and their gradients written, once per pass.
-    fwd: x→z; z→h; h,x→out.  bwd: dout→dh; dout,h→dW_out; dh,z→dz; dz,dout→dx; dz,x→dW_in."""
+    fwd: x→z; z→h; h,x→out.  bwd: dout→dh; dout,h→dW_aug; dh,z→dz; dz,dout→dx; dz,x→dW_in."""
     e = torch.empty(0, dtype=s.dtype).element_size()
     x, z = s.R * s.C * e, s.R * 2 * s.Ca * e  # [R, C] and [R, 2Ca] activations
     activations = (x + z) + 2 * z + (z + 2 * x) + (x + z) + (x + z) + 3 * z + (z + 2 * x) + (z + x)

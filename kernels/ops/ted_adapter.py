@@ -1,18 +1,22 @@
 """The fused TED-Adapter: GEMM-in, one stencil kernel, GEMM-out — and a backward of six launches.
 
-Forward, with ``R = B*T*L`` token rows, ``W_in = [W1; W3]`` ``[2Ca, C]`` and ``W_out = [W2, W4]``
-``[C, 2Ca]`` (read in place from the parameters when they are packed, see :func:`pack_branches`):
-    z   = x · W_inᵀ                                              [R, 2Ca]   GEMM (cuBLAS, or ours), x read once
-    h   = [conv_T(z₁ + b1) + bt,  conv_3x3(Δ_t z₃ + b3) + bs]     [R, 2Ca]   stencil (CLS row of h₃ = 0)
-    out = x + h · W_outᵀ + b2 + [row ≠ CLS]·b4                   [R, C]     GEMM; biases, residual in the epilogue
+Forward, with ``R = B*T*L`` token rows, ``W_in = [W1; W3]`` ``[2Ca, C]`` and the output GEMM's augmented operand
+``W_aug = [W2ᵀ; W4ᵀ; b2; b4; 0…]`` ``[2Ca + AUX, C]`` (both read in place from the parameters when they are
+packed, see :func:`kernels.packing.pack_pairs` and :func:`kernels.packing.pack_output`):
+    z   = x · W_inᵀ                                              [R, 2Ca]         GEMM
+    h   = [conv_T(z₁ + b1) + bt,  conv_3x3(Δ_t z₃ + b3) + bs,    [R, 2Ca + AUX]   stencil (CLS row of h₃ = 0)
+           1,  [row ≠ CLS],  0…]                                                  and the augmented K's columns
+    out = x + h · W_aug          (= x + h₁·W2ᵀ + h₃·W4ᵀ + b2 + [row ≠ CLS]·b4)      [R, C]    GEMM, x its addend
 Backward (``z`` and ``h`` saved):
-    dh = dout · W_out                                            GEMM
-    dW_out = doutᵀ · h                                           weight-gradient GEMM (cuBLAS, or ours split-K), as [W2 | W4]
+    dh = dout · W_aug[:2Ca]ᵀ                                     GEMM
+    dW_aug = hᵀ · dout                                           weight-gradient GEMM: [dW2ᵀ; dW4ᵀ; db2; db4; 0…]
     dz, depthwise kernel/bias and b1/b3 partial sums             stencil backward
-    dx = dout + dz · W_in; column sums of dout → b2, b4          GEMM; residual and bias partials in the epilogue
+    dx = dout + dz · W_in                                        GEMM (skipped when x needs no gradient)
     dW_in = dzᵀ · x                                              weight-gradient GEMM (kernels.primitives.gemm.weight_grad)
-    every partial summed in a fixed order, in the parameters' dtype      one launch (:mod:`kernels.primitives.reduce`)
-Without the TD branch this is the TE path alone — on ``[B*T, 1, D]`` the global temporal adapter.
+    the stencil's partials (and split-K slices) summed in a fixed order, in the parameters' dtype   one launch
+With the biases in the augmented K no GEMM needs an epilogue of ours, and their gradients come out of dW_aug:
+every GEMM is cuBLAS's where it can be (:data:`GEMM_LIBRARY`). Without the TD branch this is the TE path alone —
+on ``[B*T, 1, D]`` the global temporal adapter.
 
 Eager calls run the launchers straight from an ``autograd.Function``; under ``torch.compile`` the same
 functions run as two ``torch.library`` custom ops (:func:`kernels.runtime.compilable`), so graphs stay whole.
@@ -26,8 +30,8 @@ import torch
 from .. import reference
 from ..checks import check, check_tensors
 from ..dtypes import compute_dtype
-from ..packing import adjacent, as_rows, dense_taps
-from ..primitives.gemm import Blocks, colsum_rows, gemm, weight_grad, weight_grad_slices
+from ..packing import AUX_COLUMNS, adjacent, as_rows, dense_taps, output_operand
+from ..primitives.gemm import gemm, weight_grad, weight_grad_slices
 from ..primitives.reduce import Partials
 from ..primitives.stencil import (TD_TAPS, TE_TAPS, StencilPart, partial_width, stencil_backward,
                                   stencil_forward, stencil_programs)
@@ -35,14 +39,23 @@ from ..reference import BranchWeights
 from ..runtime import can_run_triton, compilable
 
 
-# Which library runs the forward GEMM z = x·W_inᵀ: each GEMM where it was measured fastest (issue 23). "cublas"
-# (torch.mm): on the H200 (2026-12-04, benchmarks/test_gemms.py, replayed from CUDA graphs at ViT-B/16 B=8 T=8) it
-# ran z in 25.4 µs against our 33.3; nothing is fused into z to lose. "triton": ours. The rest stay ours for now
-# (docs/DESIGN.md §2.1): the output GEMM and dh (cuBLAS 9 and 5.6 µs faster, but only with a copy each), and dx,
-# whose epilogue sums dout's columns for b2/b4 (cuBLAS's addmm ran 36.8 µs against our 64.2, but the sums would
-# then cost a pass over dout of their own, 0.93 GB a vit-b16-k400 B=32 step: over issue 21's 100 GB budget).
-# The weight gradients go by kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY.
-Z_GEMM_LIBRARY = "cublas"
+# Which library runs the four GEMMs that are not weight gradients (z, out, dh, dx): each GEMM where it was measured
+# fastest (issue 23). "cublas" (torch.mm / addmm, the residual as addmm's addend): on the H200 (2026-12-04,
+# benchmarks/test_gemms.py, replayed from CUDA graphs at ViT-B/16 B=8 T=8) cuBLAS ran every one faster than ours —
+# z 25.4 µs against 33.3, the output GEMM with the augmented K 42.7 against our fused-epilogue 52.0, dh 27.1 against
+# 32.7, dx 36.8 against 64.2 with its column-sum epilogue. cuBLAS takes operands and result of one dtype: where they
+# differ (autocast with an fp32 residual stream) ours runs. "triton": ours always. The weight gradients go by
+# kernels.primitives.gemm.WEIGHT_GRAD_LIBRARY.
+GEMM_LIBRARY = "cublas"
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype,
+            residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``a [M, K] · b [K, N] (+ residual [M, N])`` in ``out_dtype``, multiplied in b's dtype (the compute dtype):
+    by cuBLAS where :data:`GEMM_LIBRARY` says so and one dtype serves all, else by our GEMM."""
+    if GEMM_LIBRARY == "cublas" and a.dtype == b.dtype == out_dtype and (residual is None or residual.dtype == out_dtype):
+        return torch.mm(a, b) if residual is None else torch.addmm(residual, a, b)
+    return gemm(a, b, residual=residual, out_dtype=out_dtype, dot=b.dtype)
 
 
 def _stacked(first: Optional[torch.Tensor], second: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -57,10 +70,10 @@ def _stacked(first: Optional[torch.Tensor], second: Optional[torch.Tensor], dtyp
 
 def _grad_layout(width: int, c_te: int, c_td: int) -> list[tuple[int, ...]]:
     """Shapes of the flat gradient buffer's pieces, in the order the backward writes them: W1, W3 (the rows
-    of W_in), W2, W4 (the blocks of W_out), TE (kernel, bias, in-bias), TD (kernel, bias, in-bias), b2, b4.
-    An absent branch's pieces are empty."""
-    return [(c_te, width), (c_td, width), (width, c_te), (width, c_td), (c_te, 1, TE_TAPS), (c_te,), (c_te,),
-            (c_td, 1, 3, 3), (c_td,), (c_td,), (width,), (width if c_td else 0,)]
+    of W_in), W_aug's ``[dW2ᵀ; dW4ᵀ; db2; db4; 0…]``, TE (kernel, bias, in-bias), TD (kernel, bias, in-bias). An
+    absent branch's pieces are empty."""
+    return [(c_te, width), (c_td, width), (c_te + c_td + AUX_COLUMNS, width), (c_te, 1, TE_TAPS), (c_te,), (c_te,),
+            (c_td, 1, 3, 3), (c_td,), (c_td,)]
 
 
 def _te_width(te: StencilPart) -> int:
@@ -70,31 +83,26 @@ def _te_width(te: StencilPart) -> int:
 
 def _forward_fake(x, w_in, *args):
     inner = x.new_empty(x.shape[0], w_in.shape[0], dtype=w_in.dtype)
-    return torch.empty_like(x), inner, torch.empty_like(inner)
+    return torch.empty_like(x), inner, x.new_empty(x.shape[0], w_in.shape[0] + AUX_COLUMNS, dtype=w_in.dtype)
 
 
 @compilable("ted_forward", _forward_fake)
 def _forward(
-    x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, te_in: Optional[torch.Tensor],
+    x: torch.Tensor, w_in: torch.Tensor, w_aug: torch.Tensor, te_in: Optional[torch.Tensor],
     te_w: Optional[torch.Tensor], te_b: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
-    td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor], b2: Optional[torch.Tensor],
-    b4: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int,
+    td_w: Optional[torch.Tensor], td_b: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int,
+    grid_w: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x ``[R, C]``, w_in ``[2Ca, C]``, w_out ``[2, C, Ca]``; each stencil part's in-bias, depthwise weight and
-    bias (None for an absent branch) -> out ``[R, C]``, z, h ``[R, 2Ca]`` (``Ca`` and one block when a branch is
-    absent)."""
+    """x ``[R, C]``, w_in ``[2Ca, C]``, w_aug ``[2Ca + AUX, C]``; each stencil part's in-bias, depthwise weight and
+    bias (None for an absent branch) -> out ``[R, C]``, z ``[R, 2Ca]``, h ``[R, 2Ca + AUX]`` (``Ca`` for ``2Ca``
+    when a branch is absent)."""
     te, td = StencilPart(te_in, te_w, te_b), StencilPart(td_in, td_w, td_b)
-    if Z_GEMM_LIBRARY == "cublas" and x.dtype == w_in.dtype:  # cuBLAS takes operands and result of one dtype
-        z = torch.mm(x, w_in.t())
-    else:
-        z = gemm(x, w_in.t(), out_dtype=w_in.dtype, dot=w_in.dtype)
-    h = stencil_forward(z, num_frames, tokens, (grid_h, grid_w), _te_width(te), te, td)
-    out = gemm(h, Blocks(w_out).T, bias=b2, bias2=b4, bias2_period=tokens, residual=x, out_dtype=x.dtype,
-               dot=w_out.dtype)
-    return out, z, h
+    z = _matmul(x, w_in.t(), w_in.dtype)
+    h = stencil_forward(z, num_frames, tokens, (grid_h, grid_w), _te_width(te), te, td, AUX_COLUMNS)
+    return _matmul(h, w_aug, x.dtype, residual=x), z, h
 
 
-def _backward_fake(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w,
+def _backward_fake(dout, x, z, h, w_in, w_aug, te_in, te_w, td_in, td_w, num_frames, tokens, grid_h, grid_w,
                    grad_dtype, input_grad):
     c_te = _te_width(StencilPart(te_in, te_w))
     n = sum(torch.Size(s).numel() for s in _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te))
@@ -103,43 +111,29 @@ def _backward_fake(dout, x, z, h, w_in, w_out, te_in, te_w, td_in, td_w, num_fra
 
 @compilable("ted_backward", _backward_fake)
 def _backward(
-    dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
+    dout: torch.Tensor, x: torch.Tensor, z: torch.Tensor, h: torch.Tensor, w_in: torch.Tensor, w_aug: torch.Tensor,
     te_in: Optional[torch.Tensor], te_w: Optional[torch.Tensor], td_in: Optional[torch.Tensor],
     td_w: Optional[torch.Tensor], num_frames: int, tokens: int, grid_h: int, grid_w: int, grad_dtype: torch.dtype,
     input_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> dx ``[R, C]`` (empty without ``input_grad``) and every parameter gradient, flat in ``grad_dtype``
-    (pieces: :func:`_grad_layout`).
-
-    Without ``input_grad`` (the first block's input comes from the frozen stem) the dx GEMM is skipped; the
-    b2/b4 gradients it would have summed in its epilogue come from one pass over ``dout`` into per-token
-    partials instead."""
+    """-> dx ``[R, C]`` (empty without ``input_grad``: the first block's input comes from the frozen stem, and
+    its dx GEMM is skipped) and every parameter gradient, flat in ``grad_dtype`` (pieces: :func:`_grad_layout`)."""
     te, td, grid = StencilPart(te_in, te_w), StencilPart(td_in, td_w), (grid_h, grid_w)
     (R, width), c_te = x.shape, _te_width(te)
-    c_td = w_in.shape[0] - c_te
+    inner = w_in.shape[0]
+    c_td = inner - c_te
     programs = stencil_programs(R // num_frames)
-    split_in = weight_grad_slices(w_in.shape[0], width, R, x.device, z.dtype, x.dtype, grad_dtype)
-    split_out = weight_grad_slices(width, w_in.shape[0], R, x.device, dout.dtype, h.dtype, grad_dtype)
-    segments = [(split_in, w_in.numel()), (split_out, w_out.numel()), (programs, partial_width(c_te, TE_TAPS))]
+    split_in = weight_grad_slices(inner, width, R, x.device, z.dtype, x.dtype, grad_dtype)
+    split_out = weight_grad_slices(w_aug.shape[0], width, R, x.device, h.dtype, dout.dtype, grad_dtype)
+    segments = [(split_in, w_in.numel()), (split_out, w_aug.numel()), (programs, partial_width(c_te, TE_TAPS))]
     if c_td:
         segments.append((programs, partial_width(c_td, TD_TAPS)))
-    bias_segment = len(segments)
-    if input_grad:  # the dx GEMM's epilogue writes each row tile's column sums of dout, b2 | b4 side by side
-        segments.append((colsum_rows(R), width * (2 if c_td else 1)))
-    else:  # one pass over dout writes its per-token column sums: b2 sums them all, b4 all but the CLS token's
-        segments += [(tokens, width)] + ([(tokens - 1, width, (bias_segment, 1))] if c_td else [])
     parts = Partials(segments, x.device, grad_dtype)
-    bias_sums = parts.part(bias_segment)
-    dh = gemm(dout, Blocks(w_out), out_dtype=z.dtype, dot=w_out.dtype)
-    weight_grad(dout, h, parts, 1, w_out.shape, w_out.dtype)
+    dh = _matmul(dout, w_aug[:inner].t(), z.dtype)
+    weight_grad(h, dout, parts, 1, w_aug.shape, w_aug.dtype)
     dz = stencil_backward(dh, z, num_frames, tokens, grid, c_te, te, td, te_part=parts.part(2) if c_te else None,
                           td_part=parts.part(3) if c_td else None)
-    if input_grad:
-        dx = gemm(dz, w_in, residual=dout, colsum="residual", colsum_gated=c_td > 0, bias2_period=tokens,
-                  colsum_out=bias_sums, out_dtype=x.dtype, dot=w_in.dtype)
-    else:
-        dx = x.new_empty(0)
-        torch.sum(dout.reshape(-1, tokens, width), 0, dtype=torch.float32, out=bias_sums)  # [tokens, C]
+    dx = _matmul(dz, w_in, x.dtype, residual=dout) if input_grad else x.new_empty(0)
     weight_grad(dz, x, parts, 0, w_in.shape, w_in.dtype)
     return dx, parts.sum()
 
@@ -151,11 +145,11 @@ class _TEDFunction(torch.autograd.Function):
     def forward(ctx, x, w1, b1, wt, bt, w3, b3, ws, bs, w2, b2, w4, b4, num_frames, grid_h, grid_w):
         dtype = compute_dtype(x)
         w_in = _stacked(w1, w3, dtype).flatten(0, 1)
-        w_out = _stacked(w2, w4, dtype)
+        w_aug = output_operand([(w, b) for w, b in ((w2, b2), (w4, b4)) if w is not None], dtype)
         geometry = (num_frames, x.shape[1], grid_h, grid_w)
         rows = as_rows(x, x.shape[-1])
-        out, z, h = _forward(rows, w_in, w_out, b1, wt, bt, b3, ws, bs, b2, b4, *geometry)
-        ctx.save_for_backward(rows, z, h, w_in, w_out, b1, wt, b3, ws)
+        out, z, h = _forward(rows, w_in, w_aug, b1, wt, bt, b3, ws, bs, *geometry)
+        ctx.save_for_backward(rows, z, h, w_in, w_aug, b1, wt, b3, ws)
         ctx.geometry = geometry
         ctx.grad_dtype = (w1 if w1 is not None else w3).dtype
         ctx.x_shape = x.shape
@@ -164,21 +158,24 @@ class _TEDFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        x, z, h, w_in, w_out, b1, wt, b3, ws = ctx.saved_tensors
+        x, z, h, w_in, w_aug, b1, wt, b3, ws = ctx.saved_tensors
         dout = as_rows(dout, x.shape[1])
         input_grad = ctx.needs_input_grad[0]
-        dx, flat = _backward(dout, x, z, h, w_in, w_out, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype, input_grad)
+        dx, flat = _backward(dout, x, z, h, w_in, w_aug, b1, wt, b3, ws, *ctx.geometry, ctx.grad_dtype, input_grad)
         c_te = _te_width(StencilPart(b1, wt))
+        c_td = w_in.shape[0] - c_te
         # Depthwise kernel gradients were written in each weight's own layout (contiguous or tap-major).
-        conv_strides = (None,) * 4 + (wt.stride() if ctx.has_te else None,) + (None,) * 2 + (
+        conv_strides = (None,) * 3 + (wt.stride() if ctx.has_te else None,) + (None,) * 2 + (
             ws.stride() if ctx.has_td else None,)
-        d_w1, d_w3, d_w2, d_w4, d_wt, d_bt, d_b1, d_ws, d_bs, d_b3, d_b2, d_b4 = Partials.split(
-            flat, _grad_layout(x.shape[1], c_te, w_in.shape[0] - c_te), conv_strides)
+        d_w1, d_w3, d_aug, d_wt, d_bt, d_b1, d_ws, d_bs, d_b3 = Partials.split(
+            flat, _grad_layout(x.shape[1], c_te, c_td), conv_strides)
+        # [dW2ᵀ; dW4ᵀ; db2; db4; 0…]: the weights' gradients transposed views, as pack_output stores the weights
+        inner = c_te + c_td
         none4 = (None, None, None, None)
-        te = (d_w1, d_b1, d_wt, d_bt) if ctx.has_te else none4
-        td = (d_w3, d_b3, d_ws, d_bs) if ctx.has_td else none4
-        return (dx.view(ctx.x_shape) if input_grad else None, *te, *td, d_w2 if ctx.has_te else None, d_b2 if ctx.has_te else None,
-                d_w4 if ctx.has_td else None, d_b4 if ctx.has_td else None, None, None, None)
+        te = (d_w1, d_b1, d_wt, d_bt, d_aug[:c_te].t(), d_aug[inner]) if ctx.has_te else none4 + (None, None)
+        td = (d_w3, d_b3, d_ws, d_bs, d_aug[c_te:inner].t(), d_aug[inner + ctx.has_te]) if ctx.has_td else \
+            none4 + (None, None)
+        return (dx.view(ctx.x_shape) if input_grad else None, *te[:4], *td[:4], *te[4:], *td[4:], None, None, None)
 
 
 def _check_branch(name: str, p: BranchWeights, width: int, kernel: tuple[int, ...]) -> int:
@@ -205,9 +202,9 @@ def ted_adapter(
     """Fused TED-Adapter; same contract as :func:`kernels.reference.ted_adapter`.
 
     x ``[B*T, 1 + h*w, C]`` (CLS first, frame-major) -> same shape. ``td=None``: the TE path alone (then
-    ``grid`` is unused and any token count works); ``te=None``: the TD path alone. The two branches' fc
-    weights are read in place when they are stored back to back (:func:`kernels.packing.pack_pairs`;
-    ``TEDAdapter`` does), else copied.
+    ``grid`` is unused and any token count works); ``te=None``: the TD path alone. The fc weights and the fc2
+    biases are read in place when they are stored as :func:`kernels.packing.pack_ted_adapter` lays them out
+    (``TEDAdapter`` does), else copied once a call.
     """
     check(te is not None or td is not None, "ted_adapter: give the TE branch, the TD branch or both")
     check_tensors("ted_adapter", x, *(te or ()), *(td or ()))

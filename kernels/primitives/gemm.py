@@ -1,14 +1,11 @@
 """GEMM with fused epilogues, and the ``linear`` op built on it.
 
-``C[M, N] = epilogue(A[M, K] @ B[K, N])`` with, in order: ``+ bias[n]``; ``+ bias2[n]`` on rows with
-``m % bias2_period != 0`` (the TED-Adapter adds ``b4`` to patch rows only, never to CLS rows); then GELU
-(optionally storing the pre-activation) or multiplication by ``GELU'(aux[m, n])``; then ``+ residual``.
-The epilogue can also write the column sums of the output or of the residual over the tile's rows
-(all rows, and optionally only the gated rows) — bias gradients, summed later by :mod:`kernels.primitives.reduce`.
+``C[M, N] = epilogue(A[M, K] @ B[K, N])`` with, in order: ``+ bias[n]``; then GELU (optionally storing the
+pre-activation) or multiplication by ``GELU'(aux[m, n])``; then ``+ residual``. The epilogue can also write the
+column sums of the output or of the residual over the tile's rows — bias gradients, summed later by
+:mod:`kernels.primitives.reduce`.
 
-Operands are read through arbitrary strides, so transposed operands cost nothing. ``B`` and ``C`` may
-also be *column blocks* (:class:`Blocks`): ``cat([W2, W4], dim=1)`` read straight from two contiguous
-``[C, Ca]`` parameters, and its gradient written back as two contiguous blocks — no copy either way.
+Operands are read through arbitrary strides, so transposed operands cost nothing.
 
 Split-K (plain GEMMs with an fp32 output, i.e. the weight gradients ``gᵀ·x``: small ``M×N``, long ``K``,
 too few output tiles to fill the GPU): the K range is cut into ``S`` slices and slice ``s`` writes its
@@ -17,7 +14,7 @@ fp32 partial tile to ``C[s]``, summed later in a fixed order: deterministic, no 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional, Union
+from typing import Optional
 
 import torch
 import triton
@@ -38,23 +35,6 @@ COLSUM_BLOCK_M = 32 if INTERPRET else 64
 _INTERPRETED = tl.constexpr(INTERPRET)
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
-
-
-class Blocks(NamedTuple):
-    """A matrix stored as column blocks: ``cat(data.unbind(0), dim=1)``, ``[rows, nb*width]`` from a
-    ``[nb, rows, width]`` tensor with unit last stride; ``transposed`` means its transpose."""
-
-    data: torch.Tensor
-    transposed: bool = False
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        nb, rows, width = self.data.shape
-        return (nb * width, rows) if self.transposed else (rows, nb * width)
-
-    @property
-    def T(self) -> "Blocks":
-        return Blocks(self.data, not self.transposed)
 
 
 def _configs() -> list[triton.Config]:
@@ -86,7 +66,7 @@ def _fitting_configs(configs: list[triton.Config], named_args: dict, **constexpr
     configs = [c for c in configs if (c.kwargs["BLOCK_K"] == 16) == ieee] or configs
     if args.get("COLSUM"):
         configs = [c for c in configs if c.kwargs["BLOCK_M"] == COLSUM_BLOCK_M]
-    if args.get("COLSUM") or args.get("EPILOGUE") or any(args.get(k) is not None for k in ("res_ptr", "bias2_ptr")):
+    if args.get("COLSUM") or args.get("EPILOGUE") or args.get("res_ptr") is not None:
         configs = [c for c in configs if _accumulator_registers(c) <= 32 or INTERPRET]
     m, n = (max(64, next_power_of_2(args[d])) for d in ("M", "N"))
     fitting = [c for c in configs if c.kwargs["BLOCK_M"] <= m and c.kwargs["BLOCK_N"] <= n]
@@ -121,27 +101,20 @@ def _dot_operand(x, DOT_DTYPE: tl.constexpr, ROUND_TF32: tl.constexpr):
     return x
 
 
-@triton.jit
-def _blocked(idx, block, stride_block, stride):
-    """Offsets of indices ``idx`` along a dimension stored in blocks of ``block`` (``stride_block`` apart)."""
-    return (idx // block) * stride_block + (idx % block) * stride
-
-
 @triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "K_SPLIT", "VARIANT"],
                  prune_configs_by={"early_config_prune": _fitting_configs})
 @triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 @triton.jit
 def _gemm_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr, bias2_ptr, aux_ptr, res_ptr, pre_ptr, colsum_ptr,
+    a_ptr, b_ptr, c_ptr, bias_ptr, aux_ptr, res_ptr, pre_ptr, colsum_ptr,
     M, N, K, M_BUCKET, K_SPLIT,
-    stride_am, stride_ak, stride_bk, stride_bn, b_block, stride_b_block,
-    stride_cs, stride_cm, c_block, stride_c_block, stride_auxm, stride_resm, bias2_period,
-    VARIANT: tl.constexpr,  # the epilogue and layouts, as a string: part of the autotune key
-    EPILOGUE: tl.constexpr, COLSUM: tl.constexpr, COLSUM_GATED: tl.constexpr, B_BLOCKS_ALONG_K: tl.constexpr,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_auxm, stride_resm,
+    VARIANT: tl.constexpr,  # the epilogue, as a string: part of the autotune key
+    EPILOGUE: tl.constexpr, COLSUM: tl.constexpr,
     DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """Grid ``(output tiles, K slices)``. Absent operands (bias, bias2, aux, residual, pre, colsum) are None."""
+    """Grid ``(output tiles, K slices)``. Absent operands (bias, aux, residual, pre, colsum) are None."""
     # Grouped tile order: GROUP_M row tiles share B tiles in L2. Axis 1: the K slice (split-K).
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -161,38 +134,23 @@ def _gemm_kernel(
     rk = tl.arange(0, BLOCK_K)  # [BLOCK_K]
     m_mask, n_mask = m0 + rm < M, n0 + rn < N
     a_offs = (rm * stride_am)[:, None] + (rk * stride_ak)[None, :]  # [BLOCK_M, BLOCK_K]
-    if B_BLOCKS_ALONG_K:
-        b_cols = (n0 + rn) * stride_bn
-    else:
-        b_cols = _blocked(n0 + rn, b_block, stride_b_block, stride_bn)
+    b_offs = (rk * stride_bk)[:, None] + (rn * stride_bn)[None, :]  # [BLOCK_K, BLOCK_N]
     k_lo = pid_k * K_SPLIT
     k_len = min(K_SPLIT, K - k_lo)
     k_full = k_len if EVEN_K else k_len - k_len % BLOCK_K
     a_tile = a_ptr + m0.to(tl.int64) * stride_am + k_lo.to(tl.int64) * stride_ak
-    if B_BLOCKS_ALONG_K:
-        b_tile = b_ptr  # the offsets carry the whole k
-    else:
-        b_tile = b_ptr + k_lo.to(tl.int64) * stride_bk
+    b_tile = b_ptr + n0.to(tl.int64) * stride_bn + k_lo.to(tl.int64) * stride_bk
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, k_full, BLOCK_K):
-        if B_BLOCKS_ALONG_K:  # row k of B lives in block k // b_block
-            b_offs = _blocked(k_lo + k0 + rk, b_block, stride_b_block, stride_bk)[:, None] + b_cols[None, :]
-        else:
-            b_offs = (rk * stride_bk)[:, None] + b_cols[None, :]
         a = tl.load(a_tile + a_offs, mask=m_mask[:, None], other=0.0)
         b = tl.load(b_tile + b_offs, mask=n_mask[None, :], other=0.0)
         acc = tl.dot(_dot_operand(a, DOT_DTYPE, ROUND_TF32), _dot_operand(b, DOT_DTYPE, ROUND_TF32), acc,
                      input_precision=INPUT_PRECISION)
         a_tile += BLOCK_K * stride_ak
-        if not B_BLOCKS_ALONG_K:
-            b_tile += BLOCK_K * stride_bk
+        b_tile += BLOCK_K * stride_bk
     if not EVEN_K:  # the slice's last, partial K step
         k_ok = k_full + rk < k_len
-        if B_BLOCKS_ALONG_K:
-            b_offs = _blocked(k_lo + k_full + rk, b_block, stride_b_block, stride_bk)[:, None] + b_cols[None, :]
-        else:
-            b_offs = (rk * stride_bk)[:, None] + b_cols[None, :]
         a = tl.load(a_tile + a_offs, mask=m_mask[:, None] & k_ok[None, :], other=0.0)
         b = tl.load(b_tile + b_offs, mask=k_ok[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(_dot_operand(a, DOT_DTYPE, ROUND_TF32), _dot_operand(b, DOT_DTYPE, ROUND_TF32), acc,
@@ -202,11 +160,6 @@ def _gemm_kernel(
     mn_mask = m_mask[:, None] & n_mask[None, :]
     if bias_ptr is not None:
         acc += tl.load(bias_ptr + n0 + rn, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if bias2_ptr is not None or COLSUM_GATED:
-        gated = ((m0 + rm) % bias2_period) != 0  # e.g. not a CLS row
-    if bias2_ptr is not None:
-        bias2 = tl.load(bias2_ptr + n0 + rn, mask=n_mask, other=0.0).to(tl.float32)
-        acc += tl.where(gated[:, None], bias2[None, :], 0.0)
     if EPILOGUE == GELU:  # keeping the pre-activation for the backward
         if pre_ptr is not None:
             pre = pre_ptr + m0.to(tl.int64) * N + n0
@@ -220,15 +173,12 @@ def _gemm_kernel(
         res_tile = res_ptr + m0.to(tl.int64) * stride_resm + n0
         res = tl.load(res_tile + (rm * stride_resm)[:, None] + rn[None, :], mask=mn_mask, other=0.0).to(tl.float32)
         acc += res
-    if COLSUM != NONE:  # [all rows, gated rows] column sums of this row tile, for bias gradients
+    if COLSUM != NONE:  # column sums of this row tile, for bias gradients
         summed = acc if COLSUM == OF_OUTPUT else res
-        sums = colsum_ptr + pid_m.to(tl.int64) * N * (2 if COLSUM_GATED else 1) + n0
+        sums = colsum_ptr + pid_m.to(tl.int64) * N + n0
         tl.store(sums + rn, tl.sum(tl.where(m_mask[:, None], summed, 0.0), axis=0), mask=n_mask)
-        if COLSUM_GATED:
-            tl.store(sums + N + rn, tl.sum(tl.where((m_mask & gated)[:, None], summed, 0.0), axis=0), mask=n_mask)
-    c_tile = c_ptr + pid_k.to(tl.int64) * stride_cs + m0.to(tl.int64) * stride_cm
-    c_offs = (rm * stride_cm)[:, None] + _blocked(n0 + rn, c_block, stride_c_block, 1)[None, :]
-    tl.store(c_tile + c_offs, acc.to(c_ptr.dtype.element_ty), mask=mn_mask)
+    c_tile = c_ptr + pid_k.to(tl.int64) * stride_cs + m0.to(tl.int64) * stride_cm + n0
+    tl.store(c_tile + (rm * stride_cm)[:, None] + rn[None, :], acc.to(c_ptr.dtype.element_ty), mask=mn_mask)
 
 
 @functools.lru_cache(maxsize=None)
@@ -271,36 +221,28 @@ def weight_grad_slices(M: int, N: int, K: int, device: torch.device, g_dtype: to
 
 
 def _mm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-    """``out`` <- ``a·b`` by ``torch.mm`` or, batched (3-D), ``torch.bmm`` (cuBLAS on a GPU), accumulated in fp32;
-    bf16/fp16 operands may write fp32."""
-    mm = torch.bmm if out.dim() == 3 else torch.mm
+    """``out`` <- ``a·b`` by ``torch.mm`` (cuBLAS on a GPU), accumulated in fp32; bf16/fp16 operands may write
+    fp32."""
     if a.dtype == out.dtype:
-        mm(a, b, out=out)
+        torch.mm(a, b, out=out)
         return
     try:  # on CPU tensors only a trace takes this (benchmarks/tracing.py records it as a GPU would run it)
-        mm(a, b, out_dtype=out.dtype, out=out)
+        torch.mm(a, b, out_dtype=out.dtype, out=out)
     except NotImplementedError:  # the CPU has no mixed-precision mm (the interpreter's runs): the product in fp32
-        mm(a.to(out.dtype), b.to(out.dtype), out=out)
+        torch.mm(a.to(out.dtype), b.to(out.dtype), out=out)
 
 
-def weight_grad(g: torch.Tensor, x: torch.Tensor, parts: Partials, segment: int, shape: tuple[int, ...],
+def weight_grad(g: torch.Tensor, x: torch.Tensor, parts: Partials, segment: int, shape: tuple[int, int],
                 dot: torch.dtype) -> None:
-    """A weight gradient ``gᵀ·x`` for g ``[K, M]``, x ``[K, N]`` into segment ``segment`` of ``parts`` (a
-    :class:`~kernels.primitives.reduce.Partials` whose ``S`` came from :func:`weight_grad_slices`). ``shape``
-    is ``[M, N]``, or ``[nb, M, N // nb]`` for column blocks (each block a contiguous ``[M, N // nb]``).
-    ``S = 0``: one library GEMM (batched over the blocks), written into the gradient itself; else ours in ``S``
-    K slices of fp32 partials (``dot`` its operand dtype)."""
+    """A weight gradient ``gᵀ·x`` ``[M, N]`` (``shape``) for g ``[K, M]``, x ``[K, N]`` into segment ``segment`` of
+    ``parts`` (a :class:`~kernels.primitives.reduce.Partials` whose ``S`` came from :func:`weight_grad_slices`).
+    ``S = 0``: one library GEMM, written into the gradient itself; else ours in ``S`` K slices of fp32 partials
+    (``dot`` its operand dtype)."""
     slices = parts.segments[segment][0]
     if slices:
         gemm(g.t(), x, out=parts.part(segment).view(slices, *shape), split_k=slices, dot=dot)
-        return
-    out = parts.output(segment).view(shape)
-    if out.dim() == 2:
-        _mm_into(g.t(), x, out)
-        return
-    # one strided-batched GEMM for the blocks: gᵀ shared (batch stride 0), x's column blocks as strided views
-    blocks, width = out.shape[0], out.shape[-1]
-    _mm_into(g.t().expand(blocks, -1, -1), x.unflatten(1, (blocks, width)).transpose(0, 1), out)
+    else:
+        _mm_into(g.t(), x, parts.output(segment).view(shape))
 
 
 def k_slice(K: int, split_k: int) -> int:
@@ -308,76 +250,56 @@ def k_slice(K: int, split_k: int) -> int:
     return cdiv(cdiv(K, split_k), 64) * 64
 
 
-def _b_layout(b: Union[torch.Tensor, Blocks]) -> tuple[torch.Tensor, int, int, int, int, bool]:
-    """(tensor, stride_k, stride_n, block, stride_block, blocks along K) of B ``[K, N]``."""
-    if isinstance(b, torch.Tensor):
-        return b, b.stride(0), b.stride(1), max(b.shape[1], 1), 0, False
-    width = b.data.shape[2]
-    if b.transposed:  # B[k, n] = data[k // width, n, k % width]
-        return b.data, 1, b.data.stride(1), width, b.data.stride(0), True
-    return b.data, b.data.stride(1), 1, width, b.data.stride(0), False  # B[k, n] = data[n // width, k, n % width]
-
-
 def gemm(
     a: torch.Tensor,
-    b: Union[torch.Tensor, Blocks],
+    b: torch.Tensor,
     *,
     bias: Optional[torch.Tensor] = None,
-    bias2: Optional[torch.Tensor] = None,
-    bias2_period: int = 1,
     epilogue: str = "none",
     aux: Optional[torch.Tensor] = None,
     residual: Optional[torch.Tensor] = None,
     pre: Optional[torch.Tensor] = None,
     colsum: Optional[str] = None,
-    colsum_gated: bool = False,
     colsum_out: Optional[torch.Tensor] = None,
     out: Optional[torch.Tensor] = None,
     out_dtype: Optional[torch.dtype] = None,
     dot: Optional[torch.dtype] = None,
     split_k: int = 1,
 ) -> torch.Tensor:
-    """Launch the GEMM: a ``[M, K]`` (any strides), b ``[K, N]`` (any strides, or :class:`Blocks`) -> c.
+    """Launch the GEMM: a ``[M, K]``, b ``[K, N]`` (any strides) -> c.
 
-    ``out``: where to write, ``[M, N]``, ``[split_k, M, N]`` or, as column blocks, ``[split_k, nb, M, N // nb]``
-    (unit last stride); by default a new ``[M, N]`` tensor of ``out_dtype`` (default a's). ``pre``
-    ``[M, N]`` receives the GELU pre-activation. ``colsum`` ("output" or "residual") writes per-row-tile
-    column sums to ``colsum_out [cdiv(M, COLSUM_BLOCK_M), 1 or 2, N]`` fp32: over all rows, and with
-    ``colsum_gated`` also over the rows with ``m % bias2_period != 0``. ``dot``: the
-    multiply's operand dtype (default a's); accumulation is fp32; fp32 operands use TF32 only where
-    PyTorch's fp32 matmuls may (:func:`~kernels.dtypes.fp32_dot_precision`). ``split_k`` > 1 needs
+    ``out``: where to write, ``[M, N]`` or ``[split_k, M, N]`` (unit last stride); by default a new ``[M, N]``
+    tensor of ``out_dtype`` (default a's). ``pre`` ``[M, N]`` receives the GELU pre-activation. ``colsum``
+    ("output" or "residual") writes per-row-tile column sums to ``colsum_out [cdiv(M, COLSUM_BLOCK_M), N]``
+    fp32. ``dot``: the multiply's operand dtype (default a's); accumulation is fp32; fp32 operands use TF32 only
+    where PyTorch's fp32 matmuls may (:func:`~kernels.dtypes.fp32_dot_precision`). ``split_k`` > 1 needs
     ``out`` (the partial tiles) and no epilogue.
     """
     M, K = a.shape
     N = b.shape[1]
-    b, stride_bk, stride_bn, b_block, stride_b_block, b_along_k = _b_layout(b)
     if out is None:
         out = torch.empty(M, N, device=a.device, dtype=out_dtype or a.dtype)
-    blocked = out.dim() == 4
     out_strides = (0, *out.stride()) if out.dim() == 2 else out.stride()  # [M, N] is one slice
     k_split = k_slice(K, split_k)
     dot = dot or a.dtype
-    meta = _meta(epilogue, bias is not None, bias2 is not None, residual is not None, colsum, colsum_gated, b_along_k,
-                 dot, fp32_dot_precision() if dot == torch.float32 else "tf32")
+    meta = _meta(epilogue, bias is not None, residual is not None, colsum, dot,
+                 fp32_dot_precision() if dot == torch.float32 else "tf32")
     grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]), cdiv(K, k_split))  # noqa: E731
-    launch(_gemm_kernel, grid, a, b, out, bias, bias2, aux, residual, pre, colsum_out,
+    launch(_gemm_kernel, grid, a, b, out, bias, aux, residual, pre, colsum_out,
            M, N, K, next_power_of_2(M), k_split,
-           a.stride(0), a.stride(1), stride_bk, stride_bn, b_block, stride_b_block,
-           out_strides[0], out_strides[-2], out.shape[-1] if blocked else N, out_strides[1] if blocked else 0,
-           0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0), bias2_period,
+           a.stride(0), a.stride(1), b.stride(0), b.stride(1), out_strides[0], out_strides[1],
+           0 if aux is None else aux.stride(0), 0 if residual is None else residual.stride(0),
            name="gemm", **meta)
-    return out if blocked or out.dim() == 2 else out[0]
+    return out if out.dim() == 2 else out[0]
 
 
 @functools.lru_cache(maxsize=None)
-def _meta(epilogue: str, has_bias: bool, has_bias2: bool, has_res: bool, colsum: Optional[str], gated: bool,
-          b_along_k: bool, dot: torch.dtype, precision: str) -> dict:
+def _meta(epilogue: str, has_bias: bool, has_res: bool, colsum: Optional[str], dot: torch.dtype, precision: str) -> dict:
     """The constexpr arguments of one GEMM variant (made once per variant: host time matters, see issue 9)."""
     # The precision is part of the variant: the autotuner keys its cache on the variant, and IEEE fp32 tiles differ.
-    variant = f"e{epilogue}-b{has_bias:d}{has_bias2:d}-r{has_res:d}-c{colsum}{gated:d}-k{b_along_k:d}-{precision}"
-    return dict(VARIANT=variant, EPILOGUE=EPILOGUES[epilogue], COLSUM=COLSUM_OF[colsum], COLSUM_GATED=gated,
-                B_BLOCKS_ALONG_K=b_along_k, DOT_DTYPE=dot_dtype(dot), INPUT_PRECISION=precision,
-                ROUND_TF32=dot == torch.float32 and precision == "tf32")
+    variant = f"e{epilogue}-b{has_bias:d}-r{has_res:d}-c{colsum}-{precision}"
+    return dict(VARIANT=variant, EPILOGUE=EPILOGUES[epilogue], COLSUM=COLSUM_OF[colsum], DOT_DTYPE=dot_dtype(dot),
+                INPUT_PRECISION=precision, ROUND_TF32=dot == torch.float32 and precision == "tf32")
 
 
 def colsum_rows(M: int) -> int:

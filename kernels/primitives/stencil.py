@@ -143,8 +143,11 @@ def _stencil_fwd_kernel(
     z_ptr, h_ptr, te_in_bias_ptr, te_w_ptr, te_bias_ptr, td_in_bias_ptr, td_w_ptr, td_bias_ptr,
     N, T, L, GH, GW, C_TE, C_TD, N_TE_BLOCKS, stride_z, stride_h, te_wc, te_wq, td_wc, td_wq,
     HAS_TE: tl.constexpr, HAS_TD: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    AUX: tl.constexpr, AUX_ONES: tl.constexpr, AUX_GATE: tl.constexpr,
 ):
-    """Grid ``(cdiv(N, BLOCK_N), TE channel blocks + TD channel blocks)`` with ``N = B*L``; h ``[R, C_TE + C_TD]``.
+    """Grid ``(cdiv(N, BLOCK_N), TE channel blocks + TD channel blocks)`` with ``N = B*L``; h
+    ``[R, C_TE + C_TD + AUX]``: the programs of channel block 0 also write the ``AUX`` columns past the channels,
+    1 in column ``AUX_ONES``, the patch gate ``[l ≠ 0]`` in column ``AUX_GATE`` (-1: none), 0 elsewhere.
 
     A masked load is the zero padding; the in-bias enters as ``(w[q] · in_bias) · valid_q`` with ``valid_q``
     a per-row 0/1 (no per-element select).
@@ -155,6 +158,12 @@ def _stencil_fwd_kernel(
     z = z_ptr + row0 * stride_z  # 64-bit base; per-element offsets stay 32-bit
     h = h_ptr + row0 * stride_h
     rows, l, live = _positions(first, N, T, L, BLOCK_N)  # [BLOCK_N] each; frame t at rows + t*L
+    if AUX > 0:
+        if pid_c == 0:  # the augmented K's columns, the same tile every frame, in the channel tiles' layout
+            a = tl.arange(0, BLOCK_C)
+            aux = (a == AUX_ONES).to(tl.float32)[None, :] + (a == AUX_GATE).to(tl.float32)[None, :] * _rowf(l != 0)
+            for t in range(T):
+                _put(h + C_TE + C_TD, rows + t * L, stride_h, a, aux, live, a < AUX, False)
     if HAS_TE:
         if pid_c < N_TE_BLOCKS:
             cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
@@ -353,20 +362,27 @@ class StencilPart(NamedTuple):
 # The launches below pass every argument positionally, in the kernel's order: kernels.launcher replays a launch
 # from its positional arguments (keywords are the constexprs).
 def stencil_forward(z: torch.Tensor, num_frames: int, tokens: int, grid: tuple[int, int], c_te: int,
-                    te: StencilPart, td: StencilPart) -> torch.Tensor:
-    """z ``[R, C_TE + C_TD]`` (unit column stride; each frame ``tokens`` rows, CLS first) -> h, same shape and
-    dtype; one launch for both parts."""
+                    te: StencilPart, td: StencilPart, aux_columns: int = 0) -> torch.Tensor:
+    """z ``[R, C_TE + C_TD]`` (unit column stride; each frame ``tokens`` rows, CLS first) -> h
+    ``[R, C_TE + C_TD + aux_columns]`` in z's dtype; one launch for both parts. The ``aux_columns`` (at least one a
+    part) are the output GEMM's augmented K (:data:`kernels.packing.AUX_COLUMNS`): 1 for the TE part's bias, then
+    the patch gate ``[l ≠ 0]`` for the TD part's, then zeros."""
     R, width = z.shape
     c_td = width - c_te
-    h = torch.empty((R, width), device=z.device, dtype=z.dtype)
+    h = torch.empty((R, width + aux_columns), device=z.device, dtype=z.dtype)
+    ones, gate = (0 if c_te else -1), ((1 if c_te else 0) if c_td else -1)
+    if aux_columns and not (c_te > 0) + (c_td > 0) <= aux_columns <= 16:
+        raise ValueError(f"stencil_forward: aux_columns must be 0, or 1 to 16 with a column for each part's bias, "
+                         f"got {aux_columns}")
     block = _block_c(c_te, c_td, MAX_BLOCK_C)
     n_te, n_td = cdiv(c_te, block), cdiv(c_td, block)
     positions = R // num_frames
     launch(_stencil_fwd_kernel, (cdiv(positions, BLOCK_N), n_te + n_td),
            z, h, *te, *td, positions, num_frames, tokens, grid[0], grid[1], c_te, c_td, n_te, z.stride(0), h.stride(0),
            *tap_strides(te.weight), *tap_strides(td.weight), HAS_TE=c_te > 0, HAS_TD=c_td > 0,
-           EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_N=BLOCK_N, BLOCK_C=block, name="stencil_fwd",
-           num_warps=FWD_WARPS, maxnreg=FWD_MAX_REGISTERS)
+           EVEN_C=c_te % block == 0 and c_td % block == 0, BLOCK_N=BLOCK_N, BLOCK_C=block,
+           AUX=aux_columns, AUX_ONES=ones, AUX_GATE=gate, name="stencil_fwd", num_warps=FWD_WARPS,
+           maxnreg=FWD_MAX_REGISTERS)
     return h
 
 
