@@ -111,15 +111,8 @@ def _candidates() -> dict:
     from kernels.ops import ted_adapter
     from kernels.primitives import gemm
 
-    def plan(weight_grads: str, others: str) -> dict:
-        """The op analysed with its GEMMs on these libraries: its kernels, library kernels, predicted µs by card."""
-        with mock.patch.object(gemm, "WEIGHT_GRAD_LIBRARY", weight_grads), \
-                mock.patch.object(ted_adapter, "GEMM_LIBRARY", others):
-            op = analyse_op(f"ted_adapter fwd+bwd, weight gradients {weight_grads}, other GEMMs {others}", ted_fwd_bwd,
-                            VIT_B16)
-        return {k: op[k] for k in ("op", "kernels", "aten_kernels", "predicted_by_card")}
-
-    all_ours = plan("triton", "triton")
+    with mock.patch.object(gemm, "WEIGHT_GRAD_LIBRARY", "triton"), mock.patch.object(ted_adapter, "GEMM_LIBRARY", "triton"):
+        all_ours = analyse_op("ted_adapter fwd+bwd, every GEMM ours", ted_fwd_bwd, VIT_B16)
     ours = [k["predicted_us"] for k in all_ours["kernels"] if k["name"] == "gemm"]  # the op's launch order
     variants = persistent_gemm_variants()
     shapes = ted_gemm_shapes(VIT_B16.R, VIT_B16.C, VIT_B16.Ca)
